@@ -1,0 +1,175 @@
+/*
+ * sana_ops.h — the one C ABI of sana-node's compute kernels.
+ *
+ * Every backend implements exactly these functions: the scalar reference (native/kernels/ref), the x86
+ * variants chosen at run time from cpuid (native/kernels/cpu), and the WASM SIMD128 build of the same
+ * sources (wasm/). The N-API layer and the WASM glue are thin callers of this header.
+ *
+ * Conventions
+ *  - A context (sana_ctx) owns the thread pool, the selected kernel variant and the last error message.
+ *    One context per thread of JavaScript (each worker thread creates its own). A context is bound to one
+ *    device: every pointer passed with it lives in that device's memory (host memory for cpu/wasm; a CUDA
+ *    context will also carry its stream, so the op signatures stay as they are).
+ *  - Activations are float32. Weights (`const void* w` + a sana_dtype) are read in their stored dtype
+ *    (fp32, fp16 or bf16) and accumulated in fp32; they are never converted as a whole.
+ *  - Sizes and strides are ptrdiff_t, in elements (not bytes). Linear weights are [out, in] row-major;
+ *    conv weights are [Cout, Cin/groups, kh, kw]; images are NCHW; token tensors are [B, N, C] row-major.
+ *  - Every function returns a sana_status. On failure nothing is aborted: the status says what kind of
+ *    failure and sana_ctx_last_error() names the op and the argument. Output buffers may then hold garbage.
+ *  - Outputs never alias inputs unless the op says so.
+ */
+#ifndef SANA_OPS_H
+#define SANA_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Exported symbols (EMSCRIPTEN_KEEPALIVE keeps them in the wasm module). Included outside extern "C":
+ * emscripten's header holds C++ templates. */
+#if defined(__EMSCRIPTEN__)
+#include <emscripten/emscripten.h>
+#define SANA_API EMSCRIPTEN_KEEPALIVE
+#elif defined(_WIN32)
+#define SANA_API
+#else
+#define SANA_API __attribute__((visibility("default")))
+#endif
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+
+typedef enum sana_status {
+  SANA_OK = 0,
+  SANA_ERR_INVALID_ARGUMENT = 1, /* a shape, size, stride, dtype or option is out of range */
+  SANA_ERR_OUT_OF_MEMORY = 2,    /* scratch allocation failed */
+  SANA_ERR_UNSUPPORTED = 3,      /* valid request this build or CPU cannot serve (e.g. a variant) */
+  SANA_ERR_INTERNAL = 4
+} sana_status;
+
+typedef enum sana_dtype { SANA_F32 = 0, SANA_F16 = 1, SANA_BF16 = 2 } sana_dtype;
+
+typedef enum sana_act {
+  SANA_ACT_NONE = 0,
+  SANA_ACT_RELU = 1,
+  SANA_ACT_SILU = 2,
+  SANA_ACT_GELU_TANH = 3 /* 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³))) */
+} sana_act;
+
+typedef enum sana_variant {
+  SANA_VARIANT_REF = 0,        /* scalar reference: the specification, slow */
+  SANA_VARIANT_BASELINE = 1,   /* x86-64 baseline (SSE2), 4-wide */
+  SANA_VARIANT_AVX2 = 2,       /* AVX2 + FMA + F16C, 8-wide */
+  SANA_VARIANT_AVX512 = 3,     /* AVX-512 F/BW/DQ/VL, 16-wide */
+  SANA_VARIANT_AVX512BF16 = 4, /* AVX-512 + BF16 (vdpbf16ps for the fast bf16 GEMM) */
+  SANA_VARIANT_WASM_SIMD128 = 5,
+  SANA_VARIANT_COUNT = 6
+} sana_variant;
+
+/* GEMM flags */
+#define SANA_GEMM_FAST_BF16 1 /* bf16 weights only: round activations to bf16 at the GEMM input and use
+                                 bf16 dot products (vdpbf16ps); fp32 accumulation. Ignored by variants
+                                 without bf16 dot products (they compute the exact fp32 product). */
+
+/* Normalisation modes */
+#define SANA_RMS_WEIGHT 0          /* y = x·rsqrt(mean(x²)+eps)·w        (diffusers RMSNorm) */
+#define SANA_RMS_ONE_PLUS_WEIGHT 1 /* y = x·rsqrt(mean(x²)+eps)·(1 + w)  (Gemma-2 RMSNorm)  */
+
+typedef struct sana_ctx sana_ctx;
+
+/* A strided 4-D float view [b, n, h, d]: element (b, n, h, d) is data[b·sb + n·sn + h·sh + d·sd].
+ * Used by the attention ops so q/k/v can be slices of fused projections without copies. */
+typedef struct sana_view4 {
+  float* data;
+  ptrdiff_t sb, sn, sh, sd;
+} sana_view4;
+
+/* ---- context ---------------------------------------------------------------------------------------- */
+SANA_API sana_ctx* sana_ctx_create(int threads); /* threads <= 0: all available cores. NULL on OOM. */
+SANA_API void sana_ctx_destroy(sana_ctx* ctx);
+SANA_API int sana_ctx_set_threads(sana_ctx* ctx, int threads);
+SANA_API int sana_ctx_threads(const sana_ctx* ctx);
+SANA_API int sana_ctx_set_variant(sana_ctx* ctx, int variant); /* SANA_ERR_UNSUPPORTED if the CPU lacks it */
+SANA_API int sana_ctx_variant(const sana_ctx* ctx);
+SANA_API const char* sana_ctx_last_error(const sana_ctx* ctx);
+SANA_API int sana_variant_supported(int variant);
+SANA_API int sana_best_variant(void);
+SANA_API const char* sana_variant_name(int variant);
+SANA_API int sana_hardware_threads(void);
+
+/* ---- ops -------------------------------------------------------------------------------------------- */
+
+/* y[M,N] = act(x[M,K] · w[N,K]ᵀ + bias[N]); bias may be NULL. */
+SANA_API int sana_linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, int w_dtype,
+                         ptrdiff_t N, const float* bias, int act, int flags, float* y);
+
+/* y[B,Cout,Ho,Wo] = act(conv2d(x[B,Cin,H,W], w[Cout,Cin/groups,kh,kw]) + bias[Cout]), zero padding,
+ * Ho = (H + 2·pad − kh)/stride + 1 (likewise Wo). bias may be NULL. */
+SANA_API int sana_conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W,
+                         const void* w, int w_dtype, ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride,
+                         ptrdiff_t pad, ptrdiff_t groups, const float* bias, int act, float* y);
+
+/* Sana ReLU linear attention over views [B, N, heads, head_dim]:
+ *   out_n = Σ_m v_m (relu(k_m)·relu(q_n)) / (Σ_m relu(k_m)·relu(q_n) + eps), state in fp32. */
+SANA_API int sana_linear_attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const sana_view4* v,
+                                   const sana_view4* out, ptrdiff_t B, ptrdiff_t N, ptrdiff_t heads,
+                                   ptrdiff_t head_dim, float eps);
+
+/* Softmax attention. q [B, Lq, Hq, D], k [B, Lk, Hkv, D], v [B, Lk, Hkv, Dv], out [B, Lq, Hq, Dv];
+ * query head h reads kv head h / (Hq/Hkv) (GQA). logits = q·k·scale; if softcap > 0:
+ * logits = softcap·tanh(logits/softcap); then + key_bias[b, key] (may be NULL); causal masks key > query
+ * (needs Lq == Lk); window > 0 masks query − key ≥ window. Masked keys get weight 0. */
+typedef struct sana_attention_params {
+  ptrdiff_t batch, len_q, len_kv, heads_q, heads_kv, head_dim, head_dim_v;
+  float scale, softcap;
+  int causal;
+  ptrdiff_t window;
+} sana_attention_params;
+SANA_API int sana_attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const sana_view4* v,
+                            const float* key_bias, const sana_attention_params* p, const sana_view4* out);
+
+/* Mix-FFN (GLUMBConv, transformer flavour) on tokens x[B, H·W, C] (row-major grid):
+ *   t = silu(x·w_inv[2F,C]ᵀ + b_inv) ; t = dwconv3x3(t; w_dw[2F,1,3,3], b_dw) ;
+ *   u = t[:, :F] · silu(t[:, F:]) ; y[B, H·W, Cout] = u · w_point[Cout,F]ᵀ   (no bias)
+ * All three weights share w_dtype. Computed in row bands so the [H·W, 2F] expansion is never whole. */
+SANA_API int sana_glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C,
+                            const void* w_inv, const float* b_inv, const void* w_dw, const float* b_dw,
+                            const void* w_point, int w_dtype, ptrdiff_t F, ptrdiff_t Cout, int flags, float* y);
+
+/* LayerNorm without affine over the last dim of x[rows, dim]; if scale/shift are given (both [nb, dim],
+ * nb = rows / rows_per_batch) the adaLN modulation y = LN(x)·(1 + scale[b]) + shift[b] is fused. */
+SANA_API int sana_layer_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, float eps,
+                             const float* scale, const float* shift, ptrdiff_t rows_per_batch, float* y);
+
+/* RMSNorm over the last dim: y = x·rsqrt(mean(x²)+eps)·w (or ·(1+w), mode) + bias. weight/bias may be NULL. */
+SANA_API int sana_rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight,
+                           const float* bias, float eps, int mode, float* y);
+
+/* Channel RMSNorm of an NCHW map (DC-AE RMSNorm2d): per pixel over C, y = x·rsqrt(mean_c(x²)+eps)·w[c] + b[c]. */
+SANA_API int sana_rms_norm_channels(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW,
+                                    const float* weight, const float* bias, float eps, float* y);
+
+/* x[B, C·r², H, W] → y[B, C, H·r, W·r]: y[c, h·r+i, w·r+j] = x[c·r² + i·r + j, h, w] (torch pixel_shuffle). */
+SANA_API int sana_pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                                ptrdiff_t r, float* y);
+/* x[B, C, H, W] → y[B, C·r², H/r, W/r], the inverse (torch pixel_unshuffle). C is the input channel count. */
+SANA_API int sana_pixel_unshuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H,
+                                  ptrdiff_t W, ptrdiff_t r, float* y);
+/* x[B, C, H, W] → y[B, C, 2H, 2W], y[2i+a, 2j+b] = x[i, j]. */
+SANA_API int sana_upsample_nearest2x(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H,
+                                     ptrdiff_t W, float* y);
+
+/* y = act(x) elementwise; y may equal x. */
+SANA_API int sana_activation(sana_ctx* ctx, const float* x, ptrdiff_t n, int act, float* y);
+
+/* Rotary embedding, rotate-half convention, on views [B, L, heads, dim] (dim even):
+ * inv_freq[i] = theta^(−2i/dim), angle = pos·inv_freq (fp32), x' = x·cos + rotate_half(x)·sin.
+ * positions: L int32 values shared by the batch, or NULL for 0..L−1. out may equal x. */
+SANA_API int sana_rope(sana_ctx* ctx, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t heads,
+                       ptrdiff_t dim, const int32_t* positions, float theta, const sana_view4* out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

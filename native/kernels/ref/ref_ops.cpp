@@ -1,0 +1,292 @@
+// Scalar reference of every op: the executable specification the fast variants are tested against
+// (together with the float64 references of test/kernels). Plain loops, float32 arithmetic, one thread.
+// Formulas: ../shared/design/sana-spec.md §2.5, §3.2, §6.3 and native/include/sana_ops.h.
+#include <cmath>
+#include <cstring>
+
+#include "../../core/internal.h"
+
+namespace sana {
+namespace ref {
+namespace {
+
+float wload(const void* w, int dt, ptrdiff_t i) {
+  if (dt == SANA_F32) return static_cast<const float*>(w)[i];
+  uint16_t h = static_cast<const uint16_t*>(w)[i];
+  return dt == SANA_F16 ? f16_to_f32(h) : bf16_to_f32(h);
+}
+
+float act_fn(float x, int act) {
+  switch (act) {
+    case SANA_ACT_RELU: return x > 0 ? x : 0.0f;
+    case SANA_ACT_SILU: return x / (1.0f + std::exp(-x));
+    case SANA_ACT_GELU_TANH: return 0.5f * x * (1.0f + std::tanh(0.7978845608028654f * (x + 0.044715f * x * x * x)));
+    default: return x;
+  }
+}
+
+float silu(float x) { return x / (1.0f + std::exp(-x)); }
+
+float& at(const sana_view4* v, ptrdiff_t b, ptrdiff_t n, ptrdiff_t h, ptrdiff_t d) {
+  return v->data[b * v->sb + n * v->sn + h * v->sh + d * v->sd];
+}
+
+int linear(sana_ctx*, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, int dt, ptrdiff_t N, const float* bias,
+           int act, int, float* y) {
+  for (ptrdiff_t m = 0; m < M; ++m)
+    for (ptrdiff_t n = 0; n < N; ++n) {
+      float s = 0;
+      for (ptrdiff_t k = 0; k < K; ++k) s += x[m * K + k] * wload(w, dt, n * K + k);
+      y[m * N + n] = act_fn(s + (bias ? bias[n] : 0.0f), act);
+    }
+  return SANA_OK;
+}
+
+int conv2d(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const void* w, int dt,
+           ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups,
+           const float* bias, int act, float* y) {
+  ptrdiff_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+  ptrdiff_t cig = Cin / groups, cog = Cout / groups;
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t co = 0; co < Cout; ++co) {
+      ptrdiff_t g = co / cog;
+      for (ptrdiff_t oy = 0; oy < Ho; ++oy)
+        for (ptrdiff_t ox = 0; ox < Wo; ++ox) {
+          float s = 0;
+          for (ptrdiff_t ci = 0; ci < cig; ++ci)
+            for (ptrdiff_t ky = 0; ky < kh; ++ky)
+              for (ptrdiff_t kx = 0; kx < kw; ++kx) {
+                ptrdiff_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
+                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
+                s += x[((b * Cin + g * cig + ci) * H + iy) * W + ix] * wload(w, dt, ((co * cig + ci) * kh + ky) * kw + kx);
+              }
+          y[((b * Cout + co) * Ho + oy) * Wo + ox] = act_fn(s + (bias ? bias[co] : 0.0f), act);
+        }
+    }
+  return SANA_OK;
+}
+
+int linear_attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const sana_view4* v,
+                     const sana_view4* out, ptrdiff_t B, ptrdiff_t N, ptrdiff_t heads, ptrdiff_t d, float eps) {
+  float* kv = static_cast<float*>(scratch_alloc(sizeof(float) * (d + 1) * d));
+  if (!kv) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "linear_attention: out of memory");
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t h = 0; h < heads; ++h) {
+      // kv[i][j] = Σ_n vp[n][i]·relu(k[n][j]) with vp = [v | 1]
+      std::memset(kv, 0, sizeof(float) * (d + 1) * d);
+      for (ptrdiff_t n = 0; n < N; ++n)
+        for (ptrdiff_t j = 0; j < d; ++j) {
+          float kj = std::fmax(at(k, b, n, h, j), 0.0f);
+          for (ptrdiff_t i = 0; i < d; ++i) kv[i * d + j] += at(v, b, n, h, i) * kj;
+          kv[d * d + j] += kj;
+        }
+      for (ptrdiff_t n = 0; n < N; ++n) {
+        float den = 0;
+        for (ptrdiff_t j = 0; j < d; ++j) den += kv[d * d + j] * std::fmax(at(q, b, n, h, j), 0.0f);
+        for (ptrdiff_t i = 0; i < d; ++i) {
+          float num = 0;
+          for (ptrdiff_t j = 0; j < d; ++j) num += kv[i * d + j] * std::fmax(at(q, b, n, h, j), 0.0f);
+          at(out, b, n, h, i) = num / (den + eps);
+        }
+      }
+    }
+  scratch_free(kv);
+  return SANA_OK;
+}
+
+int attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const sana_view4* v, const float* key_bias,
+              const sana_attention_params* p, const sana_view4* out) {
+  float* logits = static_cast<float*>(scratch_alloc(sizeof(float) * p->len_kv));
+  if (!logits) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "attention: out of memory");
+  ptrdiff_t group = p->heads_q / p->heads_kv;
+  for (ptrdiff_t b = 0; b < p->batch; ++b)
+    for (ptrdiff_t h = 0; h < p->heads_q; ++h)
+      for (ptrdiff_t i = 0; i < p->len_q; ++i) {
+        float mx = -INFINITY;
+        for (ptrdiff_t j = 0; j < p->len_kv; ++j) {
+          bool masked = (p->causal && j > i) || (p->window > 0 && i - j >= p->window);
+          if (masked) { logits[j] = -INFINITY; continue; }
+          float s = 0;
+          for (ptrdiff_t e = 0; e < p->head_dim; ++e) s += at(q, b, i, h, e) * at(k, b, j, h / group, e);
+          s *= p->scale;
+          if (p->softcap > 0) s = p->softcap * std::tanh(s / p->softcap);
+          if (key_bias) s += key_bias[b * p->len_kv + j];
+          logits[j] = s;
+          mx = std::fmax(mx, s);
+        }
+        float sum = 0;
+        for (ptrdiff_t j = 0; j < p->len_kv; ++j) {
+          logits[j] = logits[j] == -INFINITY ? 0.0f : std::exp(logits[j] - mx);
+          sum += logits[j];
+        }
+        for (ptrdiff_t e = 0; e < p->head_dim_v; ++e) {
+          float s = 0;
+          for (ptrdiff_t j = 0; j < p->len_kv; ++j) s += logits[j] * at(v, b, j, h / group, e);
+          at(out, b, i, h, e) = sum > 0 ? s / sum : 0.0f;
+        }
+      }
+  scratch_free(logits);
+  return SANA_OK;
+}
+
+int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, const void* w_inv,
+              const float* b_inv, const void* w_dw, const float* b_dw, const void* w_point, int dt, ptrdiff_t F,
+              ptrdiff_t Cout, int, float* y) {
+  ptrdiff_t P = H * W, F2 = 2 * F;
+  float* t = static_cast<float*>(scratch_alloc(sizeof(float) * P * F2));
+  float* u = static_cast<float*>(scratch_alloc(sizeof(float) * P * F));
+  if (!t || !u) {
+    scratch_free(t);
+    scratch_free(u);
+    return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "glumbconv: out of memory");
+  }
+  for (ptrdiff_t b = 0; b < B; ++b) {
+    const float* xb = x + b * P * C;
+    for (ptrdiff_t p = 0; p < P; ++p)  // [P, 2F]
+      for (ptrdiff_t c = 0; c < F2; ++c) {
+        float s = b_inv ? b_inv[c] : 0.0f;
+        for (ptrdiff_t k = 0; k < C; ++k) s += xb[p * C + k] * wload(w_inv, dt, c * C + k);
+        t[p * F2 + c] = silu(s);
+      }
+    for (ptrdiff_t i = 0; i < H; ++i)
+      for (ptrdiff_t j = 0; j < W; ++j)
+        for (ptrdiff_t c = 0; c < F; ++c) {
+          float a = b_dw ? b_dw[c] : 0.0f, g = b_dw ? b_dw[c + F] : 0.0f;
+          for (ptrdiff_t dy = -1; dy <= 1; ++dy)
+            for (ptrdiff_t dx = -1; dx <= 1; ++dx) {
+              ptrdiff_t yy = i + dy, xx = j + dx;
+              if (yy < 0 || yy >= H || xx < 0 || xx >= W) continue;
+              ptrdiff_t tap = (dy + 1) * 3 + dx + 1;
+              a += t[(yy * W + xx) * F2 + c] * wload(w_dw, dt, c * 9 + tap);
+              g += t[(yy * W + xx) * F2 + c + F] * wload(w_dw, dt, (c + F) * 9 + tap);
+            }
+          u[(i * W + j) * F + c] = a * silu(g);
+        }
+    for (ptrdiff_t p = 0; p < P; ++p)
+      for (ptrdiff_t o = 0; o < Cout; ++o) {
+        float s = 0;
+        for (ptrdiff_t k = 0; k < F; ++k) s += u[p * F + k] * wload(w_point, dt, o * F + k);
+        y[(b * P + p) * Cout + o] = s;
+      }
+  }
+  scratch_free(t);
+  scratch_free(u);
+  return SANA_OK;
+}
+
+int layer_norm(sana_ctx*, const float* x, ptrdiff_t rows, ptrdiff_t dim, float eps, const float* scale,
+               const float* shift, ptrdiff_t rpb, float* y) {
+  for (ptrdiff_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float mean = 0, var = 0;
+    for (ptrdiff_t i = 0; i < dim; ++i) mean += xr[i];
+    mean /= (float)dim;
+    for (ptrdiff_t i = 0; i < dim; ++i) var += (xr[i] - mean) * (xr[i] - mean);
+    var /= (float)dim;
+    float inv = 1.0f / std::sqrt(var + eps);
+    for (ptrdiff_t i = 0; i < dim; ++i) {
+      float v = (xr[i] - mean) * inv;
+      if (scale) {
+        ptrdiff_t b = r / rpb;
+        v = v * (1.0f + scale[b * dim + i]) + shift[b * dim + i];
+      }
+      y[r * dim + i] = v;
+    }
+  }
+  return SANA_OK;
+}
+
+int rms_norm(sana_ctx*, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight, const float* bias,
+             float eps, int mode, float* y) {
+  for (ptrdiff_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float ss = 0;
+    for (ptrdiff_t i = 0; i < dim; ++i) ss += xr[i] * xr[i];
+    float inv = 1.0f / std::sqrt(ss / (float)dim + eps);
+    for (ptrdiff_t i = 0; i < dim; ++i) {
+      float v = xr[i] * inv;
+      if (weight) v *= mode == SANA_RMS_ONE_PLUS_WEIGHT ? 1.0f + weight[i] : weight[i];
+      if (bias) v += bias[i];
+      y[r * dim + i] = v;
+    }
+  }
+  return SANA_OK;
+}
+
+int rms_norm_channels(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const float* weight,
+                      const float* bias, float eps, float* y) {
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t p = 0; p < HW; ++p) {
+      float ss = 0;
+      for (ptrdiff_t c = 0; c < C; ++c) ss += x[(b * C + c) * HW + p] * x[(b * C + c) * HW + p];
+      float inv = 1.0f / std::sqrt(ss / (float)C + eps);
+      for (ptrdiff_t c = 0; c < C; ++c) {
+        float v = x[(b * C + c) * HW + p] * inv;
+        if (weight) v *= weight[c];
+        if (bias) v += bias[c];
+        y[(b * C + c) * HW + p] = v;
+      }
+    }
+  return SANA_OK;
+}
+
+int pixel_shuffle(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t r,
+                  float* y) {
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t c = 0; c < C; ++c)
+      for (ptrdiff_t i = 0; i < H * r; ++i)
+        for (ptrdiff_t j = 0; j < W * r; ++j)
+          y[((b * C + c) * H * r + i) * W * r + j] = x[((b * C * r * r + c * r * r + (i % r) * r + j % r) * H + i / r) * W + j / r];
+  return SANA_OK;
+}
+
+int pixel_unshuffle(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t r,
+                    float* y) {
+  ptrdiff_t Ho = H / r, Wo = W / r;
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t c = 0; c < C; ++c)
+      for (ptrdiff_t i = 0; i < H; ++i)
+        for (ptrdiff_t j = 0; j < W; ++j)
+          y[((b * C * r * r + c * r * r + (i % r) * r + j % r) * Ho + i / r) * Wo + j / r] = x[((b * C + c) * H + i) * W + j];
+  return SANA_OK;
+}
+
+int upsample_nearest2x(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, float* y) {
+  for (ptrdiff_t bc = 0; bc < B * C; ++bc)
+    for (ptrdiff_t i = 0; i < 2 * H; ++i)
+      for (ptrdiff_t j = 0; j < 2 * W; ++j) y[(bc * 2 * H + i) * 2 * W + j] = x[(bc * H + i / 2) * W + j / 2];
+  return SANA_OK;
+}
+
+int activation(sana_ctx*, const float* x, ptrdiff_t n, int act, float* y) {
+  for (ptrdiff_t i = 0; i < n; ++i) y[i] = act_fn(x[i], act);
+  return SANA_OK;
+}
+
+int rope(sana_ctx*, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t heads, ptrdiff_t dim,
+         const int32_t* positions, float theta, const sana_view4* out) {
+  ptrdiff_t half = dim / 2;
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t l = 0; l < L; ++l) {
+      float pos = positions ? (float)positions[l] : (float)l;
+      for (ptrdiff_t h = 0; h < heads; ++h)
+        for (ptrdiff_t i = 0; i < half; ++i) {
+          float inv_freq = 1.0f / std::pow(theta, (float)(2 * i) / (float)dim);
+          float ang = pos * inv_freq, c = std::cos(ang), s = std::sin(ang);
+          float x1 = at(x, b, l, h, i), x2 = at(x, b, l, h, i + half);
+          at(out, b, l, h, i) = x1 * c - x2 * s;
+          at(out, b, l, h, i + half) = x2 * c + x1 * s;
+        }
+    }
+  return SANA_OK;
+}
+
+const KernelTable table = {"ref",      linear,     conv2d,   linear_attention,  attention,
+                           glumbconv,  layer_norm, rms_norm, rms_norm_channels, pixel_shuffle,
+                           pixel_unshuffle, upsample_nearest2x, activation, rope};
+}  // namespace
+}  // namespace ref
+
+const KernelTable* ref_table() { return &ref::table; }
+
+}  // namespace sana
