@@ -1,0 +1,92 @@
+import type { DType, TensorArray } from '../tensor/dtype.js';
+import type { Tensor, View4 } from '../tensor/tensor.js';
+
+export type BackendName = 'cpu' | 'wasm' | 'cuda';
+export type Activation = 'none' | 'relu' | 'silu' | 'gelu-tanh';
+
+export interface BackendInfo {
+  name: BackendName;
+  /** Kernel variant in use (ref, baseline, avx2, avx512, avx512bf16, wasm-simd128). */
+  variant: string;
+  /** Variants this machine can run, best last. */
+  variants: string[];
+  threads: number;
+  /** Why this backend was chosen and why others were skipped (filled by the registry). */
+  selection?: { requested: string; skipped: { name: BackendName; reason: string }[] };
+}
+
+export interface LinearOptions {
+  bias?: Tensor;
+  act?: Activation;
+  /** bf16 weights only: round activations to bf16 and use bf16 dot products (fp32 accumulation). */
+  fastBf16?: boolean;
+  out?: Tensor;
+}
+export interface Conv2dOptions {
+  bias?: Tensor;
+  stride?: number;
+  padding?: number;
+  groups?: number;
+  act?: Activation;
+  out?: Tensor;
+}
+export interface AttentionOptions {
+  /** Additive bias per key, [B, Lk] (e.g. −10000 on padded text tokens). */
+  keyBias?: Tensor;
+  /** Logit scale; default 1/sqrt(headDim). */
+  scale?: number;
+  /** softcap·tanh(logits/softcap) before the bias (Gemma-2); 0 or undefined = off. */
+  softcap?: number;
+  causal?: boolean;
+  /** Sliding window: keys with query − key ≥ window are masked. */
+  window?: number;
+  out?: View4 | Tensor;
+}
+export interface GlumbconvWeights {
+  /** conv_inverted [2F, C, 1, 1] (or [2F, C]) and its bias [2F] */
+  wInverted: Tensor;
+  bInverted?: Tensor;
+  /** conv_depth [2F, 1, 3, 3] and its bias [2F] */
+  wDepth: Tensor;
+  bDepth?: Tensor;
+  /** conv_point [Cout, F, 1, 1] (or [Cout, F]), no bias */
+  wPoint: Tensor;
+}
+
+/** One compute backend. Tensors belong to the backend that made them; ops check it. */
+export interface Backend {
+  readonly name: BackendName;
+  readonly info: BackendInfo;
+  setThreads(threads: number): void;
+  /** Selects a kernel variant by name (tests and benchmarks force each in turn). */
+  setVariant(variant: string): void;
+
+  /** A tensor of the given shape: filled from `data` (f32 values are encoded to f16/bf16) or zeroed. */
+  tensor(shape: readonly number[], dtype?: DType, data?: ArrayLike<number> | TensorArray): Tensor;
+  /** A tensor from already-encoded storage words (Float32Array for f32, Uint16Array for f16/bf16). */
+  tensorFromRaw(shape: readonly number[], dtype: DType, raw: TensorArray): Tensor;
+  /** Allocated, contents unspecified (outputs). */
+  empty(shape: readonly number[], dtype?: DType): Tensor;
+
+  linear(x: Tensor, w: Tensor, opts?: LinearOptions): Tensor;
+  conv2d(x: Tensor, w: Tensor, opts?: Conv2dOptions): Tensor;
+  linearAttention(q: View4 | Tensor, k: View4 | Tensor, v: View4 | Tensor, opts?: { eps?: number; out?: View4 | Tensor }): Tensor;
+  attention(q: View4 | Tensor, k: View4 | Tensor, v: View4 | Tensor, opts?: AttentionOptions): Tensor;
+  /** Mix-FFN over tokens x [B, height·width, C] → [B, height·width, Cout]. */
+  glumbconv(x: Tensor, w: GlumbconvWeights, opts: { height: number; width: number; fastBf16?: boolean; out?: Tensor }): Tensor;
+  /** LayerNorm without affine over the last dim; with scale/shift [nb, D] the adaLN modulation is fused. */
+  layerNorm(x: Tensor, opts: { eps: number; scale?: Tensor; shift?: Tensor; out?: Tensor }): Tensor;
+  rmsNorm(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; onePlusWeight?: boolean; out?: Tensor }): Tensor;
+  /** Channel RMSNorm of an NCHW map [B, C, H, W]. */
+  rmsNormChannels(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; out?: Tensor }): Tensor;
+  pixelShuffle(x: Tensor, r: number, out?: Tensor): Tensor;
+  pixelUnshuffle(x: Tensor, r: number, out?: Tensor): Tensor;
+  upsampleNearest2x(x: Tensor, out?: Tensor): Tensor;
+  /** out may be x (in place). */
+  activation(x: Tensor, act: Activation, out?: Tensor): Tensor;
+  /** Rotate-half RoPE on [B, L, heads, dim]; out may be x. */
+  rope(x: View4 | Tensor, opts?: { positions?: Int32Array; theta?: number; out?: View4 | Tensor }): Tensor;
+
+  /** Frees the backend's context; tensors already made stay valid until disposed. */
+  dispose(): void;
+}
