@@ -1,0 +1,161 @@
+// Bad input to every op, on every backend: a SanaError with a code and a message that names the op and
+// the argument; the process never aborts. Native checks are also exercised directly (bypassing the TS
+// validation) so the addon's own buffer checks are proven, not just the TS layer's.
+import { execFileSync } from 'node:child_process';
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import type { Backend } from '../../ts/backends/backend.js';
+import { createBackend, probeBackends } from '../../ts/backends/registry.js';
+import { SanaError } from '../../ts/errors.js';
+import { packageRoot } from '../../ts/paths.js';
+import { view4 } from '../../ts/tensor/tensor.js';
+
+const backends: Backend[] = [];
+for (const p of probeBackends()) if (p.available) backends.push(await createBackend(p.name));
+afterAll(() => backends.forEach((b) => b.dispose()));
+
+function expectSanaError(fn: () => unknown, code: string, message: RegExp): void {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (e) {
+    caught = e;
+  }
+  expect(caught).toBeInstanceOf(SanaError);
+  expect((caught as SanaError).code).toBe(code);
+  expect((caught as SanaError).message).toMatch(message);
+}
+
+const ARG = 'ERR_SANA_INVALID_ARGUMENT';
+
+describe.each(backends.map((b) => ({ name: b.name, b })))('$name backend', ({ b }) => {
+  const t = (shape: number[], dtype: 'f32' | 'f16' | 'bf16' = 'f32') => b.tensor(shape, dtype, new Float32Array(shape.reduce((x, y) => x * y, 1)).fill(0.5));
+
+  it('linear: inner dimensions must agree', () =>
+    expectSanaError(() => b.linear(t([4, 8]), t([3, 7])), ARG, /^linear: Expected a last dimension of 7 .* for x\.shape but received \[4, 8\]/));
+  it('linear: bias shape, activation name, fastBf16 needs bf16 weights', () => {
+    expectSanaError(() => b.linear(t([4, 8]), t([3, 8]), { bias: t([4]) }), ARG, /linear: Expected \[3\] for bias\.shape but received \[4\]/);
+    expectSanaError(() => b.linear(t([4, 8]), t([3, 8]), { act: 'tanh' as never }), ARG, /linear: .* for act but received "tanh"/);
+    expectSanaError(() => b.linear(t([4, 8]), t([3, 8]), { fastBf16: true }), ARG, /fastBf16 for w\.dtype but received "f32"/);
+  });
+  it('linear: x must be f32', () => expectSanaError(() => b.linear(t([4, 8], 'bf16'), t([3, 8])), ARG, /linear: Expected an f32 tensor for x\.dtype/));
+  it('conv2d: groups must divide the channels', () =>
+    expectSanaError(() => b.conv2d(t([1, 6, 5, 5]), t([4, 3, 3, 3]), { groups: 4 }), ARG, /conv2d: Expected a divisor of Cin \(6\) and Cout \(4\) for groups but received 4/));
+  it('conv2d: input smaller than the kernel, bad stride', () => {
+    expectSanaError(() => b.conv2d(t([1, 2, 2, 2]), t([3, 2, 5, 5])), ARG, /conv2d: .* for x\.shape/);
+    expectSanaError(() => b.conv2d(t([1, 2, 6, 6]), t([3, 2, 3, 3]), { stride: 0 }), ARG, /conv2d: Expected a positive integer for stride but received 0/);
+  });
+  it('linearAttention: k must match q', () =>
+    expectSanaError(() => b.linearAttention(t([1, 4, 2, 8]), t([1, 5, 2, 8]), t([1, 4, 2, 8])), ARG, /linearAttention: .* for k\.shape but received \[1, 5, 2, 8\]/));
+  it('linearAttention: a view reaching past its tensor', () => {
+    const x = t([1, 4, 16]);
+    expectSanaError(() => b.linearAttention(view4(x, [1, 4, 2, 8], [64, 16, 8, 1], 8), x, x), ARG, /linearAttention: .* for q but received "a view reaching element 71"/);
+  });
+  it('attention: causal needs as many keys as queries; heads must group', () => {
+    expectSanaError(() => b.attention(t([1, 4, 2, 8]), t([1, 5, 2, 8]), t([1, 5, 2, 8]), { causal: true }), ARG, /attention: .* with causal for k\.shape\[1\] but received 5/);
+    expectSanaError(() => b.attention(t([1, 4, 3, 8]), t([1, 4, 2, 8]), t([1, 4, 2, 8])), ARG, /attention: Expected a divisor of the 3 query heads/);
+  });
+  it('glumbconv: tokens must match the grid', () =>
+    expectSanaError(
+      () => b.glumbconv(t([1, 12, 4]), { wInverted: t([6, 4, 1, 1]), wDepth: t([6, 1, 3, 3]), wPoint: t([4, 3, 1, 1]) }, { height: 3, width: 5 }),
+      ARG, /glumbconv: Expected tokens \[B, 15, C\] for a 3×5 grid for x\.shape but received \[1, 12, 4\]/));
+  it('glumbconv: weights must share one dtype', () =>
+    expectSanaError(
+      () => b.glumbconv(t([1, 15, 4]), { wInverted: t([6, 4, 1, 1]), wDepth: t([6, 1, 3, 3], 'bf16'), wPoint: t([4, 3, 1, 1]) }, { height: 3, width: 5 }),
+      ARG, /glumbconv: Expected the dtype of wInverted \(f32\) for wDepth\.dtype but received "bf16"/));
+  it('layerNorm: eps range and scale/shift pairing', () => {
+    expectSanaError(() => b.layerNorm(t([2, 8]), { eps: 0 }), ARG, /layerNorm: Expected 0 < eps < 1 for eps but received 0/);
+    expectSanaError(() => b.layerNorm(t([2, 8]), { eps: 1e-6, scale: t([1, 8]) }), ARG, /layerNorm: Expected both scale and shift or neither for shift/);
+  });
+  it('rmsNorm: (1+w) needs a weight; weight shape', () => {
+    expectSanaError(() => b.rmsNorm(t([2, 8]), { eps: 1e-6, onePlusWeight: true }), ARG, /rmsNorm: Expected a weight with onePlusWeight for weight/);
+    expectSanaError(() => b.rmsNorm(t([2, 8]), { eps: 1e-6, weight: t([7]) }), ARG, /rmsNorm: Expected \[8\] for weight\.shape but received \[7\]/);
+  });
+  it('rmsNormChannels: needs an NCHW map', () =>
+    expectSanaError(() => b.rmsNormChannels(t([2, 8]), { eps: 1e-5 }), ARG, /rmsNormChannels: Expected an NCHW map .* for x\.shape but received \[2, 8\]/));
+  it('pixelShuffle: r² must divide the channels', () =>
+    expectSanaError(() => b.pixelShuffle(t([1, 6, 2, 2]), 2), ARG, /pixelShuffle: Expected a positive integer whose square divides 6 channels for r but received 2/));
+  it('pixelUnshuffle: r must divide H and W', () =>
+    expectSanaError(() => b.pixelUnshuffle(t([1, 2, 5, 4]), 2), ARG, /pixelUnshuffle: Expected a positive integer dividing H=5 and W=4 for r but received 2/));
+  it('upsampleNearest2x: needs an NCHW map', () =>
+    expectSanaError(() => b.upsampleNearest2x(t([2, 3, 4])), ARG, /upsampleNearest2x: Expected an NCHW map .* for x\.shape but received \[2, 3, 4\]/));
+  it('activation: unknown name', () => expectSanaError(() => b.activation(t([5]), 'gelu' as never), ARG, /activation: .* for act but received "gelu"/));
+  it('rope: odd head dim, wrong positions length', () => {
+    expectSanaError(() => b.rope(t([1, 3, 2, 5])), ARG, /rope: Expected an even head dimension for x\.shape\[3\] but received 5/);
+    expectSanaError(() => b.rope(t([1, 3, 2, 4]), { positions: new Int32Array(2) }), ARG, /rope: Expected an Int32Array of 3 positions for positions/);
+  });
+  it('tensor: data length must match the shape; shapes must be positive integers', () => {
+    expectSanaError(() => b.tensor([2, 3], 'f32', new Float32Array(5)), ARG, /tensor: Expected 6 values for shape \[2,3\] for data but received Float32Array\(5\)/);
+    expectSanaError(() => b.tensor([2, -1]), ARG, /empty: Expected a non-empty array of positive integers for shape but received \[2, -1\]/);
+  });
+  it('a disposed tensor is rejected', () => {
+    const x = t([2, 8]);
+    x.dispose();
+    expectSanaError(() => b.layerNorm(x, { eps: 1e-6 }), 'ERR_SANA_DISPOSED', /layerNorm: x \(tensor #\d+\) was disposed/);
+    expectSanaError(() => x.data, 'ERR_SANA_DISPOSED', /was disposed/);
+  });
+  it('a tensor of another backend is rejected', () => {
+    const other = backends.find((o) => o !== b);
+    if (!other) return expect(backends).toHaveLength(1);
+    const x = other.tensor([2, 8], 'f32', new Float32Array(16).fill(1));
+    expectSanaError(() => b.activation(x, 'relu'), ARG, new RegExp(`activation: Expected a tensor of this ${b.name} backend for x but received "a tensor of the ${other.name} backend"`));
+    x.dispose();
+  });
+  it('an unknown kernel variant is rejected', () => expectSanaError(() => b.setVariant('avx9000'), ARG, /setVariant: Expected one of .* for variant but received avx9000/));
+});
+
+describe('native checks (addon called directly)', () => {
+  const root = packageRoot();
+  const available = probeBackends().find((p) => p.name === 'cpu')?.available;
+  const addon = available ? createRequire(import.meta.url)(join(root, 'build', 'Release', 'sana_addon.node')) : undefined;
+  const codeOf = (fn: () => unknown) => {
+    try {
+      fn();
+    } catch (e) {
+      return [(e as { code?: string }).code, (e as Error).message];
+    }
+    return ['no error', ''];
+  };
+  it.skipIf(!available)('detached (freed) buffers, short buffers, wrong array types, bad sizes', () => {
+    const ab = addon.alloc(64);
+    const x = new Float32Array(ab);
+    addon.free(ab);
+    expect(x.length).toBe(0);
+    const w = new Float32Array(4);
+    const y = new Float32Array(4);
+    expect(codeOf(() => addon.linear(x, 2, 2, w, 0, 2, null, 0, 0, y))).toEqual([ARG, 'linear: Expected a live buffer for x but received a detached (freed) buffer']);
+    expect(codeOf(() => addon.linear(new Float32Array(3), 2, 2, w, 0, 2, null, 0, 0, y))).toEqual([ARG, 'linear: Expected at least 4 elements for x but received 3']);
+    expect(codeOf(() => addon.linear(new Float32Array(4), 2, 2, new Uint16Array(4), 0, 2, null, 0, 0, y))).toEqual([ARG, 'linear: Expected a Float32Array for w but received Uint16Array']);
+    expect(codeOf(() => addon.linear(new Float32Array(4), -2, 2, w, 0, 2, null, 0, 0, y))).toEqual([ARG, 'linear: Expected a positive size for M but received -2']);
+    expect(codeOf(() => addon.linear(new Float32Array(4), 2, 2, w, 7, 2, null, 0, 0, y))[0]).toBe(ARG);
+    // checks that only the C ABI makes (sizes are fine, values are not)
+    expect(codeOf(() => addon.linear(new Float32Array(4), 2, 2, w, 0, 2, null, 9, 0, y))).toEqual([ARG, 'linear: Expected an activation 0..3 for act but received 9']);
+    expect(codeOf(() => addon.rmsNorm(new Float32Array(4), 1, 4, null, null, 1e-5, 5, new Float32Array(4)))).toEqual([ARG, 'rms_norm: Expected 0 (weight) or 1 (one plus weight) for mode but received 5']);
+    expect(codeOf(() => addon.setVariant('wasm-simd128'))).toEqual(['ERR_SANA_UNSUPPORTED', 'variant: wasm-simd128 is not built into this binary']);
+    expect(codeOf(() => addon.free(new ArrayBuffer(8)))).toEqual([ARG, 'free: Expected an ArrayBuffer from alloc() for buffer but received another ArrayBuffer']);
+  });
+});
+
+describe('registry', () => {
+  it('an explicit backend that is unavailable throws with the probe reason; auto says what it skipped', () => {
+    const script = `
+      import { createBackend } from ${JSON.stringify(join(packageRoot(), 'dist', 'ts', 'backends', 'registry.js'))};
+      const out = {};
+      try { await createBackend('cpu'); } catch (e) { out.cpu = [e.code, e.message]; }
+      try { await createBackend('cuda'); } catch (e) { out.cuda = [e.code, e.message]; }
+      try { await createBackend('metal'); } catch (e) { out.metal = [e.code, e.message]; }
+      const auto = await createBackend('auto');
+      out.auto = [auto.name, auto.info.selection];
+      console.log(JSON.stringify(out));`;
+    const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, SANA_DISABLE_NATIVE: '1' }, encoding: 'utf8' }));
+    expect(out.cpu).toEqual(['ERR_SANA_BACKEND_UNAVAILABLE', 'backend cpu is unavailable: disabled by SANA_DISABLE_NATIVE=1']);
+    expect(out.cuda).toEqual(['ERR_SANA_BACKEND_UNAVAILABLE', 'backend cuda is unavailable: this build has no CUDA backend yet']);
+    expect(out.metal[0]).toBe('ERR_SANA_INVALID_OPTION');
+    expect(out.auto).toEqual(['wasm', { requested: 'auto', skipped: [
+      { name: 'cuda', reason: 'this build has no CUDA backend yet' },
+      { name: 'cpu', reason: 'disabled by SANA_DISABLE_NATIVE=1' },
+    ] }]);
+  });
+});

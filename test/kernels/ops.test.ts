@@ -1,0 +1,339 @@
+// Every op × every kernel variant (each cpu variant forced in turn, plus wasm) against the float64
+// references of reference.ts, on random inputs with sizes that are not multiples of any vector width or
+// register tile (tails everywhere) and with more than one cache block where blocking exists. The bound
+// next to each case is max|actual − reference| / max|reference|.
+import { afterAll, describe, expect, it } from 'vitest';
+
+import type { Backend } from '../../ts/backends/backend.js';
+import { decode, encode, type DType } from '../../ts/tensor/dtype.js';
+import { view4, type Tensor } from '../../ts/tensor/tensor.js';
+import { kernelTargets, rand, relError } from './helpers.js';
+import * as ref from './reference.js';
+
+interface Case {
+  name: string;
+  /** relative error bound (see the header) */
+  tol: number;
+  run(b: Backend): Float32Array;
+  ref(): Float64Array;
+}
+
+/** Runs fn with the tensors it makes disposed afterwards; returns a copy of the result. */
+function withTensors(b: Backend, fn: (mk: (shape: number[], data?: ArrayLike<number>, dtype?: DType) => Tensor) => Tensor): Float32Array {
+  const made: Tensor[] = [];
+  const mk = (shape: number[], data?: ArrayLike<number>, dtype: DType = 'f32') => {
+    const t = b.tensor(shape, dtype, data);
+    made.push(t);
+    return t;
+  };
+  const out = fn(mk);
+  const copy = out.toFloat32();
+  if (!made.includes(out)) out.dispose();
+  for (const t of made) t.dispose();
+  return copy;
+}
+
+/** Weight values as the kernel sees them after storage in dtype. */
+function quantized(values: Float32Array, dtype: DType): Float32Array {
+  return decode(encode(values, dtype), dtype);
+}
+
+const cases: Case[] = [];
+
+// ---- linear: M split (M ≥ 192) and N split, K over two 256-blocks, all three weight dtypes, epilogues
+for (const [M, K, N, dtype, act, bias] of [
+  [37, 67, 45, 'f32', 'none', true],
+  [203, 300, 70, 'f32', 'gelu-tanh', true],
+  [5, 129, 131, 'f32', 'silu', false],
+  [41, 97, 53, 'f16', 'relu', true],
+  [200, 261, 35, 'bf16', 'none', true],
+] as const) {
+  const x = rand(M * K, 1 + M);
+  const w = quantized(rand(N * K, 2 + N, -0.5, 0.5), dtype);
+  const b = bias ? rand(N, 3) : undefined;
+  cases.push({
+    name: `linear ${M}x${K}x${N} w=${dtype} act=${act}${bias ? ' +bias' : ''}`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.linear(mk([M, K], x), mk([N, K], w, dtype), { bias: b && mk([N], b), act })),
+    ref: () => ref.linear(x, M, K, w, N, b, act),
+  });
+}
+{
+  // fast bf16 mode: activations rounded to bf16 (relative step 2^-8), products summed in fp32
+  const [M, K, N] = [53, 301, 47];
+  const x = rand(M * K, 11);
+  const w = quantized(rand(N * K, 12, -0.5, 0.5), 'bf16');
+  cases.push({
+    name: `linear ${M}x${K}x${N} w=bf16 fastBf16`,
+    tol: 1e-2,
+    run: (be) => withTensors(be, (mk) => be.linear(mk([M, K], x), mk([N, K], w, 'bf16'), { fastBf16: true })),
+    ref: () => ref.linear(x, M, K, w, N),
+  });
+}
+
+// ---- conv2d: 3×3 / 5×5 / 1×1 / stride 2 / depth-wise / grouped, odd widths and channel counts
+for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
+  [2, 5, 9, 13, 7, 3, 1, 1, 1, 'f32', 'none'],
+  [1, 3, 11, 10, 4, 5, 1, 2, 1, 'f32', 'silu'],
+  [2, 17, 6, 7, 9, 1, 1, 0, 1, 'bf16', 'none'],
+  [1, 6, 9, 11, 5, 3, 2, 1, 1, 'f16', 'relu'],
+  [2, 6, 7, 37, 6, 3, 1, 1, 6, 'f32', 'none'],
+  [1, 9, 8, 21, 9, 5, 1, 2, 9, 'bf16', 'none'],
+  [1, 6, 5, 9, 9, 1, 1, 0, 3, 'f32', 'none'],
+  [1, 40, 6, 5, 33, 3, 1, 1, 1, 'f32', 'gelu-tanh'],
+] as const) {
+  const x = rand(B * Cin * H * W, 21 + Cin);
+  const wShape = [Cout, Cin / groups, k, k];
+  const w = quantized(rand(wShape.reduce((a, c) => a * c, 1), 22 + Cout, -0.5, 0.5), dtype);
+  const b = rand(Cout, 23);
+  cases.push({
+    name: `conv2d [${B},${Cin},${H},${W}] k${k} s${stride} p${pad} g${groups} → ${Cout} w=${dtype} act=${act}`,
+    tol: 2e-5,
+    run: (be) =>
+      withTensors(be, (mk) => be.conv2d(mk([B, Cin, H, W], x), mk(wShape, w, dtype), { bias: mk([Cout], b), stride, padding: pad, groups, act })),
+    ref: () => ref.conv2d(x, [B, Cin, H, W], w, wShape, stride, pad, groups, b, act).y,
+  });
+}
+
+// ---- linear attention: contiguous [B, N, H, D], and q/k/v as channel groups of an NCHW map (DC-AE layout)
+{
+  const [B, N, H, D] = [2, 45, 3, 32];
+  const q = rand(B * N * H * D, 31);
+  const k = rand(B * N * H * D, 32);
+  const v = rand(B * N * H * D, 33);
+  const c = (data: Float32Array) => ({ data, offset: 0, strides: [N * H * D, H * D, D, 1] });
+  cases.push({
+    name: `linearAttention [${B},${N},${H},${D}] contiguous`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.linearAttention(mk([B, N, H, D], q), mk([B, N, H, D], k), mk([B, N, H, D], v))),
+    ref: () => ref.linearAttention(c(q), c(k), c(v), [B, N, H, D], 1e-15),
+  });
+}
+{
+  // [B, G·(3·D), HW] with q | k | v of group g at channels g·3D + {0, D, 2D}: token stride 1, dim stride HW
+  const [B, G, D, HW] = [2, 3, 8, 37];
+  const z = rand(B * G * 3 * D * HW, 34);
+  const strides = [G * 3 * D * HW, 1, 3 * D * HW, HW];
+  const v4 = (o: number) => ({ data: z, offset: o, strides });
+  cases.push({
+    name: `linearAttention strided NCHW groups [${B},${HW},${G},${D}]`,
+    tol: 2e-5,
+    run: (be) =>
+      withTensors(be, (mk) => {
+        const t = mk([B, G * 3 * D, HW], z);
+        const s = strides as [number, number, number, number];
+        return be.linearAttention(view4(t, [B, HW, G, D], s, 0), view4(t, [B, HW, G, D], s, D * HW), view4(t, [B, HW, G, D], s, 2 * D * HW));
+      }),
+    ref: () => ref.linearAttention(v4(0), v4(D * HW), v4(2 * D * HW), [B, HW, G, D], 1e-15),
+  });
+}
+
+// ---- softmax attention: masked cross-attention (−10000 on padded keys), GQA + causal + soft-cap + window
+{
+  const [B, Lq, Lk, H, D] = [2, 23, 19, 3, 12];
+  const q = rand(B * Lq * H * D, 41);
+  const k = rand(B * Lk * H * D, 42);
+  const v = rand(B * Lk * H * D, 43);
+  const bias = new Float32Array(B * Lk);
+  for (let j = 5; j < Lk; j++) bias[j] = -10000; // row 0: 5 valid keys; row 1: all valid
+  const c = (data: Float32Array, L: number) => ({ data, offset: 0, strides: [L * H * D, H * D, D, 1] });
+  cases.push({
+    name: `attention cross [${B},${Lq}→${Lk},${H},${D}] key bias`,
+    tol: 2e-5,
+    run: (be) =>
+      withTensors(be, (mk) =>
+        be.attention(mk([B, Lq, H, D], q), mk([B, Lk, H, D], k), mk([B, Lk, H, D], v), { keyBias: mk([B, Lk], bias) }),
+      ),
+    ref: () => ref.attention(c(q, Lq), c(k, Lk), c(v, Lk), { B, Lq, Lk, Hq: H, Hkv: H, D, Dv: D, scale: 1 / Math.sqrt(D), softcap: 0, causal: false, window: 0, keyBias: bias }),
+  });
+}
+{
+  const [B, L, Hq, Hkv, D, Dv] = [2, 21, 4, 2, 16, 10];
+  const q = rand(B * L * Hq * D, 44, -3, 3);
+  const k = rand(B * L * Hkv * D, 45, -3, 3);
+  const v = rand(B * L * Hkv * Dv, 46);
+  const bias = new Float32Array(B * L);
+  for (let j = 17; j < L; j++) bias[L + j] = -3.4028234663852886e38; // right padding of row 1, Gemma's finfo.min
+  const cq = { data: q, offset: 0, strides: [L * Hq * D, Hq * D, D, 1] };
+  const ck = { data: k, offset: 0, strides: [L * Hkv * D, Hkv * D, D, 1] };
+  const cv = { data: v, offset: 0, strides: [L * Hkv * Dv, Hkv * Dv, Dv, 1] };
+  cases.push({
+    name: 'attention GQA causal softcap window (Gemma-2)',
+    tol: 2e-5,
+    run: (be) =>
+      withTensors(be, (mk) =>
+        be.attention(mk([B, L, Hq, D], q), mk([B, L, Hkv, D], k), mk([B, L, Hkv, Dv], v), {
+          keyBias: mk([B, L], bias), scale: 0.25, softcap: 2.5, causal: true, window: 6,
+        }),
+      ),
+    ref: () => ref.attention(cq, ck, cv, { B, Lq: L, Lk: L, Hq, Hkv, D, Dv, scale: 0.25, softcap: 2.5, causal: true, window: 6, keyBias: bias }),
+  });
+}
+
+// ---- Mix-FFN: one band with odd channel counts; several row bands (carry between bands); bf16 weights
+for (const [B, H, W, C, F, Cout, dtype] of [
+  [2, 3, 5, 33, 19, 17, 'f32'],
+  [1, 40, 20, 8, 6, 5, 'f32'],
+  [1, 6, 7, 24, 20, 24, 'bf16'],
+] as const) {
+  const x = rand(B * H * W * C, 51 + H);
+  const wi = quantized(rand(2 * F * C, 52, -0.5, 0.5), dtype);
+  const bi = rand(2 * F, 53);
+  const wd = quantized(rand(2 * F * 9, 54, -0.5, 0.5), dtype);
+  const bd = rand(2 * F, 55);
+  const wp = quantized(rand(Cout * F, 56, -0.5, 0.5), dtype);
+  cases.push({
+    name: `glumbconv B${B} ${H}x${W} C${C} F${F} → ${Cout} w=${dtype}`,
+    tol: 2e-5,
+    run: (be) =>
+      withTensors(be, (mk) =>
+        be.glumbconv(mk([B, H * W, C], x), {
+          wInverted: mk([2 * F, C, 1, 1], wi, dtype), bInverted: mk([2 * F], bi),
+          wDepth: mk([2 * F, 1, 3, 3], wd, dtype), bDepth: mk([2 * F], bd), wPoint: mk([Cout, F, 1, 1], wp, dtype),
+        }, { height: H, width: W }),
+      ),
+    ref: () => ref.glumbconv(x, B, H, W, C, wi, bi, wd, bd, wp, F, Cout),
+  });
+}
+
+// ---- norms
+{
+  const [rows, D] = [10, 131];
+  const x = rand(rows * D, 61, -2, 3);
+  const scale = rand(2 * D, 62);
+  const shift = rand(2 * D, 63);
+  cases.push({
+    name: `layerNorm ${rows}x${D}`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.layerNorm(mk([rows, D], x), { eps: 1e-6 })),
+    ref: () => ref.layerNorm(x, rows, D, 1e-6),
+  });
+  cases.push({
+    name: `layerNorm ${rows}x${D} + adaLN modulate (2 batches)`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.layerNorm(mk([2, rows / 2, D], x), { eps: 1e-6, scale: mk([2, D], scale), shift: mk([2, D], shift) })),
+    ref: () => ref.layerNorm(x, rows, D, 1e-6, scale, shift, rows / 2),
+  });
+  const w = rand(D, 64);
+  const b = rand(D, 65);
+  cases.push({
+    name: `rmsNorm ${rows}x${D} weight`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.rmsNorm(mk([rows, D], x), { eps: 1e-5, weight: mk([D], w) })),
+    ref: () => ref.rmsNorm(x, rows, D, 1e-5, w),
+  });
+  cases.push({
+    name: `rmsNorm ${rows}x${D} (1+w) Gemma + bias`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.rmsNorm(mk([rows, D], x), { eps: 1e-6, weight: mk([D], w), bias: mk([D], b), onePlusWeight: true })),
+    ref: () => ref.rmsNorm(x, rows, D, 1e-6, w, b, true),
+  });
+  const [B, C, H, W] = [2, 13, 5, 7];
+  const xc = rand(B * C * H * W, 66);
+  const wc = rand(C, 67);
+  const bc = rand(C, 68);
+  cases.push({
+    name: `rmsNormChannels [${B},${C},${H},${W}]`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.rmsNormChannels(mk([B, C, H, W], xc), { eps: 1e-5, weight: mk([C], wc), bias: mk([C], bc) })),
+    ref: () => ref.rmsNormChannels(xc, B, C, H * W, 1e-5, wc, bc),
+  });
+}
+
+// ---- data movement (exact)
+for (const r of [2, 3]) {
+  const [B, C, H, W] = [2, 3, 5, 7];
+  const x = rand(B * C * r * r * H * W, 71 + r);
+  cases.push({
+    name: `pixelShuffle r${r}`,
+    tol: 0,
+    run: (be) => withTensors(be, (mk) => be.pixelShuffle(mk([B, C * r * r, H, W], x), r)),
+    ref: () => ref.pixelShuffle(x, B, C, H, W, r),
+  });
+  const xu = rand(B * C * H * r * W * r, 73 + r);
+  cases.push({
+    name: `pixelUnshuffle r${r}`,
+    tol: 0,
+    run: (be) => withTensors(be, (mk) => be.pixelUnshuffle(mk([B, C, H * r, W * r], xu), r)),
+    ref: () => ref.pixelUnshuffle(xu, B, C, H * r, W * r, r),
+  });
+}
+{
+  const [B, C, H, W] = [2, 3, 5, 7];
+  const x = rand(B * C * H * W, 75);
+  cases.push({
+    name: 'upsampleNearest2x',
+    tol: 0,
+    run: (be) => withTensors(be, (mk) => be.upsampleNearest2x(mk([B, C, H, W], x))),
+    ref: () => ref.upsampleNearest2x(x, B * C, H, W),
+  });
+}
+
+// ---- activations (n not a multiple of any width; includes |x| < 0.02 and large |x|)
+for (const act of ['relu', 'silu', 'gelu-tanh'] as const) {
+  const x = rand(1003, 81, -12, 12);
+  for (let i = 0; i < 40; i++) x[i] = (i - 20) * 0.001;
+  cases.push({
+    name: `activation ${act}`,
+    tol: 1e-6,
+    run: (be) => withTensors(be, (mk) => be.activation(mk([1003], x), act)),
+    ref: () => Float64Array.from(x, (v) => ref.act(v, act)),
+  });
+}
+
+// ---- RoPE (Gemma rotate-half), default and explicit positions, in place
+{
+  const [B, L, H, D] = [2, 11, 3, 10];
+  const x = rand(B * L * H * D, 91);
+  const positions = Int32Array.from({ length: L }, (_, i) => 3 * i + 1);
+  cases.push({
+    name: 'rope default positions',
+    tol: 1e-6,
+    run: (be) => withTensors(be, (mk) => be.rope(mk([B, L, H, D], x))),
+    ref: () => ref.rope(x, [B, L, H, D], undefined, 10000),
+  });
+  cases.push({
+    name: 'rope explicit positions, in place, theta 500',
+    tol: 1e-6,
+    run: (be) =>
+      withTensors(be, (mk) => {
+        const t = mk([B, L, H, D], x);
+        return be.rope(t, { positions, theta: 500, out: t });
+      }),
+    ref: () => ref.rope(x, [B, L, H, D], positions, 500),
+  });
+}
+
+const { targets, skipped } = await kernelTargets();
+afterAll(() => {
+  for (const b of new Set(targets.map((t) => t.backend))) b.dispose();
+});
+
+const refs = new Map<Case, Float64Array>();
+const reference = (c: Case) => {
+  if (!refs.has(c)) refs.set(c, c.ref());
+  return refs.get(c)!;
+};
+
+for (const s of skipped) it.skip(`${s.label}: ${s.reason}`);
+
+describe.each(targets)('$label', ({ backend, variant }) => {
+  it.each(cases)('$name', (c) => {
+    backend.setVariant(variant);
+    const err = relError(c.run(backend), reference(c));
+    expect(err).toBeLessThanOrEqual(c.tol);
+  });
+});
+
+describe('native and wasm agree', () => {
+  const cpu = targets.find((t) => t.backend.name === 'cpu' && t.variant === t.backend.info.variants.at(-1));
+  const wasm = targets.find((t) => t.label === 'wasm/wasm-simd128');
+  it.skipIf(!cpu || !wasm).each(cases)('$name', (c) => {
+    cpu!.backend.setVariant(cpu!.variant);
+    wasm!.backend.setVariant('wasm-simd128');
+    const a = c.run(cpu!.backend);
+    const b = c.run(wasm!.backend);
+    // both are within tol of the float64 reference; to each other within twice that (exact ops: equal)
+    expect(relError(a, Float64Array.from(b))).toBeLessThanOrEqual(2 * c.tol);
+  });
+});
