@@ -19,6 +19,8 @@
 
 #if defined(__x86_64__) || defined(_M_X64)
 #include <cpuid.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #endif
 
 struct sana_ctx {
@@ -175,7 +177,7 @@ using namespace sana;
 
 namespace {
 struct CpuFeatures {
-  bool sse2 = false, avx2 = false, fma = false, f16c = false, avx512 = false, avx512bf16 = false;
+  bool sse2 = false, avx2 = false, fma = false, f16c = false, avx512 = false, avx512bf16 = false, amx = false;
 };
 
 CpuFeatures detect_cpu() {
@@ -196,8 +198,12 @@ CpuFeatures detect_cpu() {
     f.avx2 = ymm_os && (b & (1u << 5)) && f.fma && f.f16c;
     bool f512 = b & (1u << 16), dq = b & (1u << 17), bw = b & (1u << 30), vl = b & (1u << 31);
     f.avx512 = zmm_os && f.avx2 && f512 && dq && bw && vl;
+    bool amx_tile = d & (1u << 24), amx_bf16 = d & (1u << 22);
+    bool tiles_os = (xlo & 0x60000) == 0x60000;  // XTILECFG | XTILEDATA enabled by the OS
     __cpuid_count(7, 1, a, b, c, d);
     f.avx512bf16 = f.avx512 && (a & (1u << 5));
+    // Linux hands out AMX tile state per process on request (arch_prctl ARCH_REQ_XCOMP_PERM, XTILEDATA)
+    f.amx = f.avx512bf16 && amx_tile && amx_bf16 && tiles_os && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
   }
 #endif
   return f;
@@ -219,13 +225,14 @@ int sana_variant_supported(int variant) {
     case SANA_VARIANT_AVX2: return cpu().avx2;
     case SANA_VARIANT_AVX512: return cpu().avx512;
     case SANA_VARIANT_AVX512BF16: return cpu().avx512bf16;
+    case SANA_VARIANT_AMX_BF16: return cpu().amx;
     case SANA_VARIANT_WASM_SIMD128: return 1;  // only built into the wasm module
     default: return 0;
   }
 }
 
 int sana_best_variant(void) {
-  static const int order[] = {SANA_VARIANT_AVX512BF16, SANA_VARIANT_AVX512, SANA_VARIANT_AVX2,
+  static const int order[] = {SANA_VARIANT_AMX_BF16, SANA_VARIANT_AVX512BF16, SANA_VARIANT_AVX512, SANA_VARIANT_AVX2,
                               SANA_VARIANT_WASM_SIMD128, SANA_VARIANT_BASELINE};
   for (int v : order)
     if (sana_variant_supported(v)) return v;
@@ -233,7 +240,7 @@ int sana_best_variant(void) {
 }
 
 const char* sana_variant_name(int variant) {
-  static const char* names[] = {"ref", "baseline", "avx2", "avx512", "avx512bf16", "wasm-simd128"};
+  static const char* names[] = {"ref", "baseline", "avx2", "avx512", "avx512bf16", "wasm-simd128", "amx-bf16"};
   return variant >= 0 && variant < SANA_VARIANT_COUNT ? names[variant] : "unknown";
 }
 

@@ -64,13 +64,15 @@ typedef enum sana_variant {
   SANA_VARIANT_AVX512 = 3,     /* AVX-512 F/BW/DQ/VL, 16-wide */
   SANA_VARIANT_AVX512BF16 = 4, /* AVX-512 + BF16 (vdpbf16ps for the fast bf16 GEMM) */
   SANA_VARIANT_WASM_SIMD128 = 5,
-  SANA_VARIANT_COUNT = 6
+  SANA_VARIANT_AMX_BF16 = 6,   /* AVX-512-BF16 + AMX tiles: the fast bf16 GEMM on tdpbf16ps */
+  SANA_VARIANT_COUNT = 7
 } sana_variant;
 
 /* GEMM flags */
 #define SANA_GEMM_FAST_BF16 1 /* bf16 weights only: round activations to bf16 at the GEMM input and use
-                                 bf16 dot products (vdpbf16ps); fp32 accumulation. Ignored by variants
-                                 without bf16 dot products (they compute the exact fp32 product). */
+                                 bf16 dot products (vdpbf16ps; AMX tdpbf16ps in amx-bf16); fp32
+                                 accumulation. Ignored by variants without bf16 dot products (they compute
+                                 the exact fp32 product). */
 
 /* Normalisation modes */
 #define SANA_RMS_WEIGHT 0          /* y = x·rsqrt(mean(x²)+eps)·w        (diffusers RMSNorm) */

@@ -9,6 +9,7 @@ namespace baseline { extern const KernelTable table; }
 namespace avx2 { extern const KernelTable table; }
 namespace avx512 { extern const KernelTable table; }
 namespace avx512bf16 { extern const KernelTable table; }
+namespace amx_bf16 { extern const KernelTable table; }
 #endif
 
 const KernelTable* variant_table(int variant) {
@@ -21,6 +22,7 @@ const KernelTable* variant_table(int variant) {
     case SANA_VARIANT_AVX2: return &avx2::table;
     case SANA_VARIANT_AVX512: return &avx512::table;
     case SANA_VARIANT_AVX512BF16: return &avx512bf16::table;
+    case SANA_VARIANT_AMX_BF16: return &amx_bf16::table;
 #endif
     default: return nullptr;
   }

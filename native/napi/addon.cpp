@@ -238,7 +238,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       std::string name = info[0].As<Napi::String>().Utf8Value();
       for (int v = 0; v < SANA_VARIANT_COUNT; ++v)
         if (name == sana_variant_name(v)) return check(info.Env(), sana_ctx_set_variant(ctx_, v));
-      invalid(info.Env(), "setVariant: Expected one of ref, baseline, avx2, avx512, avx512bf16 for variant but received " + name);
+      invalid(info.Env(), "setVariant: Expected one of ref, baseline, avx2, avx512, avx512bf16, amx-bf16 for variant but received " + name);
     });
   }
 

@@ -48,7 +48,7 @@ export async function kernelTargets(): Promise<{ targets: Target[]; skipped: { l
       continue;
     }
     const backend = await createBackend(probe.name);
-    const names = probe.name === 'wasm' ? ['ref', 'wasm-simd128'] : ['ref', 'baseline', 'avx2', 'avx512', 'avx512bf16'];
+    const names = probe.name === 'wasm' ? ['ref', 'wasm-simd128'] : ['ref', 'baseline', 'avx2', 'avx512', 'avx512bf16', 'amx-bf16'];
     for (const variant of names) {
       if (backend.info.variants.includes(variant)) targets.push({ label: `${probe.name}/${variant}`, backend, variant });
       else skipped.push({ label: `${probe.name}/${variant}`, reason: `this CPU does not support ${variant}` });

@@ -58,16 +58,17 @@ for (const [M, K, N, dtype, act, bias] of [
     ref: () => ref.linear(x, M, K, w, N, b, act),
   });
 }
-{
-  // fast bf16 mode: activations rounded to bf16 (relative step 2^-8), products summed in fp32
-  const [M, K, N] = [53, 301, 47];
-  const x = rand(M * K, 11);
+// fast bf16 mode: activations rounded to bf16 (relative step 2^-8), products summed in fp32; the second
+// shape spans several AMX row, column and depth blocks (256 × 1024 × 512)
+for (const [M, K, N] of [[53, 301, 47], [300, 600, 70]] as const) {
+  const x = rand(M * K, 11 + M);
   const w = quantized(rand(N * K, 12, -0.5, 0.5), 'bf16');
+  const b = rand(N, 13);
   cases.push({
-    name: `linear ${M}x${K}x${N} w=bf16 fastBf16`,
+    name: `linear ${M}x${K}x${N} w=bf16 fastBf16 +bias silu`,
     tol: 1e-2,
-    run: (be) => withTensors(be, (mk) => be.linear(mk([M, K], x), mk([N, K], w, 'bf16'), { fastBf16: true })),
-    ref: () => ref.linear(x, M, K, w, N),
+    run: (be) => withTensors(be, (mk) => be.linear(mk([M, K], x), mk([N, K], w, 'bf16'), { fastBf16: true, bias: mk([N], b), act: 'silu' })),
+    ref: () => ref.linear(x, M, K, w, N, b, 'silu'),
   });
 }
 
@@ -171,10 +172,11 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
 }
 
 // ---- Mix-FFN: one band with odd channel counts; several row bands (carry between bands); bf16 weights
-for (const [B, H, W, C, F, Cout, dtype] of [
-  [2, 3, 5, 33, 19, 17, 'f32'],
-  [1, 40, 20, 8, 6, 5, 'f32'],
-  [1, 6, 7, 24, 20, 24, 'bf16'],
+for (const [B, H, W, C, F, Cout, dtype, fastBf16] of [
+  [2, 3, 5, 33, 19, 17, 'f32', false],
+  [1, 40, 20, 8, 6, 5, 'f32', false],
+  [1, 6, 7, 24, 20, 24, 'bf16', false],
+  [2, 5, 6, 40, 36, 40, 'bf16', true],
 ] as const) {
   const x = rand(B * H * W * C, 51 + H);
   const wi = quantized(rand(2 * F * C, 52, -0.5, 0.5), dtype);
@@ -183,14 +185,14 @@ for (const [B, H, W, C, F, Cout, dtype] of [
   const bd = rand(2 * F, 55);
   const wp = quantized(rand(Cout * F, 56, -0.5, 0.5), dtype);
   cases.push({
-    name: `glumbconv B${B} ${H}x${W} C${C} F${F} → ${Cout} w=${dtype}`,
-    tol: 2e-5,
+    name: `glumbconv B${B} ${H}x${W} C${C} F${F} → ${Cout} w=${dtype}${fastBf16 ? ' fastBf16' : ''}`,
+    tol: fastBf16 ? 1e-2 : 2e-5,
     run: (be) =>
       withTensors(be, (mk) =>
         be.glumbconv(mk([B, H * W, C], x), {
           wInverted: mk([2 * F, C, 1, 1], wi, dtype), bInverted: mk([2 * F], bi),
           wDepth: mk([2 * F, 1, 3, 3], wd, dtype), bDepth: mk([2 * F], bd), wPoint: mk([Cout, F, 1, 1], wp, dtype),
-        }, { height: H, width: W }),
+        }, { height: H, width: W, fastBf16 }),
       ),
     ref: () => ref.glumbconv(x, B, H, W, C, wi, bi, wd, bd, wp, F, Cout),
   });

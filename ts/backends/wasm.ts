@@ -17,7 +17,7 @@ interface WasmModule {
 }
 
 const CODES = ['OK', 'ERR_SANA_INVALID_ARGUMENT', 'ERR_SANA_OUT_OF_MEMORY', 'ERR_SANA_UNSUPPORTED', 'ERR_SANA_NATIVE'];
-const VARIANTS = ['ref', 'baseline', 'avx2', 'avx512', 'avx512bf16', 'wasm-simd128'];
+const VARIANTS = ['ref', 'baseline', 'avx2', 'avx512', 'avx512bf16', 'wasm-simd128', 'amx-bf16'];
 const VIEW_BYTES = 20; // sana_view4 on wasm32: pointer + 4 × ptrdiff_t
 const PARAMS_BYTES = 44; // sana_attention_params on wasm32
 

@@ -125,7 +125,7 @@ const float* load_run(const void* w, int dt, ptrdiff_t i, ptrdiff_t n, float* tm
 
 // ---- GEMM ---------------------------------------------------------------------------------------------
 #if SANA_VW == 16
-constexpr int MR = 12;
+constexpr int MR = 14;
 #else
 constexpr int MR = 6;
 #endif
@@ -339,6 +339,133 @@ void micro_bf16(ptrdiff_t kc, const uint32_t* __restrict pa, const uint32_t* __r
 }
 #endif
 
+
+#if defined(SANA_AMX)
+// AMX path of the fast bf16 GEMM: a 32×32 output block is four 16×16 fp32 tiles (tmm0-3) fed by two A tiles
+// (16 rows × 32 bf16, tmm4-5) and two B tiles (16 k-pairs × 16 columns, tmm6-7) per 32-deep k step.
+// A panels: [k-step][32 rows][32 bf16]; B panels: [k-step][16 pairs][32 columns] of (bf16, bf16) pairs.
+constexpr ptrdiff_t AMX_T = 32, AMX_KC = 512, AMX_MC = 256, AMX_NC = 1024;
+
+struct alignas(64) TileConfig {
+  uint8_t palette, start_row, reserved[14];
+  uint16_t colsb[16];
+  uint8_t rows[16];
+};
+
+void amx_configure() {
+  TileConfig cfg{};
+  cfg.palette = 1;
+  for (int t = 0; t < 8; ++t) cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  _tile_loadconfig(&cfg);
+}
+
+void pack_a_amx(const Operand& A, ptrdiff_t i0, ptrdiff_t mc, ptrdiff_t k0, ptrdiff_t kc, uint16_t* dst) {
+  ptrdiff_t steps = (kc + AMX_T - 1) / AMX_T;
+  alignas(64) uint16_t row[AMX_KC];
+  for (ptrdiff_t ip = 0; ip < mc; ip += AMX_T) {
+    uint16_t* d = dst + ip * steps * AMX_T;
+    for (ptrdiff_t i = 0; i < AMX_T; ++i) {
+      if (ip + i < mc) {
+        const float* src = static_cast<const float*>(A.p) + (i0 + ip + i) * A.rs + k0;
+        ptrdiff_t k = 0;
+        for (; k + 16 <= kc; k += 16)
+          _mm256_store_si256(reinterpret_cast<__m256i*>(row + k), (__m256i)_mm512_cvtneps_pbh(_mm512_loadu_ps(src + k)));
+        for (; k < kc; ++k) row[k] = f32_to_bf16(src[k]);
+        for (; k < steps * AMX_T; ++k) row[k] = 0;
+      } else {
+        std::memset(row, 0, sizeof(uint16_t) * steps * AMX_T);
+      }
+      for (ptrdiff_t s = 0; s < steps; ++s) std::memcpy(d + (s * AMX_T + i) * AMX_T, row + s * AMX_T, 64);
+    }
+  }
+}
+
+void pack_b_amx(const Operand& B, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, uint32_t* dst) {
+  ptrdiff_t steps = (kc + AMX_T - 1) / AMX_T, pairs = steps * AMX_T / 2;
+  const uint16_t* w = static_cast<const uint16_t*>(B.p);
+  for (ptrdiff_t jp = 0; jp < nc; jp += AMX_T) {
+    uint32_t* d = dst + jp * pairs;  // panel of 32 columns × pairs
+    for (ptrdiff_t j = 0; j < AMX_T; ++j) {
+      const uint16_t* col = jp + j < nc ? w + (j0 + jp + j) * B.cs + k0 : nullptr;  // B.rs == 1
+      for (ptrdiff_t p = 0; p < pairs; ++p) {
+        uint32_t v = 0;
+        if (col) {
+          if (2 * p + 1 < kc) std::memcpy(&v, col + 2 * p, 4);
+          else if (2 * p < kc) v = col[2 * p];
+        }
+        d[p * AMX_T + j] = v;
+      }
+    }
+  }
+}
+
+// Applies C (+)= tile, bias and activation for an mr × nr block held in a 32×32 fp32 buffer.
+void store_block(const float* tile, const TileOut& o) {
+  for (int i = 0; i < o.mr; ++i) {
+    float* c = o.c + i * o.ldc;
+    for (int j = 0; j < o.nr; j += VW) {
+      ptrdiff_t n = mn<ptrdiff_t>(VW, o.nr - j);
+      vf r = vload(tile + i * AMX_T + j);
+      if (o.accumulate) r += n == VW ? vload(c + j) : vload_n(c + j, n);
+      if (o.last) {
+        if (o.bias_col) r += n == VW ? vload(o.bias_col + j) : vload_n(o.bias_col + j, n);
+        if (o.bias_row) r += o.bias_row[i];
+        r = vact(r, o.act);
+      }
+      if (n == VW) vstore(c + j, r);
+      else vstore_n(c + j, r, n);
+    }
+  }
+}
+
+void micro_amx(ptrdiff_t steps, const uint16_t* pa, const uint32_t* pb, const TileOut& o) {
+  _tile_zero(0);
+  _tile_zero(1);
+  _tile_zero(2);
+  _tile_zero(3);
+  for (ptrdiff_t s = 0; s < steps; ++s) {
+    _tile_loadd(4, pa + s * AMX_T * AMX_T, 64);
+    _tile_loadd(5, pa + s * AMX_T * AMX_T + 16 * AMX_T, 64);
+    _tile_loadd(6, pb + s * 16 * AMX_T, 128);
+    _tile_loadd(7, pb + s * 16 * AMX_T + 16, 128);
+    _tile_dpbf16ps(0, 4, 6);
+    _tile_dpbf16ps(1, 4, 7);
+    _tile_dpbf16ps(2, 5, 6);
+    _tile_dpbf16ps(3, 5, 7);
+  }
+  alignas(64) float tile[AMX_T * AMX_T];
+  _tile_stored(0, tile, 128);
+  _tile_stored(1, tile + 16, 128);
+  _tile_stored(2, tile + 16 * AMX_T, 128);
+  _tile_stored(3, tile + 16 * AMX_T + 16, 128);
+  store_block(tile, o);
+}
+
+void gemm_range_amx(const Gemm& g, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, uint16_t* pa, uint32_t* pb) {
+  amx_configure();  // tile configuration is per thread
+  for (ptrdiff_t jc = n0; jc < n1; jc += AMX_NC) {
+    ptrdiff_t nc = mn(AMX_NC, n1 - jc);
+    for (ptrdiff_t pc = 0; pc < g.K; pc += AMX_KC) {
+      ptrdiff_t kc = mn(AMX_KC, g.K - pc), steps = (kc + AMX_T - 1) / AMX_T;
+      pack_b_amx(g.B, pc, kc, jc, nc, pb);
+      for (ptrdiff_t ic = m0; ic < m1; ic += AMX_MC) {
+        ptrdiff_t mc = mn(AMX_MC, m1 - ic);
+        pack_a_amx(g.A, ic, mc, pc, kc, pa);
+        for (ptrdiff_t jr = 0; jr < nc; jr += AMX_T)
+          for (ptrdiff_t ir = 0; ir < mc; ir += AMX_T) {
+            ptrdiff_t row = ic + ir, col = jc + jr;
+            TileOut o{g.C + row * g.ldc + col, g.ldc, (int)mn(AMX_T, mc - ir), (int)mn(AMX_T, nc - jr), pc > 0,
+                      pc + kc >= g.K, g.bias_col ? g.bias_col + col : nullptr, g.bias_row ? g.bias_row + row : nullptr,
+                      g.act};
+            micro_amx(steps, pa + ir * steps * AMX_T, pb + jr * steps * 16, o);
+          }
+      }
+    }
+  }
+  _tile_release();
+}
+#endif
+
 struct GemmRange {
   ptrdiff_t m0, m1, n0, n1;
 };
@@ -390,25 +517,41 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
 // rows, otherwise N (small-M products such as the timestep MLP).
 int gemm(sana_ctx* ctx, const Gemm& g) {
   int T = ctx_threads(ctx);
-  bool split_m = g.M >= (ptrdiff_t)T * (MC / 2) || g.N < (ptrdiff_t)T * NR;
-  ptrdiff_t parts = split_m ? mn<ptrdiff_t>(T, (g.M + MR - 1) / MR) : mn<ptrdiff_t>(T, (g.N + NR - 1) / NR);
-  size_t per = (size_t)(MC * KC + KC * NC) * sizeof(float);
-  float* buf = static_cast<float*>(scratch_alloc(per * (size_t)parts));
+  bool amx = false;
+#if defined(SANA_AMX)
+  amx = g.fast_bf16;
+#endif
+  ptrdiff_t gm = amx ? 32 : MR, gn = amx ? 32 : NR;
+  bool split_m = g.M >= (ptrdiff_t)T * (MC / 2) || g.N < (ptrdiff_t)T * gn;
+  ptrdiff_t parts = split_m ? mn<ptrdiff_t>(T, (g.M + gm - 1) / gm) : mn<ptrdiff_t>(T, (g.N + gn - 1) / gn);
+  size_t a_bytes = (size_t)(MC * KC) * sizeof(float), b_bytes = (size_t)(KC * NC) * sizeof(float);
+#if defined(SANA_AMX)
+  if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = (size_t)(AMX_KC * AMX_NC) * 2;
+#endif
+  size_t per = a_bytes + b_bytes;
+  char* buf = static_cast<char*>(scratch_alloc(per * (size_t)parts));
   if (!buf) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", parts);
   parallel_for(ctx, parts, [&](ptrdiff_t b, ptrdiff_t e, int) {
     for (ptrdiff_t t = b; t < e; ++t) {
       GemmRange r{0, g.M, 0, g.N};
       if (split_m) {
-        ptrdiff_t blocks = (g.M + MR - 1) / MR;
-        r.m0 = mn(g.M, blocks * t / parts * MR);
-        r.m1 = mn(g.M, blocks * (t + 1) / parts * MR);
+        ptrdiff_t blocks = (g.M + gm - 1) / gm;
+        r.m0 = mn(g.M, blocks * t / parts * gm);
+        r.m1 = mn(g.M, blocks * (t + 1) / parts * gm);
       } else {
-        ptrdiff_t blocks = (g.N + NR - 1) / NR;
-        r.n0 = mn(g.N, blocks * t / parts * NR);
-        r.n1 = mn(g.N, blocks * (t + 1) / parts * NR);
+        ptrdiff_t blocks = (g.N + gn - 1) / gn;
+        r.n0 = mn(g.N, blocks * t / parts * gn);
+        r.n1 = mn(g.N, blocks * (t + 1) / parts * gn);
       }
-      float* pa = reinterpret_cast<float*>(reinterpret_cast<char*>(buf) + per * (size_t)t);
-      if (r.m0 < r.m1 && r.n0 < r.n1) gemm_range(g, r, pa, pa + MC * KC);
+      char* mine = buf + per * (size_t)t;
+      if (r.m0 >= r.m1 || r.n0 >= r.n1) continue;
+#if defined(SANA_AMX)
+      if (amx) {
+        gemm_range_amx(g, r.m0, r.m1, r.n0, r.n1, reinterpret_cast<uint16_t*>(mine), reinterpret_cast<uint32_t*>(mine + a_bytes));
+        continue;
+      }
+#endif
+      gemm_range(g, r, reinterpret_cast<float*>(mine), reinterpret_cast<float*>(mine + a_bytes));
     }
   });
   scratch_free(buf);
