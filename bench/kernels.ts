@@ -3,6 +3,7 @@
 // here). Prints one JSON line per result (with a fingerprint) and a markdown table at the end.
 // Options: --quick (fewer shapes/variants), --ops=linear,attention,... (subset).
 import { execSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
 
 import * as ort from 'onnxruntime-node';
@@ -22,7 +23,18 @@ const commit = (() => {
     return 'unknown';
   }
 })();
-const cpuModel = cpus()[0]?.model ?? 'unknown';
+const cpuModel = (() => {
+  const model = cpus()[0]?.model ?? 'unknown';
+  try {
+    // the model name is generic on virtual machines: add family/model ids
+    const info = readFileSync('/proc/cpuinfo', 'utf8');
+    const family = /^cpu family\s*:\s*(\d+)/m.exec(info)?.[1];
+    const id = /^model\s*:\s*(\d+)/m.exec(info)?.[1];
+    return family && id ? `${model} (family ${family} model ${id})` : model;
+  } catch {
+    return model;
+  }
+})();
 
 interface Row {
   op: string;
@@ -196,9 +208,12 @@ if (want('linear')) {
     const live = contenders.filter((c) => c.row.dtype !== 'input');
     const samples = live.map(() => [] as number[]);
     for (const c of live) await c.run(); // warm-up
-    const rounds = quick ? 3 : 5;
+    const rounds = quick ? 3 : 7;
     for (let r = 0; r < rounds; r++)
       for (let i = 0; i < live.length; i++) {
+        // ORT's intra-op threads spin for a while after a run; let them go idle so they do not steal the
+        // cores from whoever runs next (measured: up to 2× slower otherwise)
+        await new Promise((resolve) => setTimeout(resolve, 30));
         const t0 = performance.now();
         await live[i].run();
         samples[i].push(performance.now() - t0);
@@ -211,7 +226,7 @@ if (want('linear')) {
   }
 }
 
-// ---- the other ops, best cpu variant (1 and all threads) and wasm ----
+// ---- the other ops: every cpu variant (1 and all threads) and wasm ----
 interface OpBench {
   op: string;
   shape: string;
@@ -304,7 +319,7 @@ const ops: OpBench[] = [
 ];
 for (const o of ops) {
   if (!want(o.op)) continue;
-  for (const c of configs(false)) {
+  for (const c of configs(true)) {
     const b = use(c);
     const s = o.setup(b);
     const ms = await time(() => s.run());

@@ -133,7 +133,7 @@ constexpr int NV = 2;
 constexpr int NR = NV * VW;
 constexpr ptrdiff_t KC = 256;
 constexpr ptrdiff_t MC = MR * (SANA_VW == 16 ? 16 : 24);
-constexpr ptrdiff_t NC = NR * (SANA_VW == 16 ? 48 : 96);
+constexpr ptrdiff_t NC = 4096;  // B block KC×NC (4 MB) lives in L3; a large NC means A is packed once per K block
 
 // Element (r, c) of an operand is p[r·rs + c·cs] in dtype dt.
 struct Operand {
@@ -473,8 +473,10 @@ struct GemmRange {
 void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
   for (ptrdiff_t jc = r.n0; jc < r.n1; jc += NC) {
     ptrdiff_t nc = mn(NC, r.n1 - jc);
-    for (ptrdiff_t pc = 0; pc < g.K; pc += KC) {
-      ptrdiff_t kc = mn(KC, g.K - pc);
+    // equal K blocks (no short last block: every pass over C costs a load and a store of it)
+    ptrdiff_t kblock = round_up((g.K + (g.K + KC - 1) / KC - 1) / ((g.K + KC - 1) / KC), 8);
+    for (ptrdiff_t pc = 0; pc < g.K; pc += kblock) {
+      ptrdiff_t kc = mn(kblock, g.K - pc);
       [[maybe_unused]] bool bf16 = false;
 #if defined(SANA_BF16DOT)
       bf16 = g.fast_bf16;
@@ -513,17 +515,21 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
   }
 }
 
-// Runs one GEMM on the context's threads: M is split when each thread gets at least half a cache block of
-// rows, otherwise N (small-M products such as the timestep MLP).
+// Runs one GEMM on the context's threads, one contiguous range of rows or columns per thread.
 int gemm(sana_ctx* ctx, const Gemm& g) {
   int T = ctx_threads(ctx);
   bool amx = false;
 #if defined(SANA_AMX)
   amx = g.fast_bf16;
 #endif
-  ptrdiff_t gm = amx ? 32 : MR, gn = amx ? 32 : NR;
-  bool split_m = g.M >= (ptrdiff_t)T * (MC / 2) || g.N < (ptrdiff_t)T * gn;
-  ptrdiff_t parts = split_m ? mn<ptrdiff_t>(T, (g.M + gm - 1) / gm) : mn<ptrdiff_t>(T, (g.N + gn - 1) / gn);
+  ptrdiff_t gm = amx ? 32 : MR, gn = amx ? 32 : NR, nc = amx ? 1024 : NC;
+  // Each thread packs its own panels: split the dimension that makes the least packing per thread
+  // (M-split repacks all of B per thread, N-split repacks all of A once per NC block of its columns).
+  auto blocks = [](ptrdiff_t n, ptrdiff_t b) { return (n + b - 1) / b; };
+  double pack_m = (double)g.M / T * g.K * blocks(g.N, nc) + (double)g.N * g.K;
+  double pack_n = (double)g.M * g.K * blocks((g.N + T - 1) / T, nc) + (double)g.N / T * g.K;
+  bool split_m = (pack_m <= pack_n && g.M >= (ptrdiff_t)T * gm) || g.N < (ptrdiff_t)T * gn;
+  ptrdiff_t parts = split_m ? mn<ptrdiff_t>(T, blocks(g.M, gm)) : mn<ptrdiff_t>(T, blocks(g.N, gn));
   size_t a_bytes = (size_t)(MC * KC) * sizeof(float), b_bytes = (size_t)(KC * NC) * sizeof(float);
 #if defined(SANA_AMX)
   if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = (size_t)(AMX_KC * AMX_NC) * 2;
