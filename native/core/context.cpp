@@ -507,6 +507,20 @@ int sana_layer_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim
   return ctx->table->layer_norm(ctx, x, rows, dim, eps, scale, shift, rows_per_batch, y);
 }
 
+int sana_residual(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t rows, ptrdiff_t dim, const float* gate,
+                  ptrdiff_t rows_per_batch, float* out) {
+  NEED_CTX();
+  NONNULL("residual", x);
+  NONNULL("residual", y);
+  NONNULL("residual", out);
+  POSITIVE("residual", rows);
+  POSITIVE("residual", dim);
+  CHECK(!gate || (rows_per_batch > 0 && rows % rows_per_batch == 0), "residual: Expected a positive divisor of rows "
+        "(%td) for rows_per_batch but received %td", rows, rows_per_batch);
+  CHECK(out == x || out + rows * dim <= x || x + rows * dim <= out, "residual: Expected out to be x or not to overlap it");
+  return ctx->table->residual(ctx, x, y, rows, dim, gate, rows_per_batch, out);
+}
+
 int sana_rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight,
                   const float* bias, float eps, int mode, float* y) {
   NEED_CTX();

@@ -144,6 +144,11 @@ SANA_API int sana_glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_
 SANA_API int sana_layer_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, float eps,
                              const float* scale, const float* shift, ptrdiff_t rows_per_batch, float* y);
 
+/* Gated residual: out[r] = x[r] + gate[b] ⊙ y[r] over rows of dim (b = r / rows_per_batch; gate [nb, dim]);
+ * gate NULL: out = x + y. out may equal x (in place). The adaLN-single gates of the Sana blocks. */
+SANA_API int sana_residual(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t rows, ptrdiff_t dim,
+                           const float* gate, ptrdiff_t rows_per_batch, float* out);
+
 /* RMSNorm over the last dim: y = x·rsqrt(mean(x²)+eps)·w (or ·(1+w), mode) + bias. weight/bias may be NULL. */
 SANA_API int sana_rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight,
                            const float* bias, float eps, int mode, float* y);

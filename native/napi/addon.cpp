@@ -95,6 +95,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
                              InstanceMethod("attention", &SanaAddon::Attention),
                              InstanceMethod("glumbconv", &SanaAddon::Glumbconv),
                              InstanceMethod("layerNorm", &SanaAddon::LayerNorm),
+                             InstanceMethod("residual", &SanaAddon::Residual),
                              InstanceMethod("rmsNorm", &SanaAddon::RmsNorm),
                              InstanceMethod("rmsNormChannels", &SanaAddon::RmsNormChannels),
                              InstanceMethod("pixelShuffle", &SanaAddon::PixelShuffle),
@@ -396,6 +397,19 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       auto shift = static_cast<const float*>(a.array(5, "shift", napi_float32_array, prod({nb, dim}), true));
       auto y = static_cast<float*>(a.array(7, "y", napi_float32_array, prod({rows, dim})));
       return check(info.Env(), sana_layer_norm(ctx_, x, rows, dim, eps, scale, shift, rpb, y));
+    });
+  }
+
+  Napi::Value Residual(const Napi::CallbackInfo& info) {
+    return guarded(info, [&] {
+      Args a{info, "residual"};
+      ptrdiff_t rows = a.dim(2, "rows"), dim = a.dim(3, "dim"), rpb = a.size(5, "rowsPerBatch");
+      ptrdiff_t nb = rpb > 0 ? rows / rpb : 0;
+      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({rows, dim})));
+      auto y = static_cast<const float*>(a.array(1, "y", napi_float32_array, prod({rows, dim})));
+      auto gate = static_cast<const float*>(a.array(4, "gate", napi_float32_array, prod({nb, dim}), true));
+      auto out = static_cast<float*>(a.array(6, "out", napi_float32_array, prod({rows, dim})));
+      return check(info.Env(), sana_residual(ctx_, x, y, rows, dim, gate, rpb, out));
     });
   }
 

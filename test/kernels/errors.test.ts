@@ -69,6 +69,10 @@ describe.each(backends.map((b) => ({ name: b.name, b })))('$name backend', ({ b 
     expectSanaError(() => b.layerNorm(t([2, 8]), { eps: 0 }), ARG, /layerNorm: Expected 0 < eps < 1 for eps but received 0/);
     expectSanaError(() => b.layerNorm(t([2, 8]), { eps: 1e-6, scale: t([1, 8]) }), ARG, /layerNorm: Expected both scale and shift or neither for shift/);
   });
+  it('residual: shapes must agree; gate rows must divide', () => {
+    expectSanaError(() => b.residual(t([2, 8]), t([2, 7])), ARG, /residual: Expected the shape of x \[2,8\] for y\.shape but received \[2, 7\]/);
+    expectSanaError(() => b.residual(t([3, 8]), t([3, 8]), { gate: t([2, 8]) }), ARG, /residual: Expected \[nb, 8\] with nb dividing the 3 rows for gate\.shape/);
+  });
   it('rmsNorm: (1+w) needs a weight; weight shape', () => {
     expectSanaError(() => b.rmsNorm(t([2, 8]), { eps: 1e-6, onePlusWeight: true }), ARG, /rmsNorm: Expected a weight with onePlusWeight for weight/);
     expectSanaError(() => b.rmsNorm(t([2, 8]), { eps: 1e-6, weight: t([7]) }), ARG, /rmsNorm: Expected \[8\] for weight\.shape but received \[7\]/);

@@ -242,6 +242,30 @@ for (const [B, H, W, C, F, Cout, dtype, fastBf16] of [
   });
 }
 
+// ---- gated residual (adaLN gates), in place
+{
+  const [B, N, D] = [2, 7, 37];
+  const x = rand(B * N * D, 76);
+  const y = rand(B * N * D, 77);
+  const gate = rand(B * D, 78);
+  cases.push({
+    name: 'residual x + gate[b] ⊙ y, in place',
+    tol: 1e-6,
+    run: (be) =>
+      withTensors(be, (mk) => {
+        const t = mk([B, N, D], x);
+        return be.residual(t, mk([B, N, D], y), { gate: mk([B, D], gate), out: t });
+      }),
+    ref: () => Float64Array.from(x, (v, i) => v + gate[Math.floor(i / (N * D)) * D + (i % D)] * y[i]),
+  });
+  cases.push({
+    name: 'residual x + y',
+    tol: 1e-6,
+    run: (be) => withTensors(be, (mk) => be.residual(mk([B, N, D], x), mk([B, N, D], y))),
+    ref: () => Float64Array.from(x, (v, i) => v + y[i]),
+  });
+}
+
 // ---- data movement (exact)
 for (const r of [2, 3]) {
   const [B, C, H, W] = [2, 3, 5, 7];

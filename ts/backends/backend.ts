@@ -76,6 +76,8 @@ export interface Backend {
   glumbconv(x: Tensor, w: GlumbconvWeights, opts: { height: number; width: number; fastBf16?: boolean; out?: Tensor }): Tensor;
   /** LayerNorm without affine over the last dim; with scale/shift [nb, D] the adaLN modulation is fused. */
   layerNorm(x: Tensor, opts: { eps: number; scale?: Tensor; shift?: Tensor; out?: Tensor }): Tensor;
+  /** out = x + gate ⊙ y (gate [nb, D] broadcast over each batch's rows; no gate: x + y); out may be x. */
+  residual(x: Tensor, y: Tensor, opts?: { gate?: Tensor; out?: Tensor }): Tensor;
   rmsNorm(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; onePlusWeight?: boolean; out?: Tensor }): Tensor;
   /** Channel RMSNorm of an NCHW map [B, C, H, W]. */
   rmsNormChannels(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; out?: Tensor }): Tensor;

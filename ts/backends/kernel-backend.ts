@@ -31,6 +31,7 @@ export interface RawKernels {
   glumbconv(x: F32, B: number, H: number, W: number, C: number, wi: W, bi: Arr, wd: W, bd: Arr, wp: W, dtype: number,
     F: number, Cout: number, flags: number, y: F32): void;
   layerNorm(x: F32, rows: number, dim: number, eps: number, scale: Arr, shift: Arr, rowsPerBatch: number, y: F32): void;
+  residual(x: F32, y: F32, rows: number, dim: number, gate: Arr, rowsPerBatch: number, out: F32): void;
   rmsNorm(x: F32, rows: number, dim: number, weight: Arr, bias: Arr, eps: number, mode: number, y: F32): void;
   rmsNormChannels(x: F32, B: number, C: number, HW: number, weight: Arr, bias: Arr, eps: number, y: F32): void;
   pixelShuffle(x: F32, B: number, C: number, H: number, W: number, r: number, y: F32): void;
@@ -267,6 +268,26 @@ export abstract class KernelBackend implements Backend {
     const y = this.output(op, opts.out, x.shape);
     this.call(op, () => this.raw.layerNorm(x.data as F32, rows, D, opts.eps, this.opt(opts.scale), this.opt(opts.shift), rpb, y.data as F32));
     return y;
+  }
+
+  residual(x: Tensor, y: Tensor, opts: { gate?: Tensor; out?: Tensor } = {}): Tensor {
+    const op = 'residual';
+    this.f32(op, 'x', x);
+    this.f32(op, 'y', y);
+    if (y.shape.join() !== x.shape.join()) throw invalidArgument(op, `the shape of x ${JSON.stringify(x.shape)}`, 'y.shape', y.shape);
+    const D = x.shape[x.shape.length - 1];
+    const rows = x.size / D;
+    let rpb = rows;
+    if (opts.gate) {
+      this.f32(op, 'gate', opts.gate);
+      const nb = opts.gate.size / D;
+      if (opts.gate.shape[opts.gate.shape.length - 1] !== D || !Number.isInteger(nb) || rows % nb !== 0)
+        throw invalidArgument(op, `[nb, ${D}] with nb dividing the ${rows} rows`, 'gate.shape', opts.gate.shape);
+      rpb = rows / nb;
+    }
+    const out = opts.out === x ? x : this.output(op, opts.out, x.shape);
+    this.call(op, () => this.raw.residual(x.data as F32, y.data as F32, rows, D, this.opt(opts.gate), rpb, out.data as F32));
+    return out;
   }
 
   rmsNorm(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; onePlusWeight?: boolean; out?: Tensor }): Tensor {

@@ -106,6 +106,9 @@ class WasmKernels implements RawKernels {
   layerNorm(x: Float32Array, rows: number, dim: number, eps: number, scale: Float32Array | null, shift: Float32Array | null, rpb: number, y: Float32Array): void {
     this.check(this.m._sana_layer_norm(this.ctx, this.ptr(x), rows, dim, eps, this.ptr(scale), this.ptr(shift), rpb, this.ptr(y)));
   }
+  residual(x: Float32Array, y: Float32Array, rows: number, dim: number, gate: Float32Array | null, rpb: number, out: Float32Array): void {
+    this.check(this.m._sana_residual(this.ctx, this.ptr(x), this.ptr(y), rows, dim, this.ptr(gate), rpb, this.ptr(out)));
+  }
   rmsNorm(x: Float32Array, rows: number, dim: number, w: Float32Array | null, b: Float32Array | null, eps: number, mode: number, y: Float32Array): void {
     this.check(this.m._sana_rms_norm(this.ctx, this.ptr(x), rows, dim, this.ptr(w), this.ptr(b), eps, mode, this.ptr(y)));
   }

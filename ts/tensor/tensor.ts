@@ -51,6 +51,16 @@ export class Tensor {
     return this.dtype === 'f32' ? new Float32Array(d as Float32Array) : decode(d, this.dtype);
   }
 
+  /** The same memory under another shape with the same element count. The alias does not own the
+   * memory: disposing it is a no-op, disposing this tensor invalidates it. */
+  reshape(shape: readonly number[]): Tensor {
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (!shape.every((d) => Number.isInteger(d) && d > 0) || size !== this.size)
+      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `reshape: Expected ${this.size} elements for shape but received ${JSON.stringify(shape)}`);
+    const owner = this;
+    return new Tensor(this.owner, shape, this.dtype, { array: () => owner.data, free: () => {} });
+  }
+
   dispose(): void {
     const s = this.storage;
     this.storage = null;

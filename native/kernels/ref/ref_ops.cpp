@@ -196,6 +196,14 @@ int layer_norm(sana_ctx*, const float* x, ptrdiff_t rows, ptrdiff_t dim, float e
   return SANA_OK;
 }
 
+int residual(sana_ctx*, const float* x, const float* y, ptrdiff_t rows, ptrdiff_t dim, const float* gate, ptrdiff_t rpb,
+             float* out) {
+  for (ptrdiff_t r = 0; r < rows; ++r)
+    for (ptrdiff_t i = 0; i < dim; ++i)
+      out[r * dim + i] = x[r * dim + i] + (gate ? gate[r / rpb * dim + i] : 1.0f) * y[r * dim + i];
+  return SANA_OK;
+}
+
 int rms_norm(sana_ctx*, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight, const float* bias,
              float eps, int mode, float* y) {
   for (ptrdiff_t r = 0; r < rows; ++r) {
@@ -282,7 +290,7 @@ int rope(sana_ctx*, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t hea
 }
 
 const KernelTable table = {"ref",      linear,     conv2d,   linear_attention,  attention,
-                           glumbconv,  layer_norm, rms_norm, rms_norm_channels, pixel_shuffle,
+                           glumbconv,  layer_norm, residual, rms_norm, rms_norm_channels, pixel_shuffle,
                            pixel_unshuffle, upsample_nearest2x, activation, rope};
 }  // namespace
 }  // namespace ref

@@ -999,6 +999,27 @@ int layer_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, flo
   return SANA_OK;
 }
 
+int residual(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t rows, ptrdiff_t dim, const float* gate, ptrdiff_t rpb,
+             float* out) {
+  parallel_for(ctx, rows, [&](ptrdiff_t r0, ptrdiff_t r1) {
+    for (ptrdiff_t r = r0; r < r1; ++r) {
+      const float* xr = x + r * dim;
+      const float* yr = y + r * dim;
+      const float* gr = gate ? gate + r / rpb * dim : nullptr;
+      float* o = out + r * dim;
+      for (ptrdiff_t i = 0; i < dim; i += VW) {
+        ptrdiff_t n = mn<ptrdiff_t>(VW, dim - i);
+        vf yv = n == VW ? vload(yr + i) : vload_n(yr + i, n);
+        if (gr) yv *= n == VW ? vload(gr + i) : vload_n(gr + i, n);
+        vf v = (n == VW ? vload(xr + i) : vload_n(xr + i, n)) + yv;
+        if (n == VW) vstore(o + i, v);
+        else vstore_n(o + i, v, n);
+      }
+    }
+  });
+  return SANA_OK;
+}
+
 int rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight, const float* bias,
              float eps, int mode, float* y) {
   parallel_for(ctx, rows, [&](ptrdiff_t r0, ptrdiff_t r1) {
@@ -1160,7 +1181,7 @@ int rope(sana_ctx* ctx, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t
 
 extern const KernelTable table;
 const KernelTable table = {SANA_VARIANT_NAME, linear,     conv2d,   linear_attention,  attention,
-                           glumbconv,         layer_norm, rms_norm, rms_norm_channels, pixel_shuffle,
+                           glumbconv,         layer_norm, residual, rms_norm, rms_norm_channels, pixel_shuffle,
                            pixel_unshuffle,   upsample_nearest2x,   activation,        rope};
 
 }  // namespace SANA_NS
