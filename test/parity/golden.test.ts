@@ -1,0 +1,157 @@
+// Parity with the reference implementation: walks every case folder under SANA_GOLDEN_DIR (default
+// ../shared/golden), runs each entry of its case.json `run` list (schema golden-run/1) on every available
+// backend, and compares every output (and every intermediate tap, reporting the first that diverges) with
+// numpy allclose semantics at the entry's tolerance. Driven by case.json only: a new case of a known op
+// runs without code changes. Ops not implemented yet are listed as named todos; an unknown op fails.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import type { Backend } from '../../ts/backends/backend.js';
+import { createBackend, probeBackends } from '../../ts/backends/registry.js';
+import type { JsonValue } from '../../ts/io/json.js';
+import { SafetensorsFile } from '../../ts/io/safetensors.js';
+import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
+
+const goldenDir = process.env.SANA_GOLDEN_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'golden');
+
+interface RunEntry {
+  id: string;
+  op: string;
+  component?: string;
+  config_overrides?: Record<string, JsonValue>;
+  inputs: Record<string, string>;
+  params: Record<string, JsonValue>;
+  outputs: Record<string, string>;
+  intermediates?: Record<string, string>;
+  tolerance: { atol: number; rtol: number };
+  tolerance_overrides?: Record<string, { atol: number; rtol: number }>;
+}
+
+/** Ops of this issue still to be implemented, and ops that belong to the pipeline issue. */
+const TODO: Record<string, string> = {
+  'AutoencoderDC.decode': 'AutoencoderDC is not implemented yet (issue 3)',
+  'AutoencoderDC.encode': 'AutoencoderDC is not implemented yet (issue 3)',
+  'Gemma2Model.forward': 'Gemma2Model is not implemented yet (issue 3)',
+  'DPMSolverMultistepScheduler.trace': 'FlowDPMSolver is not implemented yet (issue 3)',
+  'FlowMatchEulerDiscreteScheduler.trace': 'FlowEuler is not implemented yet (issue 3)',
+  'SanaPipeline.__call__': 'pipeline op (issue 4)',
+  'torch.randn': 'pipeline op (issue 4)',
+  'SanaPipeline.resolution_binning': 'pipeline op (issue 4)',
+  'PixArtImageProcessor.resize_and_crop_tensor': 'pipeline op (issue 4)',
+  'PixArtImageProcessor.postprocess': 'pipeline op (issue 4)',
+  'VaeImageProcessor.numpy_to_pil': 'pipeline op (issue 4)',
+};
+
+type Values = { data: ArrayLike<number | bigint>; shape: number[] };
+type OpResult = { outputs: Record<string, Values>; taps: Map<string, Values> };
+type OpRunner = (backend: Backend, caseDir: string, entry: RunEntry, read: (ref: string, section: string) => Values) => OpResult;
+
+const OPS: Record<string, OpRunner> = {
+  'SanaTransformer2DModel.forward': (backend, caseDir, entry, read) => {
+    const model = SanaTransformer2DModel.fromFolder(join(caseDir, entry.component ?? ''), backend, { configOverrides: entry.config_overrides });
+    try {
+      const hs = read(entry.inputs.hidden_states, 'inputs');
+      const ehs = read(entry.inputs.encoder_hidden_states, 'inputs');
+      const mask = read(entry.inputs.encoder_attention_mask, 'inputs');
+      const t = read(entry.inputs.timestep, 'inputs');
+      const g = entry.inputs.guidance ? read(entry.inputs.guidance, 'inputs') : undefined;
+      const taps = new Map<string, Values>();
+      const sample = model.forward(
+        {
+          hiddenStates: Float32Array.from(hs.data as ArrayLike<number>),
+          shape: hs.shape as [number, number, number, number],
+          encoderHiddenStates: Float32Array.from(ehs.data as ArrayLike<number>),
+          textLength: ehs.shape[1],
+          encoderAttentionMask: Array.from(mask.data, Number),
+          timestep: Float32Array.from(t.data as ArrayLike<number>),
+          guidance: g ? Float32Array.from(g.data as ArrayLike<number>) : undefined,
+        },
+        entry.intermediates ? (name, data, shape) => taps.set(name, { data, shape }) : undefined,
+      );
+      return { outputs: { sample: { data: sample, shape: hs.shape.map((d, i) => (i === 1 ? model.config.outChannels : d)) } }, taps };
+    } finally {
+      model.dispose();
+    }
+  },
+};
+
+/** numpy allclose: |a − e| ≤ atol + rtol·|e|, in float64. Returns the worst violation or null. */
+function compare(actual: Values, expected: Values, tol: { atol: number; rtol: number }): string | null {
+  if (actual.shape.join() !== expected.shape.join()) return `shape ${JSON.stringify(actual.shape)} != expected ${JSON.stringify(expected.shape)}`;
+  let worst = -1;
+  let at = -1;
+  let maxDiff = 0;
+  for (let i = 0; i < expected.data.length; i++) {
+    const a = Number(actual.data[i]);
+    const e = Number(expected.data[i]);
+    const diff = Math.abs(a - e);
+    if (!(diff <= maxDiff)) maxDiff = Number.isNaN(diff) ? Infinity : Math.max(maxDiff, diff);
+    const excess = Number.isNaN(diff) ? Infinity : diff - (tol.atol + tol.rtol * Math.abs(e));
+    if (excess > 0 && excess > worst) {
+      worst = excess;
+      at = i;
+    }
+  }
+  if (at < 0) return null;
+  return `element ${at}: actual ${Number(actual.data[at])} vs expected ${Number(expected.data[at])} (max |diff| ${maxDiff.toExponential(3)}, atol ${tol.atol}, rtol ${tol.rtol})`;
+}
+
+const caseDirs = readdirSync(goldenDir).filter((d) => existsSync(join(goldenDir, d, 'case.json'))).sort();
+const backends: Backend[] = [];
+for (const p of probeBackends()) if (p.available) backends.push(await createBackend(p.name));
+afterAll(() => backends.forEach((b) => b.dispose()));
+
+describe('golden parity', () => {
+  it('finds the golden cases', () => expect(caseDirs.length).toBeGreaterThan(0));
+
+  for (const caseName of caseDirs) {
+    const caseDir = join(goldenDir, caseName);
+    const spec = JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8'));
+    describe(caseName, () => {
+      it('uses run schema golden-run/1', () => expect(spec.run_schema).toBe('golden-run/1'));
+      for (const entry of spec.run as RunEntry[]) {
+        const todo = TODO[entry.op];
+        if (todo) {
+          it.todo(`${entry.id} (${entry.op}): ${todo}`);
+          continue;
+        }
+        for (const backend of backends) {
+          it(`${entry.id} (${entry.op}) on ${backend.name}`, () => {
+            const runner = OPS[entry.op];
+            expect(runner, `unknown op ${entry.op} in ${caseName}/case.json`).toBeDefined();
+            const files = new Map<string, SafetensorsFile>();
+            const read = (ref: string, section: string): Values => {
+              const [file, key] = ref.includes(':') ? ref.split(':') : [section, ref];
+              let f = files.get(file);
+              if (!f) files.set(file, (f = SafetensorsFile.open(join(caseDir, `${file}.safetensors`))));
+              const { info, data } = f.read(key);
+              return { data: data as ArrayLike<number | bigint>, shape: info.shape };
+            };
+            try {
+              const result = runner(backend, caseDir, entry, read);
+              const tolFor = (name: string) => entry.tolerance_overrides?.[name] ?? entry.tolerance;
+              // intermediates first, in execution order: the first divergence is the one to debug
+              let compared = 0;
+              for (const [tap, got] of result.taps) {
+                const ref = entry.intermediates?.[tap];
+                if (!ref) continue;
+                compared++;
+                const bad = compare(got, read(ref, 'intermediates'), tolFor(tap));
+                expect(bad, `first diverging intermediate: ${tap}`).toBeNull();
+              }
+              if (entry.intermediates) expect(compared, 'intermediates compared').toBe(Object.keys(entry.intermediates).length);
+              for (const [role, ref] of Object.entries(entry.outputs)) {
+                const got = result.outputs[role];
+                expect(got, `output ${role}`).toBeDefined();
+                expect(compare(got, read(ref, 'outputs'), tolFor(role)), `output ${role}`).toBeNull();
+              }
+            } finally {
+              for (const f of files.values()) f.close();
+            }
+          });
+        }
+      }
+    });
+  }
+});

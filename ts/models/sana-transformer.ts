@@ -1,0 +1,378 @@
+/**
+ * SanaTransformer2DModel (Linear DiT) over the Backend ops. Module and parameter names mirror diffusers'
+ * state-dict keys; formulas: ../shared/design/sana-spec.md §2. Activations are fp32, token-major [B, N, D].
+ */
+import type { Backend } from '../backends/backend.js';
+import { SanaError } from '../errors.js';
+import { ConfigReader } from '../io/config.js';
+import type { JsonValue } from '../io/json.js';
+import { WeightStore } from '../io/weights.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { view4 } from '../tensor/tensor.js';
+import { Params, type ParamSpec } from './params.js';
+
+export interface SanaTransformerConfig {
+  inChannels: number;
+  outChannels: number;
+  numAttentionHeads: number;
+  attentionHeadDim: number;
+  numLayers: number;
+  numCrossAttentionHeads: number;
+  crossAttentionHeadDim: number;
+  crossAttentionDim: number;
+  captionChannels: number;
+  mlpRatio: number;
+  attentionBias: boolean;
+  sampleSize: number;
+  patchSize: number;
+  normEps: number;
+  interpolationScale: number | null;
+  guidanceEmbeds: boolean;
+  guidanceEmbedsScale: number;
+  qkNorm: 'rms_norm_across_heads' | null;
+  timestepScale: number;
+}
+
+/** Reads config.json with diffusers' __init__ defaults for absent keys; rejects what the model cannot run. */
+export function readSanaTransformerConfig(cfg: ConfigReader): SanaTransformerConfig {
+  const cls = cfg.raw._class_name;
+  if (cls !== undefined && cls !== 'SanaTransformer2DModel') throw cfg.error('_class_name', '"SanaTransformer2DModel"', cls);
+  const c: SanaTransformerConfig = {
+    inChannels: cfg.int('in_channels', 32, 1),
+    outChannels: 0,
+    numAttentionHeads: cfg.int('num_attention_heads', 70, 1),
+    attentionHeadDim: cfg.int('attention_head_dim', 32, 1),
+    numLayers: cfg.int('num_layers', 20, 0),
+    numCrossAttentionHeads: cfg.int('num_cross_attention_heads', 20, 1),
+    crossAttentionHeadDim: cfg.int('cross_attention_head_dim', 112, 1),
+    crossAttentionDim: cfg.int('cross_attention_dim', 2240, 1),
+    captionChannels: cfg.int('caption_channels', 2304, 1),
+    mlpRatio: cfg.number('mlp_ratio', 2.5, (v) => Number.isFinite(v) && v > 0, 'a positive number'),
+    attentionBias: cfg.bool('attention_bias', false),
+    sampleSize: cfg.int('sample_size', 32, 1),
+    patchSize: cfg.int('patch_size', 1, 1),
+    normEps: cfg.number('norm_eps', 1e-6, (v) => v > 0 && v < 1, 'a number in (0, 1)'),
+    interpolationScale: cfg.nullableNumber('interpolation_scale'),
+    guidanceEmbeds: cfg.bool('guidance_embeds', false),
+    guidanceEmbedsScale: cfg.number('guidance_embeds_scale', 0.1),
+    qkNorm: cfg.choice('qk_norm', ['rms_norm_across_heads', null] as const, null),
+    timestepScale: cfg.number('timestep_scale', 1.0),
+  };
+  const out = cfg.raw.out_channels;
+  c.outChannels = out === undefined || out === null ? c.inChannels : cfg.int('out_channels', undefined, 1);
+  cfg.number('dropout', 0, (v) => v >= 0 && v < 1, 'a number in [0, 1)'); // inference: dropout is identity
+  if (cfg.bool('norm_elementwise_affine', false)) throw cfg.error('norm_elementwise_affine', 'false (Sana norms have no affine parameters)', true);
+  const width = c.numAttentionHeads * c.attentionHeadDim;
+  if (c.crossAttentionDim !== width)
+    throw cfg.error('cross_attention_dim', `the model width num_attention_heads × attention_head_dim = ${width} (the caption projection's output)`, c.crossAttentionDim);
+  if (Math.floor(c.mlpRatio * width) < 1) throw cfg.error('mlp_ratio', 'a ratio giving at least one hidden channel', c.mlpRatio);
+  return c;
+}
+
+/** Sinusoidal timestep features (Timesteps(256, flip_sin_to_cos=True, downscale_freq_shift=0)), fp32. */
+export function timestepEmbedding(t: Float32Array, dim = 256): Float32Array {
+  const half = dim / 2;
+  const out = new Float32Array(t.length * dim);
+  for (let b = 0; b < t.length; b++)
+    for (let k = 0; k < half; k++) {
+      const freq = Math.fround(Math.exp(Math.fround((-Math.log(10000) * k) / half)));
+      const arg = Math.fround(t[b] * freq);
+      out[b * dim + k] = Math.cos(arg);
+      out[b * dim + half + k] = Math.sin(arg);
+    }
+  return out;
+}
+
+/** 2-D sin-cos position embedding [h·w, D] (spec §2.4): x (column) encoding in the first D/2 channels. */
+export function positionEmbedding2d(D: number, h: number, w: number, base: number, scale: number): Float32Array {
+  const out = new Float32Array(h * w * D);
+  const E = D / 2;
+  const half = E / 2;
+  const omega = Array.from({ length: half }, (_, k) => 1 / 10000 ** (k / half));
+  for (let i = 0; i < h; i++)
+    for (let j = 0; j < w; j++) {
+      const py = Math.fround(Math.fround((i * base) / h) / scale);
+      const px = Math.fround(Math.fround((j * base) / w) / scale);
+      const row = (i * w + j) * D;
+      for (let k = 0; k < half; k++) {
+        out[row + k] = Math.sin(px * omega[k]);
+        out[row + half + k] = Math.cos(px * omega[k]);
+        out[row + E + k] = Math.sin(py * omega[k]);
+        out[row + E + half + k] = Math.cos(py * omega[k]);
+      }
+    }
+  return out;
+}
+
+export interface TransformerInput {
+  /** latents [B, C, H, W] */
+  hiddenStates: Float32Array;
+  shape: readonly [number, number, number, number];
+  /** text hidden states [B, T, caption_channels] */
+  encoderHiddenStates: Float32Array;
+  textLength: number;
+  /** [B, T], 1 = keep, 0 = padding */
+  encoderAttentionMask: ArrayLike<number>;
+  /** [B], on the 0…1000 scale */
+  timestep: Float32Array;
+  /** [B], guidance_embeds models only */
+  guidance?: Float32Array;
+}
+
+/** Debug taps: host copies of intermediate values in the reference layout. */
+export type Taps = (name: string, value: Float32Array, shape: number[]) => void;
+
+export class SanaTransformer2DModel {
+  private constructor(
+    readonly backend: Backend,
+    readonly config: SanaTransformerConfig,
+    private readonly p: Params,
+    /** unused checkpoint tensors and config keys (diffusers logs these too) */
+    readonly warnings: string[],
+  ) {}
+
+  static fromFolder(dir: string, backend: Backend, opts: { variant?: string; configOverrides?: Record<string, JsonValue> } = {}): SanaTransformer2DModel {
+    const cfg = ConfigReader.load(dir, 'config.json', opts.configOverrides);
+    const config = readSanaTransformerConfig(cfg);
+    const store = WeightStore.open(dir, 'diffusion_pytorch_model', opts.variant);
+    try {
+      const params = Params.load(backend, store, paramSpecs(config), 'SanaTransformer2DModel');
+      const warnings = [
+        ...params.unused.map((n) => `unused tensor ${n} in the checkpoint`),
+        ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
+      ];
+      return new SanaTransformer2DModel(backend, config, params, warnings);
+    } finally {
+      store.close();
+    }
+  }
+
+  dispose(): void {
+    this.p.dispose();
+  }
+
+  /** Predicts the flow velocity [B, out_channels, H, W]. Throws ERR_SANA_NON_FINITE if the result has NaN/Inf. */
+  forward(input: TransformerInput, taps?: Taps): Float32Array {
+    const be = this.backend;
+    const c = this.config;
+    const [B, C, H, W] = input.shape;
+    const p = c.patchSize;
+    if (C !== c.inChannels) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected ${c.inChannels} channels for hidden_states but received ${C}`);
+    if (H % p || W % p) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected a height and width divisible by patch_size ${p} for hidden_states but received ${H}×${W}`);
+    const T = input.textLength;
+    const h = H / p;
+    const w = W / p;
+    const N = h * w;
+    const D = c.numAttentionHeads * c.attentionHeadDim;
+    const live: Tensor[] = [];
+    const keep = <T2 extends Tensor>(t: T2): T2 => (live.push(t), t);
+    const tap = (name: string, t: Tensor, shape = [...t.shape]) => taps?.(name, t.toFloat32(), shape);
+    const P = (name: string) => this.p.get(name);
+
+    try {
+      // 1. patch embedding → tokens [B, N, D]
+      let X: Tensor;
+      if (p === 1) {
+        const tok = new Float32Array(B * N * C); // [B, C, N] → [B, N, C]
+        for (let b = 0; b < B; b++) for (let ch = 0; ch < C; ch++) for (let n = 0; n < N; n++) tok[(b * N + n) * C + ch] = input.hiddenStates[(b * C + ch) * N + n];
+        const xt = keep(be.tensor([B, N, C], 'f32', tok));
+        X = be.linear(xt, P('patch_embed.proj.weight').reshape([D, C]), { bias: P('patch_embed.proj.bias') });
+      } else {
+        const x = keep(be.tensor([B, C, H, W], 'f32', input.hiddenStates));
+        const y = keep(be.conv2d(x, P('patch_embed.proj.weight'), { bias: P('patch_embed.proj.bias'), stride: p }));
+        const yh = y.toFloat32(); // [B, D, N] → [B, N, D]
+        const tok = new Float32Array(B * N * D);
+        for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) for (let n = 0; n < N; n++) tok[(b * N + n) * D + d] = yh[(b * D + d) * N + n];
+        X = be.tensor([B, N, D], 'f32', tok);
+      }
+      keep(X);
+      if (c.interpolationScale !== null) {
+        const pe = positionEmbedding2d(D, h, w, c.sampleSize / p, c.interpolationScale);
+        const tiled = new Float32Array(B * N * D);
+        for (let b = 0; b < B; b++) tiled.set(pe, b * N * D);
+        be.residual(X, keep(be.tensor([B, N, D], 'f32', tiled)), { out: X });
+      }
+      tap('patch_embed.out', X);
+
+      // 2. timestep conditioning (adaLN-single)
+      const embedder = (prefix: string, values: Float32Array) => {
+        const e = keep(be.tensor([B, 256], 'f32', timestepEmbedding(values)));
+        const h1 = keep(be.linear(e, P(`${prefix}.linear_1.weight`), { bias: P(`${prefix}.linear_1.bias`), act: 'silu' }));
+        return keep(be.linear(h1, P(`${prefix}.linear_2.weight`), { bias: P(`${prefix}.linear_2.bias`) }));
+      };
+      let emb: Tensor;
+      if (c.guidanceEmbeds) {
+        if (!input.guidance) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'SanaTransformer2DModel: Expected guidance values for guidance (the model has guidance_embeds) but received undefined');
+        emb = embedder('time_embed.timestep_embedder', input.timestep);
+        be.residual(emb, embedder('time_embed.guidance_embedder', input.guidance), { out: emb });
+      } else {
+        emb = embedder('time_embed.emb.timestep_embedder', input.timestep);
+      }
+      const mod = keep(be.linear(keep(be.activation(emb, 'silu')), P('time_embed.linear.weight'), { bias: P('time_embed.linear.bias') }));
+      tap('time_embed.out0_timestep_mod', mod);
+      tap('time_embed.out1_embedded_timestep', emb);
+      const modHost = mod.toFloat32(); // [B, 6D]
+      const embHost = emb.toFloat32(); // [B, D]
+
+      // 3. caption projection + RMSNorm
+      const ctx = keep(be.tensor([B, T, c.captionChannels], 'f32', input.encoderHiddenStates));
+      const c1 = keep(be.linear(ctx, P('caption_projection.linear_1.weight'), { bias: P('caption_projection.linear_1.bias'), act: 'gelu-tanh' }));
+      const c2 = keep(be.linear(c1, P('caption_projection.linear_2.weight'), { bias: P('caption_projection.linear_2.bias') }));
+      const Cn = keep(be.rmsNorm(c2, { eps: 1e-5, weight: P('caption_norm.weight') }));
+      tap('caption_norm.out', Cn);
+      const bias = new Float32Array(B * T);
+      for (let i = 0; i < B * T; i++) bias[i] = (1 - Number(input.encoderAttentionMask[i])) * -10000.0;
+      const keyBias = keep(be.tensor([B, T], 'f32', bias));
+
+      // 4. blocks
+      for (let l = 0; l < c.numLayers; l++) {
+        const blockLive: Tensor[] = [];
+        const k2 = <T2 extends Tensor>(t: T2): T2 => (blockLive.push(t), t);
+        try {
+          const prev = X;
+          X = keep(this.block(l, X, Cn, keyBias, modHost, B, N, T, h, w, k2, l === 0 ? taps : undefined));
+          prev.dispose(); // the residual stream of the previous block is no longer needed
+        } finally {
+          for (const t of blockLive) if (t !== X) t.dispose();
+        }
+      }
+
+      // 5. output head: LayerNorm · (1 + scale) + shift with shift/scale = table + emb, then proj_out
+      const table = this.p.host('scale_shift_table'); // [2, D]
+      const shift = new Float32Array(B * D);
+      const scale = new Float32Array(B * D);
+      for (let b = 0; b < B; b++)
+        for (let d = 0; d < D; d++) {
+          shift[b * D + d] = table[d] + embHost[b * D + d];
+          scale[b * D + d] = table[D + d] + embHost[b * D + d];
+        }
+      const Y = keep(be.layerNorm(X, { eps: 1e-6, scale: keep(be.tensor([B, D], 'f32', scale)), shift: keep(be.tensor([B, D], 'f32', shift)) }));
+      const outTok = keep(be.linear(Y, P('proj_out.weight'), { bias: P('proj_out.bias') })).toFloat32(); // [B, N, p·p·Cout]
+
+      // unpatchify: channel (pr·p + pc)·Cout + c of token (i, j) → pixel (i·p + pr, j·p + pc)
+      const Co = c.outChannels;
+      const out = new Float32Array(B * Co * H * W);
+      for (let b = 0; b < B; b++)
+        for (let i = 0; i < h; i++)
+          for (let j = 0; j < w; j++)
+            for (let pr = 0; pr < p; pr++)
+              for (let pc = 0; pc < p; pc++)
+                for (let ch = 0; ch < Co; ch++)
+                  out[((b * Co + ch) * H + i * p + pr) * W + j * p + pc] = outTok[((b * N + i * w + j) * p * p + pr * p + pc) * Co + ch];
+      if (!out.every(Number.isFinite))
+        throw new SanaError('ERR_SANA_NON_FINITE', 'SanaTransformer2DModel produced non-finite values (NaN or Infinity) in its output: the weights or inputs hold NaN/Inf');
+      return out;
+    } finally {
+      for (const t of live) t.dispose();
+    }
+  }
+
+  private block(l: number, X: Tensor, Cn: Tensor, keyBias: Tensor, modHost: Float32Array, B: number, N: number, T: number, h: number, w: number,
+    keep: <T2 extends Tensor>(t: T2) => T2, taps?: Taps): Tensor {
+    const be = this.backend;
+    const c = this.config;
+    const pre = `transformer_blocks.${l}`;
+    const P = (name: string) => this.p.get(`${pre}.${name}`);
+    const opt = (name: string) => (this.config.attentionBias ? P(name) : undefined);
+    const tap = (name: string, t: Tensor, shape = [...t.shape]) => taps?.(`block${l}.${name}`, t.toFloat32(), shape);
+    const D = c.numAttentionHeads * c.attentionHeadDim;
+    const Hc = c.numCrossAttentionHeads;
+    const dc = c.crossAttentionHeadDim;
+
+    // shift/scale/gate rows: scale_shift_table[6, D] + mod.reshape(B, 6, D)
+    const table = this.p.host(`${pre}.scale_shift_table`);
+    const chunk = (k: number) => {
+      const v = new Float32Array(B * D);
+      for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) v[b * D + d] = table[k * D + d] + modHost[b * 6 * D + k * D + d];
+      return keep(be.tensor([B, D], 'f32', v));
+    };
+    const [shiftSa, scaleSa, gateSa, shiftFf, scaleFf, gateFf] = [0, 1, 2, 3, 4, 5].map(chunk);
+
+    // (a) linear self-attention
+    const Y = keep(be.layerNorm(X, { eps: c.normEps, scale: scaleSa, shift: shiftSa }));
+    let Q = keep(be.linear(Y, P('attn1.to_q.weight'), { bias: opt('attn1.to_q.bias') }));
+    let K = keep(be.linear(Y, P('attn1.to_k.weight'), { bias: opt('attn1.to_k.bias') }));
+    const V = keep(be.linear(Y, P('attn1.to_v.weight'), { bias: opt('attn1.to_v.bias') }));
+    if (c.qkNorm) {
+      Q = keep(be.rmsNorm(Q, { eps: 1e-5, weight: P('attn1.norm_q.weight') }));
+      K = keep(be.rmsNorm(K, { eps: 1e-5, weight: P('attn1.norm_k.weight') }));
+    }
+    const heads = [B, N, c.numAttentionHeads, c.attentionHeadDim] as const; // [B, N, heads, headDim]
+    const A = keep(be.linearAttention(view4(Q, heads), view4(K, heads), view4(V, heads), { eps: 1e-15 }));
+    const a1 = keep(be.linear(A.reshape([B, N, D]), P('attn1.to_out.0.weight'), { bias: P('attn1.to_out.0.bias') }));
+    tap('attn1.out', a1);
+    const X1 = keep(be.residual(X, a1, { gate: gateSa }));
+    tap('resid_after_self_attn', X1);
+
+    // (b) cross-attention on the raw residual stream (no norm, no gate)
+    let q2 = keep(be.linear(X1, P('attn2.to_q.weight'), { bias: P('attn2.to_q.bias') }));
+    let k2 = keep(be.linear(Cn, P('attn2.to_k.weight'), { bias: P('attn2.to_k.bias') }));
+    const v2 = keep(be.linear(Cn, P('attn2.to_v.weight'), { bias: P('attn2.to_v.bias') }));
+    if (c.qkNorm) {
+      q2 = keep(be.rmsNorm(q2, { eps: 1e-5, weight: P('attn2.norm_q.weight') }));
+      k2 = keep(be.rmsNorm(k2, { eps: 1e-5, weight: P('attn2.norm_k.weight') }));
+    }
+    const o2 = keep(be.attention(view4(q2, [B, N, Hc, dc]), view4(k2, [B, T, Hc, dc]), view4(v2, [B, T, Hc, dc]), { keyBias }));
+    const a2 = keep(be.linear(o2.reshape([B, N, Hc * dc]), P('attn2.to_out.0.weight'), { bias: P('attn2.to_out.0.bias') }));
+    tap('attn2.out', a2);
+    const X2 = keep(be.residual(X1, a2));
+    tap('resid_after_cross_attn', X2);
+
+    // (c) Mix-FFN on the h×w token grid
+    const Y2 = keep(be.layerNorm(X2, { eps: c.normEps, scale: scaleFf, shift: shiftFf }));
+    const Z = keep(be.glumbconv(Y2, {
+      wInverted: P('ff.conv_inverted.weight'), bInverted: P('ff.conv_inverted.bias'),
+      wDepth: P('ff.conv_depth.weight'), bDepth: P('ff.conv_depth.bias'), wPoint: P('ff.conv_point.weight'),
+    }, { height: h, width: w }));
+    if (taps) {
+      const z = Z.toFloat32(); // [B, N, D] → [B, D, h, w]
+      const nchw = new Float32Array(z.length);
+      for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) for (let d = 0; d < D; d++) nchw[(b * D + d) * N + n] = z[(b * N + n) * D + d];
+      taps(`block${l}.ff.out`, nchw, [B, D, h, w]);
+    }
+    const X3 = be.residual(X2, Z, { gate: gateFf });
+    tap('out', X3);
+    return X3;
+  }
+}
+
+function paramSpecs(c: SanaTransformerConfig): ParamSpec[] {
+  const D = c.numAttentionHeads * c.attentionHeadDim;
+  const Dx = c.numCrossAttentionHeads * c.crossAttentionHeadDim;
+  const F = Math.floor(c.mlpRatio * D);
+  const p = c.patchSize;
+  const m = (name: string, shape: number[]): ParamSpec => ({ name, shape });
+  const v = (name: string, shape: number[]): ParamSpec => ({ name, shape, vector: true });
+  const mlp = (prefix: string) => [m(`${prefix}.linear_1.weight`, [D, 256]), v(`${prefix}.linear_1.bias`, [D]), m(`${prefix}.linear_2.weight`, [D, D]), v(`${prefix}.linear_2.bias`, [D])];
+  const specs: ParamSpec[] = [
+    m('patch_embed.proj.weight', [D, c.inChannels, p, p]), v('patch_embed.proj.bias', [D]),
+    m('caption_projection.linear_1.weight', [D, c.captionChannels]), v('caption_projection.linear_1.bias', [D]),
+    m('caption_projection.linear_2.weight', [D, D]), v('caption_projection.linear_2.bias', [D]),
+    v('caption_norm.weight', [D]),
+    ...(c.guidanceEmbeds ? [...mlp('time_embed.timestep_embedder'), ...mlp('time_embed.guidance_embedder')] : mlp('time_embed.emb.timestep_embedder')),
+    m('time_embed.linear.weight', [6 * D, D]), v('time_embed.linear.bias', [6 * D]),
+    v('scale_shift_table', [2, D]),
+    m('proj_out.weight', [p * p * c.outChannels, D]), v('proj_out.bias', [p * p * c.outChannels]),
+  ];
+  for (let l = 0; l < c.numLayers; l++) {
+    const b = `transformer_blocks.${l}`;
+    specs.push(v(`${b}.scale_shift_table`, [6, D]));
+    for (const n of ['to_q', 'to_k', 'to_v']) {
+      specs.push(m(`${b}.attn1.${n}.weight`, [D, D]));
+      if (c.attentionBias) specs.push(v(`${b}.attn1.${n}.bias`, [D]));
+    }
+    specs.push(m(`${b}.attn1.to_out.0.weight`, [D, D]), v(`${b}.attn1.to_out.0.bias`, [D]));
+    if (c.qkNorm)
+      specs.push(v(`${b}.attn1.norm_q.weight`, [D]), v(`${b}.attn1.norm_k.weight`, [D]), v(`${b}.attn2.norm_q.weight`, [Dx]), v(`${b}.attn2.norm_k.weight`, [Dx]));
+    specs.push(
+      m(`${b}.attn2.to_q.weight`, [Dx, D]), v(`${b}.attn2.to_q.bias`, [Dx]),
+      m(`${b}.attn2.to_k.weight`, [Dx, c.crossAttentionDim]), v(`${b}.attn2.to_k.bias`, [Dx]),
+      m(`${b}.attn2.to_v.weight`, [Dx, c.crossAttentionDim]), v(`${b}.attn2.to_v.bias`, [Dx]),
+      m(`${b}.attn2.to_out.0.weight`, [D, Dx]), v(`${b}.attn2.to_out.0.bias`, [D]),
+      m(`${b}.ff.conv_inverted.weight`, [2 * F, D, 1, 1]), v(`${b}.ff.conv_inverted.bias`, [2 * F]),
+      m(`${b}.ff.conv_depth.weight`, [2 * F, 1, 3, 3]), v(`${b}.ff.conv_depth.bias`, [2 * F]),
+      m(`${b}.ff.conv_point.weight`, [D, F, 1, 1]),
+    );
+  }
+  return specs;
+}
