@@ -1,0 +1,98 @@
+// The model- and pipeline-level cases of ../shared/fuzz/cases.json: malformed component folders fail with a
+// SanaError naming the file, key or tensor; odd-but-valid ones load and run; NaN/Inf weights load but
+// their forward pass is reported as non-finite, never returned.
+import { cpSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import { createBackend } from '../../ts/backends/registry.js';
+import { SanaError } from '../../ts/errors.js';
+import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
+
+const fuzzDir = process.env.SANA_FUZZ_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'fuzz');
+
+interface FuzzCase {
+  id: string;
+  level: string;
+  path: string;
+  base?: string;
+  remove?: string[];
+  component?: string;
+  defect: string;
+  expected: 'error' | 'ok' | 'ok-but-nan';
+  mentions?: string[];
+  mentions_any?: string[];
+}
+
+const cases: FuzzCase[] = JSON.parse(readFileSync(join(fuzzDir, 'cases.json'), 'utf8')).cases.filter((c: FuzzCase) => c.level !== 'file');
+const work = mkdtempSync(join(tmpdir(), 'sana-fuzz-'));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+const backend = await createBackend('auto');
+afterAll(() => backend.dispose());
+
+/** The folder to load: the case folder itself, or `base` with the case's files laid over it. */
+function materialise(c: FuzzCase): string {
+  if (!c.base) return join(fuzzDir, c.path);
+  const dir = join(work, c.id);
+  cpSync(join(fuzzDir, c.base), dir, { recursive: true });
+  cpSync(join(fuzzDir, c.path), dir, { recursive: true });
+  for (const r of c.remove ?? []) rmSync(join(dir, r), { recursive: true, force: true });
+  return dir;
+}
+
+function runTransformer(dir: string): Float32Array {
+  const model = SanaTransformer2DModel.fromFolder(dir, backend);
+  try {
+    const c = model.config;
+    const [B, H, W, T] = [1, 4, 4, 5];
+    const hs = Float32Array.from({ length: B * c.inChannels * H * W }, (_, i) => Math.sin(i));
+    const ehs = Float32Array.from({ length: B * T * c.captionChannels }, (_, i) => Math.cos(i));
+    return model.forward({
+      hiddenStates: hs, shape: [B, c.inChannels, H, W], encoderHiddenStates: ehs, textLength: T,
+      encoderAttentionMask: [1, 1, 1, 0, 0], timestep: Float32Array.of(500), guidance: c.guidanceEmbeds ? Float32Array.of(0.45) : undefined,
+    });
+  } finally {
+    model.dispose();
+  }
+}
+
+const RUNNERS: Record<string, (dir: string) => Float32Array> = { SanaTransformer2DModel: runTransformer };
+
+describe('loader on the fuzz corpus (models and pipelines)', () => {
+  for (const c of cases) {
+    const run = RUNNERS[c.component ?? ''];
+    const name = `${c.id} [${c.expected}]: ${c.defect.slice(0, 90)}`;
+    if (!run) {
+      it.todo(`${name} — ${c.component} loading is not implemented yet`);
+      continue;
+    }
+    it(name, () => {
+      const dir = materialise(c);
+      if (c.expected === 'error') {
+        let err: unknown;
+        try {
+          run(dir);
+        } catch (e) {
+          err = e;
+        }
+        expect(err).toBeInstanceOf(SanaError);
+        expect((err as SanaError).code).toBe('ERR_SANA_MODEL_FORMAT');
+        for (const m of c.mentions ?? []) expect((err as Error).message).toContain(m);
+        if (c.mentions_any) expect(c.mentions_any.some((m) => (err as Error).message.includes(m)), (err as Error).message).toBe(true);
+      } else if (c.expected === 'ok') {
+        expect(run(dir).every(Number.isFinite)).toBe(true);
+      } else {
+        let err: unknown;
+        try {
+          run(dir);
+        } catch (e) {
+          err = e;
+        }
+        expect(err).toBeInstanceOf(SanaError);
+        expect((err as SanaError).code).toBe('ERR_SANA_NON_FINITE');
+        expect((err as Error).message).toMatch(/NaN|non-finite/);
+      }
+    });
+  }
+});
