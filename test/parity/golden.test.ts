@@ -12,6 +12,8 @@ import { createBackend, probeBackends } from '../../ts/backends/registry.js';
 import type { JsonValue } from '../../ts/io/json.js';
 import { SafetensorsFile } from '../../ts/io/safetensors.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
+import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
+import { FlowEuler } from '../../ts/schedulers/flow-euler.js';
 
 const goldenDir = process.env.SANA_GOLDEN_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'golden');
 
@@ -33,8 +35,6 @@ const TODO: Record<string, string> = {
   'AutoencoderDC.decode': 'AutoencoderDC is not implemented yet (issue 3)',
   'AutoencoderDC.encode': 'AutoencoderDC is not implemented yet (issue 3)',
   'Gemma2Model.forward': 'Gemma2Model is not implemented yet (issue 3)',
-  'DPMSolverMultistepScheduler.trace': 'FlowDPMSolver is not implemented yet (issue 3)',
-  'FlowMatchEulerDiscreteScheduler.trace': 'FlowEuler is not implemented yet (issue 3)',
   'SanaPipeline.__call__': 'pipeline op (issue 4)',
   'torch.randn': 'pipeline op (issue 4)',
   'SanaPipeline.resolution_binning': 'pipeline op (issue 4)',
@@ -47,7 +47,37 @@ type Values = { data: ArrayLike<number | bigint>; shape: number[] };
 type OpResult = { outputs: Record<string, Values>; taps: Map<string, Values> };
 type OpRunner = (backend: Backend, caseDir: string, entry: RunEntry, read: (ref: string, section: string) => Values) => OpResult;
 
+/** Scheduler trace: the schedule, then every step fed the stored model output (errors never chain). */
+function trace(make: (dir: string) => FlowDpmSolver | FlowEuler): OpRunner {
+  return (_backend, caseDir, entry, read) => {
+    const s = make(join(caseDir, entry.component ?? ''));
+    const n = entry.params.num_inference_steps as number;
+    s.setTimesteps(n);
+    let x = Float32Array.from(read(entry.inputs.sample, 'inputs').data as ArrayLike<number>);
+    const mo = read(entry.inputs.model_outputs, 'inputs');
+    const per = x.length;
+    const samples = new Float32Array((n + 1) * per);
+    samples.set(x);
+    for (let i = 0; i < n; i++) {
+      x = s.step(Float32Array.from((mo.data as Float32Array).subarray(i * per, (i + 1) * per)), x);
+      samples.set(x, (i + 1) * per);
+    }
+    const shape = mo.shape.slice(1);
+    return {
+      outputs: {
+        timesteps: { data: Float32Array.from(s.timesteps), shape: [n] },
+        sigmas: { data: s.sigmas, shape: [n + 1] },
+        samples: { data: samples, shape: [n + 1, ...shape] },
+        final_sample: { data: x, shape },
+      },
+      taps: new Map(),
+    };
+  };
+}
+
 const OPS: Record<string, OpRunner> = {
+  'DPMSolverMultistepScheduler.trace': trace((dir) => FlowDpmSolver.fromFolder(dir, 'config.json')),
+  'FlowMatchEulerDiscreteScheduler.trace': trace((dir) => FlowEuler.fromFolder(dir, 'config.json')),
   'SanaTransformer2DModel.forward': (backend, caseDir, entry, read) => {
     const model = SanaTransformer2DModel.fromFolder(join(caseDir, entry.component ?? ''), backend, { configOverrides: entry.config_overrides });
     try {

@@ -48,6 +48,11 @@ export class ConfigReader {
     return this.raw[key] !== undefined;
   }
 
+  /** Keys that upstream files carry but that have no effect on this model: read, not reported as unknown. */
+  ignore(...keys: string[]): void {
+    for (const k of keys) this.used.add(k);
+  }
+
   int(key: string, def?: number, min = 0): number {
     const v = this.get(key) ?? def;
     if (typeof v !== 'number' || !Number.isInteger(v) || v < min) throw this.error(key, `an integer >= ${min}`, v);
