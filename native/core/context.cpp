@@ -521,6 +521,15 @@ int sana_residual(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t rows,
   return ctx->table->residual(ctx, x, y, rows, dim, gate, rows_per_batch, out);
 }
 
+int sana_mul(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t n, float* out) {
+  NEED_CTX();
+  NONNULL("mul", x);
+  NONNULL("mul", y);
+  NONNULL("mul", out);
+  POSITIVE("mul", n);
+  return ctx->table->mul(ctx, x, y, n, out);
+}
+
 int sana_rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight,
                   const float* bias, float eps, int mode, float* y) {
   NEED_CTX();

@@ -26,6 +26,7 @@ struct KernelTable {
   int (*layer_norm)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, float, const float*, const float*, ptrdiff_t,
                     float*);
   int (*residual)(sana_ctx*, const float*, const float*, ptrdiff_t, ptrdiff_t, const float*, ptrdiff_t, float*);
+  int (*mul)(sana_ctx*, const float*, const float*, ptrdiff_t, float*);
   int (*rms_norm)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, const float*, const float*, float, int, float*);
   int (*rms_norm_channels)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float*, const float*,
                            float, float*);

@@ -149,6 +149,9 @@ SANA_API int sana_layer_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrd
 SANA_API int sana_residual(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t rows, ptrdiff_t dim,
                            const float* gate, ptrdiff_t rows_per_batch, float* out);
 
+/* out = x ⊙ y elementwise (GeGLU products); out may equal x or y. */
+SANA_API int sana_mul(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t n, float* out);
+
 /* RMSNorm over the last dim: y = x·rsqrt(mean(x²)+eps)·w (or ·(1+w), mode) + bias. weight/bias may be NULL. */
 SANA_API int sana_rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight,
                            const float* bias, float eps, int mode, float* y);

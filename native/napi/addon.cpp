@@ -96,6 +96,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
                              InstanceMethod("glumbconv", &SanaAddon::Glumbconv),
                              InstanceMethod("layerNorm", &SanaAddon::LayerNorm),
                              InstanceMethod("residual", &SanaAddon::Residual),
+                             InstanceMethod("mul", &SanaAddon::Mul),
                              InstanceMethod("rmsNorm", &SanaAddon::RmsNorm),
                              InstanceMethod("rmsNormChannels", &SanaAddon::RmsNormChannels),
                              InstanceMethod("pixelShuffle", &SanaAddon::PixelShuffle),
@@ -410,6 +411,17 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       auto gate = static_cast<const float*>(a.array(4, "gate", napi_float32_array, prod({nb, dim}), true));
       auto out = static_cast<float*>(a.array(6, "out", napi_float32_array, prod({rows, dim})));
       return check(info.Env(), sana_residual(ctx_, x, y, rows, dim, gate, rpb, out));
+    });
+  }
+
+  Napi::Value Mul(const Napi::CallbackInfo& info) {
+    return guarded(info, [&] {
+      Args a{info, "mul"};
+      ptrdiff_t n = a.dim(2, "n");
+      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, n));
+      auto y = static_cast<const float*>(a.array(1, "y", napi_float32_array, n));
+      auto out = static_cast<float*>(a.array(3, "out", napi_float32_array, n));
+      return check(info.Env(), sana_mul(ctx_, x, y, n, out));
     });
   }
 

@@ -73,6 +73,8 @@ describe.each(backends.map((b) => ({ name: b.name, b })))('$name backend', ({ b 
     expectSanaError(() => b.residual(t([2, 8]), t([2, 7])), ARG, /residual: Expected the shape of x \[2,8\] for y\.shape but received \[2, 7\]/);
     expectSanaError(() => b.residual(t([3, 8]), t([3, 8]), { gate: t([2, 8]) }), ARG, /residual: Expected \[nb, 8\] with nb dividing the 3 rows for gate\.shape/);
   });
+  it('mul: shapes must agree', () =>
+    expectSanaError(() => b.mul(t([2, 8]), t([8, 2])), ARG, /mul: Expected the shape of x \[2,8\] for y\.shape but received \[8, 2\]/));
   it('rmsNorm: (1+w) needs a weight; weight shape', () => {
     expectSanaError(() => b.rmsNorm(t([2, 8]), { eps: 1e-6, onePlusWeight: true }), ARG, /rmsNorm: Expected a weight with onePlusWeight for weight/);
     expectSanaError(() => b.rmsNorm(t([2, 8]), { eps: 1e-6, weight: t([7]) }), ARG, /rmsNorm: Expected \[8\] for weight\.shape but received \[7\]/);

@@ -266,6 +266,17 @@ for (const [B, H, W, C, F, Cout, dtype, fastBf16] of [
   });
 }
 
+{
+  const x = rand(1003, 79, -3, 3);
+  const y = rand(1003, 80, -3, 3);
+  cases.push({
+    name: 'mul x ⊙ y',
+    tol: 1e-7,
+    run: (be) => withTensors(be, (mk) => be.mul(mk([17, 59], x), mk([17, 59], y))),
+    ref: () => Float64Array.from(x, (v, i) => v * y[i]),
+  });
+}
+
 // ---- data movement (exact)
 for (const r of [2, 3]) {
   const [B, C, H, W] = [2, 3, 5, 7];

@@ -78,6 +78,8 @@ export interface Backend {
   layerNorm(x: Tensor, opts: { eps: number; scale?: Tensor; shift?: Tensor; out?: Tensor }): Tensor;
   /** out = x + gate ⊙ y (gate [nb, D] broadcast over each batch's rows; no gate: x + y); out may be x. */
   residual(x: Tensor, y: Tensor, opts?: { gate?: Tensor; out?: Tensor }): Tensor;
+  /** out = x ⊙ y; out may be x or y. */
+  mul(x: Tensor, y: Tensor, out?: Tensor): Tensor;
   rmsNorm(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; onePlusWeight?: boolean; out?: Tensor }): Tensor;
   /** Channel RMSNorm of an NCHW map [B, C, H, W]. */
   rmsNormChannels(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; out?: Tensor }): Tensor;

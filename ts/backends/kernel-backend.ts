@@ -32,6 +32,7 @@ export interface RawKernels {
     F: number, Cout: number, flags: number, y: F32): void;
   layerNorm(x: F32, rows: number, dim: number, eps: number, scale: Arr, shift: Arr, rowsPerBatch: number, y: F32): void;
   residual(x: F32, y: F32, rows: number, dim: number, gate: Arr, rowsPerBatch: number, out: F32): void;
+  mul(x: F32, y: F32, n: number, out: F32): void;
   rmsNorm(x: F32, rows: number, dim: number, weight: Arr, bias: Arr, eps: number, mode: number, y: F32): void;
   rmsNormChannels(x: F32, B: number, C: number, HW: number, weight: Arr, bias: Arr, eps: number, y: F32): void;
   pixelShuffle(x: F32, B: number, C: number, H: number, W: number, r: number, y: F32): void;
@@ -288,6 +289,16 @@ export abstract class KernelBackend implements Backend {
     const out = opts.out === x ? x : this.output(op, opts.out, x.shape);
     this.call(op, () => this.raw.residual(x.data as F32, y.data as F32, rows, D, this.opt(opts.gate), rpb, out.data as F32));
     return out;
+  }
+
+  mul(x: Tensor, y: Tensor, out?: Tensor): Tensor {
+    const op = 'mul';
+    this.f32(op, 'x', x);
+    this.f32(op, 'y', y);
+    if (y.shape.join() !== x.shape.join()) throw invalidArgument(op, `the shape of x ${JSON.stringify(x.shape)}`, 'y.shape', y.shape);
+    const o = out === x || out === y ? out : this.output(op, out, x.shape);
+    this.call(op, () => this.raw.mul(x.data as F32, y.data as F32, x.size, o.data as F32));
+    return o;
   }
 
   rmsNorm(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; onePlusWeight?: boolean; out?: Tensor }): Tensor {

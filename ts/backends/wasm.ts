@@ -109,6 +109,9 @@ class WasmKernels implements RawKernels {
   residual(x: Float32Array, y: Float32Array, rows: number, dim: number, gate: Float32Array | null, rpb: number, out: Float32Array): void {
     this.check(this.m._sana_residual(this.ctx, this.ptr(x), this.ptr(y), rows, dim, this.ptr(gate), rpb, this.ptr(out)));
   }
+  mul(x: Float32Array, y: Float32Array, n: number, out: Float32Array): void {
+    this.check(this.m._sana_mul(this.ctx, this.ptr(x), this.ptr(y), n, this.ptr(out)));
+  }
   rmsNorm(x: Float32Array, rows: number, dim: number, w: Float32Array | null, b: Float32Array | null, eps: number, mode: number, y: Float32Array): void {
     this.check(this.m._sana_rms_norm(this.ctx, this.ptr(x), rows, dim, this.ptr(w), this.ptr(b), eps, mode, this.ptr(y)));
   }

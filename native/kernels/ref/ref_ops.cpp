@@ -204,6 +204,11 @@ int residual(sana_ctx*, const float* x, const float* y, ptrdiff_t rows, ptrdiff_
   return SANA_OK;
 }
 
+int mul(sana_ctx*, const float* x, const float* y, ptrdiff_t n, float* out) {
+  for (ptrdiff_t i = 0; i < n; ++i) out[i] = x[i] * y[i];
+  return SANA_OK;
+}
+
 int rms_norm(sana_ctx*, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight, const float* bias,
              float eps, int mode, float* y) {
   for (ptrdiff_t r = 0; r < rows; ++r) {
@@ -290,7 +295,7 @@ int rope(sana_ctx*, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t hea
 }
 
 const KernelTable table = {"ref",      linear,     conv2d,   linear_attention,  attention,
-                           glumbconv,  layer_norm, residual, rms_norm, rms_norm_channels, pixel_shuffle,
+                           glumbconv,  layer_norm, residual, mul, rms_norm, rms_norm_channels, pixel_shuffle,
                            pixel_unshuffle, upsample_nearest2x, activation, rope};
 }  // namespace
 }  // namespace ref

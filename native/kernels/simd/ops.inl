@@ -1020,6 +1020,16 @@ int residual(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t rows, ptrd
   return SANA_OK;
 }
 
+int mul(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t n, float* out) {
+  constexpr ptrdiff_t CH = 4096;
+  parallel_for(ctx, (n + CH - 1) / CH, [&](ptrdiff_t c0, ptrdiff_t c1) {
+    ptrdiff_t i = c0 * CH, e = mn(n, c1 * CH);
+    for (; i + VW <= e; i += VW) vstore(out + i, vload(x + i) * vload(y + i));
+    if (i < e) vstore_n(out + i, vload_n(x + i, e - i) * vload_n(y + i, e - i), e - i);
+  });
+  return SANA_OK;
+}
+
 int rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, const float* weight, const float* bias,
              float eps, int mode, float* y) {
   parallel_for(ctx, rows, [&](ptrdiff_t r0, ptrdiff_t r1) {
@@ -1181,7 +1191,7 @@ int rope(sana_ctx* ctx, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t
 
 extern const KernelTable table;
 const KernelTable table = {SANA_VARIANT_NAME, linear,     conv2d,   linear_attention,  attention,
-                           glumbconv,         layer_norm, residual, rms_norm, rms_norm_channels, pixel_shuffle,
+                           glumbconv,         layer_norm, residual, mul, rms_norm, rms_norm_channels, pixel_shuffle,
                            pixel_unshuffle,   upsample_nearest2x,   activation,        rope};
 
 }  // namespace SANA_NS
