@@ -121,7 +121,10 @@ SANA_API int sana_linear_attention(sana_ctx* ctx, const sana_view4* q, const san
 /* Softmax attention. q [B, Lq, Hq, D], k [B, Lk, Hkv, D], v [B, Lk, Hkv, Dv], out [B, Lq, Hq, Dv];
  * query head h reads kv head h / (Hq/Hkv) (GQA). logits = q·k·scale; if softcap > 0:
  * logits = softcap·tanh(logits/softcap); then + key_bias[b, key] (may be NULL); causal masks key > query
- * (needs Lq == Lk); window > 0 masks query − key ≥ window. Masked keys get weight 0. */
+ * (needs Lq == Lk); window > 0 masks query − key ≥ window. Masked keys get weight 0.
+ * A query whose every visible key carries a bias that saturates at −FLT_MAX (transformers' padding value)
+ * attends uniformly to all Lk keys: that is what additive −FLT_MAX masks produce, since every logit of
+ * the row then rounds to the same −FLT_MAX. */
 typedef struct sana_attention_params {
   ptrdiff_t batch, len_q, len_kv, heads_q, heads_kv, head_dim, head_dim_v;
   float scale, softcap;

@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { createBackend } from '../../ts/backends/registry.js';
 import { SanaError } from '../../ts/errors.js';
+import { Gemma2Model } from '../../ts/models/gemma2.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
 
 const fuzzDir = process.env.SANA_FUZZ_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'fuzz');
@@ -57,7 +58,17 @@ function runTransformer(dir: string): Float32Array {
   }
 }
 
-const RUNNERS: Record<string, (dir: string) => Float32Array> = { SanaTransformer2DModel: runTransformer };
+function runGemma(dir: string): Float32Array {
+  const model = Gemma2Model.fromFolder(dir, backend);
+  try {
+    const V = model.config.vocabSize;
+    return model.forward([2, 5 % V, 7 % V, 0, 0, 2, 3 % V, 4 % V, 9 % V, 1], [1, 1, 1, 0, 0, 1, 1, 1, 1, 1], 2, 5);
+  } finally {
+    model.dispose();
+  }
+}
+
+const RUNNERS: Record<string, (dir: string) => Float32Array> = { SanaTransformer2DModel: runTransformer, Gemma2Model: runGemma };
 
 describe('loader on the fuzz corpus (models and pipelines)', () => {
   for (const c of cases) {

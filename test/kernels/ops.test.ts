@@ -155,6 +155,7 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   const v = rand(B * L * Hkv * Dv, 46);
   const bias = new Float32Array(B * L);
   for (let j = 17; j < L; j++) bias[L + j] = -3.4028234663852886e38; // right padding of row 1, Gemma's finfo.min
+  for (let j = 9; j < L; j++) bias[j] = -3.4028234663852886e38; // row 0: queries ≥ 15 see only padding (window 6)
   const cq = { data: q, offset: 0, strides: [L * Hq * D, Hq * D, D, 1] };
   const ck = { data: k, offset: 0, strides: [L * Hkv * D, Hkv * D, D, 1] };
   const cv = { data: v, offset: 0, strides: [L * Hkv * Dv, Hkv * Dv, Dv, 1] };

@@ -101,7 +101,10 @@ export function attention(q: V4, k: V4, v: V4, p: { B: number; Lq: number; Lk: n
           logits.push(s);
         }
         const mx = Math.max(...logits);
-        const ex = logits.map((l) => (l === -Infinity ? 0 : Math.exp(l - mx)));
+        // fp32 saturation: a visible key with a −FLT_MAX bias has logit exactly −FLT_MAX; if all do, the row is
+        // uniform over every key (what additive −FLT_MAX masks give in fp32)
+        const saturated = logits.every((l, j) => l === -Infinity || (p.keyBias !== undefined && p.keyBias[b * p.Lk + j] <= -3.4028234663852886e38));
+        const ex = logits.map((l) => (saturated ? 1 : l === -Infinity ? 0 : Math.exp(l - mx)));
         const sum = ex.reduce((a, c) => a + c, 0);
         for (let e = 0; e < p.Dv; e++) {
           let s = 0;

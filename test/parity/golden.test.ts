@@ -11,6 +11,7 @@ import type { Backend } from '../../ts/backends/backend.js';
 import { createBackend, probeBackends } from '../../ts/backends/registry.js';
 import type { JsonValue } from '../../ts/io/json.js';
 import { SafetensorsFile } from '../../ts/io/safetensors.js';
+import { Gemma2Model } from '../../ts/models/gemma2.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
 import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../../ts/schedulers/flow-euler.js';
@@ -34,7 +35,6 @@ interface RunEntry {
 const TODO: Record<string, string> = {
   'AutoencoderDC.decode': 'AutoencoderDC is not implemented yet (issue 3)',
   'AutoencoderDC.encode': 'AutoencoderDC is not implemented yet (issue 3)',
-  'Gemma2Model.forward': 'Gemma2Model is not implemented yet (issue 3)',
   'SanaPipeline.__call__': 'pipeline op (issue 4)',
   'torch.randn': 'pipeline op (issue 4)',
   'SanaPipeline.resolution_binning': 'pipeline op (issue 4)',
@@ -76,6 +76,19 @@ function trace(make: (dir: string) => FlowDpmSolver | FlowEuler): OpRunner {
 }
 
 const OPS: Record<string, OpRunner> = {
+  'Gemma2Model.forward': (backend, caseDir, entry, read) => {
+    const model = Gemma2Model.fromFolder(join(caseDir, entry.component ?? ''), backend, { configOverrides: entry.config_overrides });
+    try {
+      const ids = read(entry.inputs.input_ids, 'inputs');
+      const mask = read(entry.inputs.attention_mask, 'inputs');
+      const [B, L] = ids.shape;
+      const taps = new Map<string, Values>();
+      const out = model.forward(Array.from(ids.data, Number), Array.from(mask.data, Number), B, L, entry.intermediates ? (name, data, shape) => taps.set(name, { data, shape }) : undefined);
+      return { outputs: { last_hidden_state: { data: out, shape: [B, L, model.config.hiddenSize] } }, taps };
+    } finally {
+      model.dispose();
+    }
+  },
   'DPMSolverMultistepScheduler.trace': trace((dir) => FlowDpmSolver.fromFolder(dir, 'config.json')),
   'FlowMatchEulerDiscreteScheduler.trace': trace((dir) => FlowEuler.fromFolder(dir, 'config.json')),
   'SanaTransformer2DModel.forward': (backend, caseDir, entry, read) => {

@@ -1,6 +1,7 @@
 // Scalar reference of every op: the executable specification the fast variants are tested against
 // (together with the float64 references of test/kernels). Plain loops, float32 arithmetic, one thread.
 // Formulas: ../shared/design/sana-spec.md §2.5, §3.2, §6.3 and native/include/sana_ops.h.
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -115,8 +116,9 @@ int attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const san
           mx = std::fmax(mx, s);
         }
         float sum = 0;
+        bool saturated = mx <= -FLT_MAX;  // every visible key masked by a −FLT_MAX bias: uniform over all keys
         for (ptrdiff_t j = 0; j < p->len_kv; ++j) {
-          logits[j] = logits[j] == -INFINITY ? 0.0f : std::exp(logits[j] - mx);
+          logits[j] = saturated ? 1.0f : logits[j] == -INFINITY ? 0.0f : std::exp(logits[j] - mx);
           sum += logits[j];
         }
         for (ptrdiff_t e = 0; e < p->head_dim_v; ++e) {

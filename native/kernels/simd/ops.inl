@@ -7,6 +7,7 @@
 // GEMM: packed panels (A: MR rows × KC, B: KC × NR cols, converted to fp32 or to bf16 pairs while packing,
 // so weights are never converted as a whole), an MR×NR register-tile microkernel, KC/MC/NC cache blocking
 // and a 1-D split of M or N across the context's threads. Benchmark: npm run bench:kernels.
+#include <cfloat>
 #include <cmath>
 #include <cstring>
 
@@ -836,6 +837,11 @@ int attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const san
           vstore(lg + m, s);
         }
         for (ptrdiff_t m = lo; m < hi; ++m) mval = lg[m] > mval ? lg[m] : mval;
+        if (hi > lo && mval <= -FLT_MAX) {  // every visible key masked by a −FLT_MAX bias: uniform over all keys
+          lo = 0, hi = Lk;
+          for (ptrdiff_t m = 0; m < Lk; ++m) lg[m] = 0.0f;
+          mval = 0.0f;
+        }
         for (ptrdiff_t e = 0; e < dvp; e += VW) vstore(ov + e, vf{});
         float sum = 0.0f;
         if (hi > lo) {

@@ -1,0 +1,183 @@
+/**
+ * Gemma2Model (transformers) returning last_hidden_state: the Sana text encoder. Formulas:
+ * ../shared/design/sana-spec.md §6.3. Activations fp32; GQA, rotate-half RoPE, sliding window on even
+ * layers, attention logit soft-cap before the mask, (1 + w) RMSNorms, GeGLU (tanh GELU), right padding.
+ */
+import type { Backend } from '../backends/backend.js';
+import { SanaError } from '../errors.js';
+import { ConfigReader } from '../io/config.js';
+import type { JsonValue } from '../io/json.js';
+import { WeightStore } from '../io/weights.js';
+import { decode } from '../tensor/dtype.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { view4 } from '../tensor/tensor.js';
+import { Params, type ParamSpec } from './params.js';
+import type { Taps } from './sana-transformer.js';
+
+export interface Gemma2Config {
+  vocabSize: number;
+  hiddenSize: number;
+  intermediateSize: number;
+  numHiddenLayers: number;
+  numAttentionHeads: number;
+  numKeyValueHeads: number;
+  headDim: number;
+  rmsNormEps: number;
+  ropeTheta: number;
+  queryPreAttnScalar: number;
+  slidingWindow: number | null;
+  attnLogitSoftcapping: number | null;
+}
+
+export function readGemma2Config(cfg: ConfigReader): Gemma2Config {
+  const arch = cfg.raw.architectures;
+  const modelType = cfg.raw.model_type;
+  if (modelType !== undefined && modelType !== 'gemma2') throw cfg.error('model_type', '"gemma2"', modelType);
+  if (arch !== undefined) cfg.ignore('architectures');
+  const c: Gemma2Config = {
+    vocabSize: cfg.int('vocab_size', 256000, 1),
+    hiddenSize: cfg.int('hidden_size', 2304, 1),
+    intermediateSize: cfg.int('intermediate_size', 9216, 1),
+    numHiddenLayers: cfg.int('num_hidden_layers', 26, 0),
+    numAttentionHeads: cfg.int('num_attention_heads', 8, 1),
+    numKeyValueHeads: cfg.int('num_key_value_heads', 4, 1),
+    headDim: cfg.int('head_dim', 256, 2),
+    rmsNormEps: cfg.number('rms_norm_eps', 1e-6, (v) => v > 0 && v < 1, 'a number in (0, 1)'),
+    ropeTheta: cfg.number('rope_theta', 10000, (v) => v > 1, 'a number > 1'),
+    queryPreAttnScalar: cfg.number('query_pre_attn_scalar', 256, (v) => v > 0, 'a positive number'),
+    slidingWindow: cfg.nullableNumber('sliding_window', (v) => Number.isInteger(v) && v > 0, 'null or a positive integer'),
+    attnLogitSoftcapping: cfg.nullableNumber('attn_logit_softcapping'),
+  };
+  // transformers reads hidden_activation (hidden_act is the legacy name); both must name the tanh GELU
+  for (const key of ['hidden_activation', 'hidden_act']) {
+    const v = cfg.raw[key];
+    if (v !== undefined && v !== null) cfg.choice(key, ['gelu_pytorch_tanh'] as const);
+  }
+  if (c.numAttentionHeads % c.numKeyValueHeads !== 0)
+    throw cfg.error('num_key_value_heads', `a divisor of num_attention_heads (${c.numAttentionHeads})`, c.numKeyValueHeads);
+  if (c.headDim % 2 !== 0) throw cfg.error('head_dim', 'an even number (rotary embedding)', c.headDim);
+  cfg.ignore('attention_bias', 'attention_dropout', 'bos_token_id', 'eos_token_id', 'pad_token_id', 'cache_implementation', 'final_logit_softcapping',
+    'initializer_range', 'max_position_embeddings', 'torch_dtype', 'transformers_version', 'use_cache', 'tie_word_embeddings');
+  if (cfg.raw.attention_bias === true) throw cfg.error('attention_bias', 'false (Gemma-2 projections have no bias)', true);
+  return c;
+}
+
+export class Gemma2Model {
+  private constructor(
+    readonly backend: Backend,
+    readonly config: Gemma2Config,
+    private readonly p: Params,
+    private readonly prefix: string,
+    readonly warnings: string[],
+  ) {}
+
+  static fromFolder(dir: string, backend: Backend, opts: { variant?: string; configOverrides?: Record<string, JsonValue> } = {}): Gemma2Model {
+    const cfg = ConfigReader.load(dir, 'config.json', opts.configOverrides);
+    const config = readGemma2Config(cfg);
+    const store = WeightStore.open(dir, 'model', opts.variant);
+    try {
+      // Gemma2ForCausalLM checkpoints prefix every key with "model." and add a tied lm_head: accept both
+      const prefix = store.info('embed_tokens.weight') ? '' : store.info('model.embed_tokens.weight') ? 'model.' : '';
+      const params = Params.load(backend, store, paramSpecs(config, prefix), 'Gemma2Model');
+      const warnings = [
+        ...params.unused.filter((n) => n !== 'lm_head.weight').map((n) => `unused tensor ${n} in the checkpoint`),
+        ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
+      ];
+      return new Gemma2Model(backend, config, params, prefix, warnings);
+    } finally {
+      store.close();
+    }
+  }
+
+  dispose(): void {
+    this.p.dispose();
+  }
+
+  /** last_hidden_state [B, L, hidden] for token ids [B, L] with a right-padded attention mask (1 = token). */
+  forward(inputIds: ArrayLike<number>, attentionMask: ArrayLike<number>, B: number, L: number, taps?: Taps): Float32Array {
+    const be = this.backend;
+    const c = this.config;
+    const Hd = c.hiddenSize;
+    const P = (name: string) => this.p.get(this.prefix + name);
+    const live: Tensor[] = [];
+    const keep = <T extends Tensor>(t: T): T => (live.push(t), t);
+    try {
+      // embeddings × sqrt(hidden) (the normalizer is rounded to the activation dtype first)
+      const table = P('embed_tokens.weight');
+      const raw = table.data;
+      const rows = new Float32Array(B * L * Hd);
+      const normalizer = Math.fround(Math.sqrt(Hd));
+      for (let i = 0; i < B * L; i++) {
+        const id = inputIds[i];
+        if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
+          throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `Gemma2Model: Expected token ids in [0, ${c.vocabSize}) for input_ids but received ${id} at position ${i}`);
+        const row = raw.subarray(id * Hd, (id + 1) * Hd);
+        const vals = table.dtype === 'f32' ? (row as Float32Array) : decode(row as Uint16Array, table.dtype);
+        for (let k = 0; k < Hd; k++) rows[i * Hd + k] = vals[k] * normalizer;
+      }
+      let Hs = keep(be.tensor([B, L, Hd], 'f32', rows));
+      taps?.('hidden_states.0', Hs.toFloat32(), [B, L, Hd]);
+      const bias = new Float32Array(B * L);
+      for (let i = 0; i < B * L; i++) bias[i] = Number(attentionMask[i]) ? 0 : -3.4028234663852886e38; // finfo(float32).min
+      const keyBias = keep(be.tensor([B, L], 'f32', bias));
+      const norm = (x: Tensor, name: string) => keep(be.rmsNorm(x, { eps: c.rmsNormEps, weight: P(name), onePlusWeight: true }));
+
+      for (let l = 0; l < c.numHiddenLayers; l++) {
+        const pre = `layers.${l}.`;
+        const a = norm(Hs, `${pre}input_layernorm.weight`);
+        const q = keep(be.linear(a, P(`${pre}self_attn.q_proj.weight`)));
+        const k = keep(be.linear(a, P(`${pre}self_attn.k_proj.weight`)));
+        const v = keep(be.linear(a, P(`${pre}self_attn.v_proj.weight`)));
+        const qv = view4(q, [B, L, c.numAttentionHeads, c.headDim]); // [B, L, heads, headDim]
+        const kv = view4(k, [B, L, c.numKeyValueHeads, c.headDim]);
+        be.rope(qv, { theta: c.ropeTheta, out: qv }); // in place
+        be.rope(kv, { theta: c.ropeTheta, out: kv });
+        const sliding = l % 2 === 0 && c.slidingWindow !== null;
+        const o = keep(be.attention(qv, kv, view4(v, [B, L, c.numKeyValueHeads, c.headDim]), {
+          keyBias, scale: c.queryPreAttnScalar ** -0.5, softcap: c.attnLogitSoftcapping ?? 0, causal: true, window: sliding ? c.slidingWindow! : 0,
+        }));
+        const attn = keep(be.linear(o.reshape([B, L, c.numAttentionHeads * c.headDim]), P(`${pre}self_attn.o_proj.weight`)));
+        const h1 = keep(be.residual(Hs, norm(attn, `${pre}post_attention_layernorm.weight`)));
+        const f = norm(h1, `${pre}pre_feedforward_layernorm.weight`);
+        const gate = keep(be.linear(f, P(`${pre}mlp.gate_proj.weight`), { act: 'gelu-tanh' }));
+        be.mul(gate, keep(be.linear(f, P(`${pre}mlp.up_proj.weight`))), gate);
+        const down = keep(be.linear(gate, P(`${pre}mlp.down_proj.weight`)));
+        Hs = keep(be.residual(h1, norm(down, `${pre}post_feedforward_layernorm.weight`)));
+        if (l < c.numHiddenLayers - 1) taps?.(`hidden_states.${l + 1}`, Hs.toFloat32(), [B, L, Hd]);
+        for (const t of live.splice(0)) if (t !== Hs && t !== keyBias) t.dispose();
+        live.push(Hs, keyBias);
+      }
+      const out = norm(Hs, 'norm.weight').toFloat32();
+      taps?.(`hidden_states.${c.numHiddenLayers}`, out, [B, L, Hd]);
+      if (!out.every(Number.isFinite))
+        throw new SanaError('ERR_SANA_NON_FINITE', 'Gemma2Model produced non-finite values (NaN or Infinity): the weights or inputs hold NaN/Inf');
+      return out;
+    } finally {
+      for (const t of live) t.dispose();
+    }
+  }
+}
+
+function paramSpecs(c: Gemma2Config, prefix: string): ParamSpec[] {
+  const H = c.hiddenSize;
+  const m = (name: string, shape: number[]): ParamSpec => ({ name: prefix + name, shape });
+  const v = (name: string): ParamSpec => ({ name: prefix + name, shape: [H], vector: true });
+  const specs: ParamSpec[] = [m('embed_tokens.weight', [c.vocabSize, H]), v('norm.weight')];
+  for (let l = 0; l < c.numHiddenLayers; l++) {
+    const p = `layers.${l}.`;
+    specs.push(
+      v(`${p}input_layernorm.weight`),
+      m(`${p}self_attn.q_proj.weight`, [c.numAttentionHeads * c.headDim, H]),
+      m(`${p}self_attn.k_proj.weight`, [c.numKeyValueHeads * c.headDim, H]),
+      m(`${p}self_attn.v_proj.weight`, [c.numKeyValueHeads * c.headDim, H]),
+      m(`${p}self_attn.o_proj.weight`, [H, c.numAttentionHeads * c.headDim]),
+      v(`${p}post_attention_layernorm.weight`),
+      v(`${p}pre_feedforward_layernorm.weight`),
+      m(`${p}mlp.gate_proj.weight`, [c.intermediateSize, H]),
+      m(`${p}mlp.up_proj.weight`, [c.intermediateSize, H]),
+      m(`${p}mlp.down_proj.weight`, [H, c.intermediateSize]),
+      v(`${p}post_feedforward_layernorm.weight`),
+    );
+  }
+  return specs;
+}
