@@ -8,6 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { createBackend } from '../../ts/backends/registry.js';
 import { SanaError } from '../../ts/errors.js';
+import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { Gemma2Model } from '../../ts/models/gemma2.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
 
@@ -68,7 +69,17 @@ function runGemma(dir: string): Float32Array {
   }
 }
 
-const RUNNERS: Record<string, (dir: string) => Float32Array> = { SanaTransformer2DModel: runTransformer, Gemma2Model: runGemma };
+function runVae(dir: string): Float32Array {
+  const model = AutoencoderDC.fromFolder(dir, backend);
+  try {
+    const C = model.config.latentChannels;
+    return model.decode(Float32Array.from({ length: C * 4 }, (_, i) => Math.sin(i)), [1, C, 2, 2]);
+  } finally {
+    model.dispose();
+  }
+}
+
+const RUNNERS: Record<string, (dir: string) => Float32Array> = { SanaTransformer2DModel: runTransformer, Gemma2Model: runGemma, AutoencoderDC: runVae };
 
 describe('loader on the fuzz corpus (models and pipelines)', () => {
   for (const c of cases) {

@@ -11,6 +11,7 @@ import type { Backend } from '../../ts/backends/backend.js';
 import { createBackend, probeBackends } from '../../ts/backends/registry.js';
 import type { JsonValue } from '../../ts/io/json.js';
 import { SafetensorsFile } from '../../ts/io/safetensors.js';
+import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { Gemma2Model } from '../../ts/models/gemma2.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
 import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
@@ -33,8 +34,6 @@ interface RunEntry {
 
 /** Ops of this issue still to be implemented, and ops that belong to the pipeline issue. */
 const TODO: Record<string, string> = {
-  'AutoencoderDC.decode': 'AutoencoderDC is not implemented yet (issue 3)',
-  'AutoencoderDC.encode': 'AutoencoderDC is not implemented yet (issue 3)',
   'SanaPipeline.__call__': 'pipeline op (issue 4)',
   'torch.randn': 'pipeline op (issue 4)',
   'SanaPipeline.resolution_binning': 'pipeline op (issue 4)',
@@ -75,7 +74,43 @@ function trace(make: (dir: string) => FlowDpmSolver | FlowEuler): OpRunner {
   };
 }
 
+function vae(backend: Backend, caseDir: string, entry: RunEntry): AutoencoderDC {
+  return AutoencoderDC.fromFolder(join(caseDir, entry.component ?? ''), backend, { configOverrides: entry.config_overrides });
+}
+
 const OPS: Record<string, OpRunner> = {
+  'AutoencoderDC.decode': (backend, caseDir, entry, read) => {
+    const model = vae(backend, caseDir, entry);
+    try {
+      const z = read(entry.inputs.z, 'inputs');
+      const zs = Float32Array.from(z.data as ArrayLike<number>);
+      if (entry.params.divide_by_scaling_factor) for (let i = 0; i < zs.length; i++) zs[i] = zs[i] / model.config.scalingFactor;
+      const t = entry.params.tiling as Record<string, number> | null;
+      const tiling = t ? {
+        tileSampleMinHeight: t.tile_sample_min_height, tileSampleMinWidth: t.tile_sample_min_width,
+        tileSampleStrideHeight: t.tile_sample_stride_height, tileSampleStrideWidth: t.tile_sample_stride_width,
+      } : undefined;
+      const taps = new Map<string, Values>();
+      const shape = z.shape as [number, number, number, number];
+      const out = model.decode(zs, shape, { tiling, taps: entry.intermediates ? (name, data, s) => taps.set(name, { data, shape: s }) : undefined });
+      const f = model.spatialCompression;
+      return { outputs: { sample: { data: out, shape: [shape[0], model.config.inChannels, shape[2] * f, shape[3] * f] } }, taps };
+    } finally {
+      model.dispose();
+    }
+  },
+  'AutoencoderDC.encode': (backend, caseDir, entry, read) => {
+    const model = vae(backend, caseDir, entry);
+    try {
+      const x = read(entry.inputs.x, 'inputs');
+      const shape = x.shape as [number, number, number, number];
+      const out = model.encode(Float32Array.from(x.data as ArrayLike<number>), shape);
+      const f = model.spatialCompression;
+      return { outputs: { latent: { data: out, shape: [shape[0], model.config.latentChannels, shape[2] / f, shape[3] / f] } }, taps: new Map() };
+    } finally {
+      model.dispose();
+    }
+  },
   'Gemma2Model.forward': (backend, caseDir, entry, read) => {
     const model = Gemma2Model.fromFolder(join(caseDir, entry.component ?? ''), backend, { configOverrides: entry.config_overrides });
     try {

@@ -57,8 +57,17 @@ export class Tensor {
     const size = shape.reduce((a, b) => a * b, 1);
     if (!shape.every((d) => Number.isInteger(d) && d > 0) || size !== this.size)
       throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `reshape: Expected ${this.size} elements for shape but received ${JSON.stringify(shape)}`);
+    return this.slice(0, shape);
+  }
+
+  /** A contiguous sub-range (starting at element `offset`) under `shape`, aliasing this tensor's memory like
+   * reshape(): e.g. one batch item, or a channel block of an NCHW map. */
+  slice(offset: number, shape: readonly number[]): Tensor {
+    const size = shape.reduce((a, b) => a * b, 1);
+    if (!Number.isInteger(offset) || offset < 0 || offset + size > this.size || !shape.every((d) => Number.isInteger(d) && d > 0))
+      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `slice: Expected a range inside ${this.size} elements for offset ${offset} and shape ${JSON.stringify(shape)}`);
     const owner = this;
-    return new Tensor(this.owner, shape, this.dtype, { array: () => owner.data, free: () => {} });
+    return new Tensor(this.owner, shape, this.dtype, { array: () => owner.data.subarray(offset, offset + size), free: () => {} });
   }
 
   dispose(): void {

@@ -1,0 +1,522 @@
+/**
+ * AutoencoderDC (deep-compression autoencoder) over the Backend ops, NCHW like diffusers. Decoder and
+ * encoder, ResBlock and EfficientViT stages (multi-scale ReLU linear attention + GLUMBConv), the up/down
+ * blocks with their shortcuts, channel RMSNorm, and diffusers-compatible tiled decoding.
+ * Formulas and key names: ../shared/design/sana-spec.md §3.
+ */
+import type { Backend } from '../backends/backend.js';
+import { SanaError } from '../errors.js';
+import { ConfigReader } from '../io/config.js';
+import type { JsonValue } from '../io/json.js';
+import { WeightStore } from '../io/weights.js';
+import type { Tensor } from '../tensor/tensor.js';
+import { Params, type ParamSpec } from './params.js';
+import type { Taps } from './sana-transformer.js';
+
+type BlockType = 'ResBlock' | 'EfficientViTBlock';
+type Act = 'silu' | 'relu';
+
+export interface AutoencoderDcConfig {
+  inChannels: number;
+  latentChannels: number;
+  attentionHeadDim: number;
+  encoderBlockTypes: BlockType[];
+  decoderBlockTypes: BlockType[];
+  encoderBlockOutChannels: number[];
+  decoderBlockOutChannels: number[];
+  encoderLayersPerBlock: number[];
+  decoderLayersPerBlock: number[];
+  encoderQkvMultiscales: number[][];
+  decoderQkvMultiscales: number[][];
+  upsampleInterpolate: boolean;
+  downsamplePixelUnshuffle: boolean;
+  decoderActFns: Act[];
+  decoderConvActFn: Act;
+  encoderOutShortcut: boolean;
+  decoderInShortcut: boolean;
+  scalingFactor: number;
+}
+
+const ACTS: Record<string, Act> = { silu: 'silu', swish: 'silu', relu: 'relu' };
+
+export function readAutoencoderDcConfig(cfg: ConfigReader): AutoencoderDcConfig {
+  const cls = cfg.raw._class_name;
+  if (cls !== undefined && cls !== 'AutoencoderDC') throw cfg.error('_class_name', '"AutoencoderDC"', cls);
+  const intList = (key: string, def: number[], min: number): number[] => {
+    const v = cfg.raw[key] ?? def;
+    cfg.ignore(key);
+    if (!Array.isArray(v) || v.length === 0 || !v.every((x) => typeof x === 'number' && Number.isInteger(x) && x >= min))
+      throw cfg.error(key, `a non-empty list of integers >= ${min}`, v);
+    return v as number[];
+  };
+  // per-stage values may be one string for all stages or a list with one entry per stage
+  const perStage = <T extends string>(key: string, n: number, def: string, allowed: Record<string, T>): T[] => {
+    const v = cfg.raw[key] ?? def;
+    cfg.ignore(key);
+    const list = typeof v === 'string' ? Array<JsonValue>(n).fill(v) : v;
+    if (!Array.isArray(list) || list.length !== n) throw cfg.error(key, `a string or a list of ${n} strings (one per block)`, v);
+    return list.map((x, i) => {
+      if (typeof x !== 'string' || !(x in allowed)) throw cfg.error(`${key}[${i}]`, `one of ${Object.keys(allowed).join(', ')}`, x);
+      return allowed[x];
+    });
+  };
+  const multiscales = (key: string, n: number): number[][] => {
+    const v = cfg.raw[key] ?? Array(n).fill([]);
+    cfg.ignore(key);
+    if (!Array.isArray(v) || v.length !== n || !v.every((s) => Array.isArray(s) && s.every((k) => typeof k === 'number' && Number.isInteger(k) && k % 2 === 1)))
+      throw cfg.error(key, `a list of ${n} lists of odd kernel sizes`, v);
+    return v as number[][];
+  };
+  const blockTypes = { ResBlock: 'ResBlock', EfficientViTBlock: 'EfficientViTBlock' } as const;
+  const encOut = intList('encoder_block_out_channels', [128, 256, 512, 512, 1024, 1024], 1);
+  const decOut = intList('decoder_block_out_channels', [128, 256, 512, 512, 1024, 1024], 1);
+  const encLayers = intList('encoder_layers_per_block', [2, 2, 2, 3, 3, 3], 0);
+  const decLayers = intList('decoder_layers_per_block', [3, 3, 3, 3, 3, 3], 0);
+  if (encLayers.length !== encOut.length) throw cfg.error('encoder_layers_per_block', `${encOut.length} entries (one per encoder_block_out_channels)`, encLayers);
+  if (decLayers.length !== decOut.length) throw cfg.error('decoder_layers_per_block', `${decOut.length} entries (one per decoder_block_out_channels)`, decLayers);
+  if (encLayers[0] === 0 || decLayers[0] === 0 || encLayers.at(-1) === 0 || decLayers.at(-1) === 0)
+    throw cfg.error('decoder_layers_per_block', 'layers in the first and last stages (the DC-AE variants without them are not supported)', decLayers);
+  const norms = perStage('decoder_norm_types', decOut.length, 'rms_norm', { rms_norm: 'rms_norm' } as const);
+  void norms; // only rms_norm is supported (batch_norm / layer_norm variants are not Sana's)
+  const c: AutoencoderDcConfig = {
+    inChannels: cfg.int('in_channels', 3, 1),
+    latentChannels: cfg.int('latent_channels', 32, 1),
+    attentionHeadDim: cfg.int('attention_head_dim', 32, 1),
+    encoderBlockTypes: perStage('encoder_block_types', encOut.length, 'ResBlock', blockTypes),
+    decoderBlockTypes: perStage('decoder_block_types', decOut.length, 'ResBlock', blockTypes),
+    encoderBlockOutChannels: encOut,
+    decoderBlockOutChannels: decOut,
+    encoderLayersPerBlock: encLayers,
+    decoderLayersPerBlock: decLayers,
+    encoderQkvMultiscales: multiscales('encoder_qkv_multiscales', encOut.length),
+    decoderQkvMultiscales: multiscales('decoder_qkv_multiscales', decOut.length),
+    upsampleInterpolate: cfg.choice('upsample_block_type', ['interpolate', 'pixel_shuffle'] as const, 'pixel_shuffle') === 'interpolate',
+    downsamplePixelUnshuffle: cfg.choice('downsample_block_type', ['conv', 'Conv', 'pixel_unshuffle'] as const, 'pixel_unshuffle') === 'pixel_unshuffle',
+    decoderActFns: perStage('decoder_act_fns', decOut.length, 'silu', ACTS),
+    decoderConvActFn: perStage('decoder_conv_act_fn', 1, 'relu', ACTS)[0],
+    encoderOutShortcut: cfg.bool('encoder_out_shortcut', true),
+    decoderInShortcut: cfg.bool('decoder_in_shortcut', true),
+    scalingFactor: cfg.number('scaling_factor', 1.0, (v) => Number.isFinite(v) && v > 0, 'a positive number'),
+  };
+  for (const [key, types, chans] of [['encoder_block_types', c.encoderBlockTypes, encOut], ['decoder_block_types', c.decoderBlockTypes, decOut]] as const)
+    types.forEach((t, i) => {
+      if (t === 'EfficientViTBlock' && chans[i] % c.attentionHeadDim !== 0)
+        throw cfg.error('attention_head_dim', `a divisor of the ${chans[i]} channels of ${key}[${i}] (EfficientViT attn.to_q/k/v are [heads·head_dim, C])`, c.attentionHeadDim);
+    });
+  if (decOut.at(-1)! % c.latentChannels !== 0 && c.decoderInShortcut)
+    throw cfg.error('latent_channels', `a divisor of the last decoder width ${decOut.at(-1)} (decoder_in_shortcut)`, c.latentChannels);
+  return c;
+}
+
+export interface TilingOptions {
+  tileSampleMinHeight: number;
+  tileSampleMinWidth: number;
+  tileSampleStrideHeight: number;
+  tileSampleStrideWidth: number;
+}
+
+export class AutoencoderDC {
+  private constructor(
+    readonly backend: Backend,
+    readonly config: AutoencoderDcConfig,
+    private readonly p: Params,
+    private readonly fused: Map<string, Tensor>,
+    readonly hasEncoder: boolean,
+    readonly warnings: string[],
+  ) {}
+
+  /** Loads decoder weights (and the encoder's when present: released checkpoints carry both; decoder-only
+   * folders are accepted and then cannot encode). */
+  static fromFolder(dir: string, backend: Backend, opts: { variant?: string; configOverrides?: Record<string, JsonValue> } = {}): AutoencoderDC {
+    const cfg = ConfigReader.load(dir, 'config.json', opts.configOverrides);
+    const config = readAutoencoderDcConfig(cfg);
+    const store = WeightStore.open(dir, 'diffusion_pytorch_model', opts.variant);
+    try {
+      const hasEncoder = store.names().some((n) => n.startsWith('encoder.'));
+      const specs = [...decoderSpecs(config), ...(hasEncoder ? encoderSpecs(config) : [])];
+      const params = Params.load(backend, store, specs, 'AutoencoderDC');
+      const fused = fuseQkv(backend, params, specs);
+      const warnings = [
+        ...params.unused.map((n) => `unused tensor ${n} in the checkpoint`),
+        ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
+      ];
+      return new AutoencoderDC(backend, config, params, fused, hasEncoder, warnings);
+    } finally {
+      store.close();
+    }
+  }
+
+  get spatialCompression(): number {
+    return 2 ** (this.config.decoderBlockOutChannels.length - 1);
+  }
+
+  dispose(): void {
+    this.p.dispose();
+    for (const t of this.fused.values()) t.dispose();
+  }
+
+  /** Image [B, in_channels, h·f, w·f] from latents [B, latent_channels, h, w]. Throws ERR_SANA_NON_FINITE on NaN/Inf. */
+  decode(z: Float32Array, shape: readonly [number, number, number, number], opts: { tiling?: TilingOptions; taps?: Taps } = {}): Float32Array {
+    const [, C, h, w] = shape;
+    if (C !== this.config.latentChannels)
+      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `AutoencoderDC.decode: Expected ${this.config.latentChannels} latent channels for z but received ${C}`);
+    const f = this.spatialCompression;
+    let out: Float32Array;
+    if (opts.tiling) {
+      const t = opts.tiling;
+      const tileH = t.tileSampleMinHeight / f;
+      const tileW = t.tileSampleMinWidth / f;
+      out = h > tileH || w > tileW ? this.tiledDecode(z, shape, t) : this.decodeWhole(z, shape, opts.taps);
+    } else {
+      out = this.decodeWhole(z, shape, opts.taps);
+    }
+    if (!out.every(Number.isFinite))
+      throw new SanaError('ERR_SANA_NON_FINITE', 'AutoencoderDC.decode produced non-finite values (NaN or Infinity): the latents or weights hold NaN/Inf');
+    return out;
+  }
+
+  /** Unscaled latent [B, latent_channels, H/f, W/f] of an image [B, in_channels, H, W] in [-1, 1]. */
+  encode(x: Float32Array, shape: readonly [number, number, number, number]): Float32Array {
+    if (!this.hasEncoder) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'AutoencoderDC.encode: this checkpoint has no encoder weights');
+    const be = this.backend;
+    const c = this.config;
+    const [B, Cin, H, W] = shape;
+    const f = this.spatialCompression;
+    if (Cin !== c.inChannels || H % f || W % f)
+      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `AutoencoderDC.encode: Expected [B, ${c.inChannels}, H, W] with H, W multiples of ${f} for x but received ${JSON.stringify(shape)}`);
+    const scope = new Scope();
+    try {
+      const P = (n: string) => this.p.get(n);
+      let hs = scope.keep(be.conv2d(scope.keep(be.tensor([...shape], 'f32', x)), P('encoder.conv_in.weight'), { bias: P('encoder.conv_in.bias'), padding: 1 }));
+      const n = c.encoderBlockOutChannels.length;
+      for (let i = 0; i < n; i++) {
+        const pre = `encoder.down_blocks.${i}`;
+        let k = 0;
+        for (; k < c.encoderLayersPerBlock[i]; k++)
+          hs = this.block(scope, `${pre}.${k}`, c.encoderBlockTypes[i], hs, 'silu', c.encoderQkvMultiscales[i]);
+        if (i < n - 1) hs = this.downBlock(scope, `${pre}.${k}`, hs, c.encoderBlockOutChannels[i + 1]);
+      }
+      let out = scope.keep(be.conv2d(hs, P('encoder.conv_out.weight'), { bias: P('encoder.conv_out.bias'), padding: 1 }));
+      if (c.encoderOutShortcut) out = scope.keep(be.residual(out, scope.keep(groupMean(be, hs, c.latentChannels))));
+      const res = out.toFloat32();
+      if (!res.every(Number.isFinite)) throw new SanaError('ERR_SANA_NON_FINITE', 'AutoencoderDC.encode produced non-finite values (NaN or Infinity)');
+      return res;
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  private decodeWhole(z: Float32Array, shape: readonly [number, number, number, number], taps?: Taps): Float32Array {
+    const be = this.backend;
+    const c = this.config;
+    const P = (n: string) => this.p.get(n);
+    const scope = new Scope();
+    try {
+      const zt = scope.keep(be.tensor([...shape], 'f32', z));
+      let hs = scope.keep(be.conv2d(zt, P('decoder.conv_in.weight'), { bias: P('decoder.conv_in.bias'), padding: 1 }));
+      const n = c.decoderBlockOutChannels.length;
+      if (c.decoderInShortcut) hs = scope.keep(be.residual(hs, scope.keep(repeatInterleave(be, zt, c.decoderBlockOutChannels[n - 1] / c.latentChannels))));
+      for (let i = n - 1; i >= 0; i--) {
+        const pre = `decoder.up_blocks.${i}`;
+        let k = 0;
+        if (i < n - 1) hs = this.upBlock(scope, `${pre}.${k++}`, hs, c.decoderBlockOutChannels[i]);
+        for (let l = 0; l < c.decoderLayersPerBlock[i]; l++, k++)
+          hs = this.block(scope, `${pre}.${k}`, c.decoderBlockTypes[i], hs, c.decoderActFns[i], c.decoderQkvMultiscales[i]);
+        if (taps) taps(`${pre}.out`, hs.toFloat32(), [...hs.shape]);
+      }
+      hs = scope.keep(be.rmsNormChannels(hs, { eps: 1e-5, weight: P('decoder.norm_out.weight'), bias: P('decoder.norm_out.bias') }));
+      if (taps) taps('decoder.norm_out.out_channels_last', toChannelsLast(hs), [hs.shape[0], hs.shape[2], hs.shape[3], hs.shape[1]]);
+      hs = scope.keep(be.activation(hs, c.decoderConvActFn));
+      return scope.keep(be.conv2d(hs, P('decoder.conv_out.weight'), { bias: P('decoder.conv_out.bias'), padding: 1 })).toFloat32();
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  /** diffusers' tiled decode: overlapping latent tiles, linear blends of the overlaps (in place, row-major). */
+  private tiledDecode(z: Float32Array, shape: readonly [number, number, number, number], t: TilingOptions): Float32Array {
+    const [B, C, h, w] = shape;
+    const f = this.spatialCompression;
+    const tileH = t.tileSampleMinHeight / f;
+    const tileW = t.tileSampleMinWidth / f;
+    const strideH = t.tileSampleStrideHeight / f;
+    const strideW = t.tileSampleStrideWidth / f;
+    const blendH = t.tileSampleMinHeight - t.tileSampleStrideHeight;
+    const blendW = t.tileSampleMinWidth - t.tileSampleStrideWidth;
+    const Co = this.config.inChannels;
+    type Tile = { data: Float32Array; H: number; W: number };
+    const rows: Tile[][] = [];
+    for (let i = 0; i < h; i += strideH) {
+      const row: Tile[] = [];
+      for (let j = 0; j < w; j += strideW) {
+        const th = Math.min(tileH, h - i);
+        const tw = Math.min(tileW, w - j);
+        const tile = new Float32Array(B * C * th * tw);
+        for (let b = 0; b < B; b++)
+          for (let ch = 0; ch < C; ch++)
+            for (let y = 0; y < th; y++) {
+              const src = ((b * C + ch) * h + i + y) * w + j;
+              tile.set(z.subarray(src, src + tw), ((b * C + ch) * th + y) * tw);
+            }
+        row.push({ data: this.decodeWhole(tile, [B, C, th, tw]), H: th * f, W: tw * f });
+      }
+      rows.push(row);
+    }
+    const H = h * f;
+    const W = w * f;
+    const out = new Float32Array(B * Co * H * W);
+    let y0 = 0;
+    rows.forEach((row, i) => {
+      let x0 = 0;
+      let keptH = 0;
+      row.forEach((tile, j) => {
+        if (i > 0) {
+          const above = rows[i - 1][j];
+          const e = Math.min(above.H, tile.H, blendH);
+          for (let bc = 0; bc < B * Co; bc++)
+            for (let y = 0; y < e; y++)
+              for (let x = 0; x < tile.W; x++) {
+                const k = (bc * tile.H + y) * tile.W + x;
+                tile.data[k] = above.data[(bc * above.H + above.H - e + y) * above.W + x] * (1 - y / e) + tile.data[k] * (y / e);
+              }
+        }
+        if (j > 0) {
+          const left = row[j - 1];
+          const e = Math.min(left.W, tile.W, blendW);
+          for (let bc = 0; bc < B * Co; bc++)
+            for (let y = 0; y < tile.H; y++)
+              for (let x = 0; x < e; x++) {
+                const k = (bc * tile.H + y) * tile.W + x;
+                tile.data[k] = left.data[(bc * left.H + y) * left.W + left.W - e + x] * (1 - x / e) + tile.data[k] * (x / e);
+              }
+        }
+        const kh = Math.min(tile.H, t.tileSampleStrideHeight);
+        const kw = Math.min(tile.W, t.tileSampleStrideWidth);
+        for (let bc = 0; bc < B * Co; bc++)
+          for (let y = 0; y < kh; y++)
+            out.set(tile.data.subarray((bc * tile.H + y) * tile.W, (bc * tile.H + y) * tile.W + kw), (bc * H + y0 + y) * W + x0);
+        x0 += kw;
+        keptH = kh;
+      });
+      y0 += keptH;
+    });
+    return out;
+  }
+
+  private block(scope: Scope, pre: string, type: BlockType, x: Tensor, act: Act, scales: number[]): Tensor {
+    return type === 'ResBlock' ? this.resBlock(scope, pre, x, act) : this.efficientVitBlock(scope, pre, x, scales);
+  }
+
+  private resBlock(scope: Scope, pre: string, x: Tensor, act: Act): Tensor {
+    const be = this.backend;
+    const P = (n: string) => this.p.get(`${pre}.${n}`);
+    const h1 = scope.keep(be.conv2d(x, P('conv1.weight'), { bias: P('conv1.bias'), padding: 1, act }));
+    const h2 = scope.keep(be.conv2d(h1, P('conv2.weight'), { padding: 1 }));
+    const n = scope.keep(be.rmsNormChannels(h2, { eps: 1e-5, weight: P('norm.weight'), bias: P('norm.bias') }));
+    return scope.keep(be.residual(x, n));
+  }
+
+  /** LiteMLA (multi-scale ReLU linear attention, residual inside) then GLUMBConv (residual inside). */
+  private efficientVitBlock(scope: Scope, pre: string, x: Tensor, scales: number[]): Tensor {
+    const be = this.backend;
+    const P = (n: string) => this.p.get(`${pre}.${n}`);
+    const [B, C, H, W] = x.shape;
+    const HW = H * W;
+    const hd = this.config.attentionHeadDim;
+    const heads = C / hd;
+    // q|k|v as one [3C, C] 1×1 conv; each multi-scale branch aggregates it (5×5 depth-wise, grouped 1×1)
+    const qkv = scope.keep(be.conv2d(x, this.fused.get(`${pre}.attn.to_qkv`)!, {}));
+    const branches = [qkv];
+    scales.forEach((k, s) => {
+      const agg = scope.keep(be.conv2d(qkv, P(`attn.to_qkv_multiscale.${s}.proj_in.weight`), { padding: Math.floor(k / 2), groups: 3 * C }));
+      branches.push(scope.keep(be.conv2d(agg, P(`attn.to_qkv_multiscale.${s}.proj_out.weight`), { groups: 3 * heads })));
+    });
+    // heads of each branch: channel blocks [q hd | k hd | v hd]; output channel g·hd + j of the concatenation
+    const G = branches.length * heads;
+    const att = scope.keep(be.empty([B, G * hd, H, W]));
+    branches.forEach((t, s) => {
+      const strides = [3 * C * HW, 1, 3 * hd * HW, HW] as const; // [B, HW, heads, hd] over NCHW [B, 3C, HW]
+      const view = (offset: number) => ({ tensor: t, shape: [B, HW, heads, hd] as const, strides, offset });
+      be.linearAttention(view(0), view(hd * HW), view(2 * hd * HW), {
+        eps: 1e-15,
+        out: { tensor: att, shape: [B, HW, heads, hd] as const, strides: [G * hd * HW, 1, hd * HW, HW] as const, offset: s * heads * hd * HW },
+      });
+    });
+    const o = scope.keep(be.conv2d(att, P('attn.to_out.weight').reshape([C, G * hd, 1, 1]), {}));
+    const on = scope.keep(be.rmsNormChannels(o, { eps: 1e-5, weight: P('attn.norm_out.weight'), bias: P('attn.norm_out.bias') }));
+    const x1 = scope.keep(be.residual(x, on));
+
+    // GLUMBConv: silu(1×1 expand) → 3×3 depth-wise → value · silu(gate) → 1×1 project → RMSNorm → residual
+    const E = 8 * C;
+    const t1 = scope.keep(be.conv2d(x1, P('conv_out.conv_inverted.weight'), { bias: P('conv_out.conv_inverted.bias'), act: 'silu' }));
+    const t2 = scope.keep(be.conv2d(t1, P('conv_out.conv_depth.weight'), { bias: P('conv_out.conv_depth.bias'), padding: 1, groups: E }));
+    const u = scope.keep(be.empty([B, E / 2, H, W]));
+    for (let b = 0; b < B; b++) {
+      const value = t2.slice(b * E * HW, [E / 2, HW]);
+      const gate = t2.slice(b * E * HW + (E / 2) * HW, [E / 2, HW]);
+      be.activation(gate, 'silu', gate);
+      be.mul(value, gate, u.slice(b * (E / 2) * HW, [E / 2, HW]));
+    }
+    const t3 = scope.keep(be.conv2d(u, P('conv_out.conv_point.weight'), {}));
+    const t4 = scope.keep(be.rmsNormChannels(t3, { eps: 1e-5, weight: P('conv_out.norm.weight'), bias: P('conv_out.norm.bias') }));
+    return scope.keep(be.residual(x1, t4));
+  }
+
+  /** DCUpBlock2d with shortcut: conv3×3(nearest ×2) (or pixel-shuffled conv) + pixel_shuffle(repeat_interleave(x)). */
+  private upBlock(scope: Scope, pre: string, x: Tensor, Cout: number): Tensor {
+    const be = this.backend;
+    const P = (n: string) => this.p.get(`${pre}.${n}`);
+    const Cin = x.shape[1];
+    const main = this.config.upsampleInterpolate
+      ? scope.keep(be.conv2d(scope.keep(be.upsampleNearest2x(x)), P('conv.weight'), { bias: P('conv.bias'), padding: 1 }))
+      : scope.keep(be.pixelShuffle(scope.keep(be.conv2d(x, P('conv.weight'), { bias: P('conv.bias'), padding: 1 })), 2));
+    const sc = scope.keep(be.pixelShuffle(scope.keep(repeatInterleave(be, x, (Cout * 4) / Cin)), 2));
+    return scope.keep(be.residual(main, sc));
+  }
+
+  /** DCDownBlock2d with shortcut: stride-2 conv (or pixel-unshuffled conv) + mean of pixel_unshuffle(x) groups. */
+  private downBlock(scope: Scope, pre: string, x: Tensor, Cout: number): Tensor {
+    const be = this.backend;
+    const P = (n: string) => this.p.get(`${pre}.${n}`);
+    const main = this.config.downsamplePixelUnshuffle
+      ? scope.keep(be.pixelUnshuffle(scope.keep(be.conv2d(x, P('conv.weight'), { bias: P('conv.bias'), padding: 1 })), 2))
+      : scope.keep(be.conv2d(x, P('conv.weight'), { bias: P('conv.bias'), padding: 1, stride: 2 }));
+    const sc = scope.keep(groupMean(be, scope.keep(be.pixelUnshuffle(x, 2)), Cout));
+    return scope.keep(be.residual(main, sc));
+  }
+}
+
+/** Tensors made while running a stage, freed together. */
+class Scope {
+  private readonly tensors: Tensor[] = [];
+  keep<T extends Tensor>(t: T): T {
+    this.tensors.push(t);
+    return t;
+  }
+  dispose(): void {
+    for (const t of this.tensors) t.dispose();
+  }
+}
+
+/** torch.repeat_interleave(x, rep, dim=1) on NCHW: output channel k copies input channel floor(k / rep). */
+function repeatInterleave(be: Backend, x: Tensor, rep: number): Tensor {
+  const [B, C, H, W] = x.shape;
+  if (!Number.isInteger(rep) || rep < 1) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: channel shortcut needs an integer repeat, got ${rep}`);
+  const HW = H * W;
+  const src = x.toFloat32();
+  const out = new Float32Array(B * C * rep * HW);
+  for (let b = 0; b < B; b++)
+    for (let k = 0; k < C * rep; k++) out.set(src.subarray((b * C + Math.floor(k / rep)) * HW, (b * C + Math.floor(k / rep) + 1) * HW), (b * C * rep + k) * HW);
+  return be.tensor([B, C * rep, H, W], 'f32', out);
+}
+
+/** x.unflatten(1, (Cout, C/Cout)).mean(dim=2): averages of consecutive channel groups (fp32). */
+function groupMean(be: Backend, x: Tensor, Cout: number): Tensor {
+  const [B, C, H, W] = x.shape;
+  const g = C / Cout;
+  if (!Number.isInteger(g)) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: ${C} channels do not split into ${Cout} groups`);
+  const HW = H * W;
+  const src = x.toFloat32();
+  const out = new Float32Array(B * Cout * HW);
+  for (let b = 0; b < B; b++)
+    for (let k = 0; k < Cout; k++)
+      for (let p = 0; p < HW; p++) {
+        let s = 0;
+        for (let j = 0; j < g; j++) s += src[(b * C + k * g + j) * HW + p];
+        out[(b * Cout + k) * HW + p] = Math.fround(s / g);
+      }
+  return be.tensor([B, Cout, H, W], 'f32', out);
+}
+
+function toChannelsLast(t: Tensor): Float32Array {
+  const [B, C, H, W] = t.shape;
+  const src = t.toFloat32();
+  const out = new Float32Array(src.length);
+  for (let b = 0; b < B; b++) for (let c = 0; c < C; c++) for (let p = 0; p < H * W; p++) out[(b * H * W + p) * C + c] = src[(b * C + c) * H * W + p];
+  return out;
+}
+
+/** to_q, to_k, to_v of each EfficientViT block concatenated into one [3C, C, 1, 1] weight in the stored
+ * dtype (the real q/k/v of a head are consecutive [q|k|v] channel blocks of this fused projection). */
+function fuseQkv(be: Backend, params: Params, specs: ParamSpec[]): Map<string, Tensor> {
+  const fused = new Map<string, Tensor>();
+  for (const s of specs) {
+    if (!s.name.endsWith('.attn.to_q.weight')) continue;
+    const pre = s.name.slice(0, -'.to_q.weight'.length);
+    const parts = ['to_q', 'to_k', 'to_v'].map((n) => params.get(`${pre}.${n}.weight`));
+    const [inner, C] = parts[0].shape;
+    const dtype = parts[0].dtype;
+    const data = dtype === 'f32' ? new Float32Array(3 * inner * C) : new Uint16Array(3 * inner * C);
+    parts.forEach((t, i) => {
+      if (t.dtype !== dtype) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: ${pre}.to_q/to_k/to_v have different dtypes`);
+      data.set(t.data, i * inner * C);
+    });
+    fused.set(`${pre}.to_qkv`, be.tensorFromRaw([3 * inner, C, 1, 1], dtype, data));
+  }
+  return fused;
+}
+
+function effVitSpecs(pre: string, C: number, hd: number, scales: number[]): ParamSpec[] {
+  const heads = C / hd;
+  const inner = heads * hd;
+  const m = (name: string, shape: number[]): ParamSpec => ({ name: `${pre}.${name}`, shape });
+  const v = (name: string, n: number): ParamSpec => ({ name: `${pre}.${name}`, shape: [n], vector: true });
+  return [
+    m('attn.to_q.weight', [inner, C]), m('attn.to_k.weight', [inner, C]), m('attn.to_v.weight', [inner, C]),
+    ...scales.flatMap((k, s) => [m(`attn.to_qkv_multiscale.${s}.proj_in.weight`, [3 * inner, 1, k, k]), m(`attn.to_qkv_multiscale.${s}.proj_out.weight`, [3 * inner, hd, 1, 1])]),
+    m('attn.to_out.weight', [C, inner * (1 + scales.length)]), v('attn.norm_out.weight', C), v('attn.norm_out.bias', C),
+    m('conv_out.conv_inverted.weight', [8 * C, C, 1, 1]), v('conv_out.conv_inverted.bias', 8 * C),
+    m('conv_out.conv_depth.weight', [8 * C, 1, 3, 3]), v('conv_out.conv_depth.bias', 8 * C),
+    m('conv_out.conv_point.weight', [C, 4 * C, 1, 1]), v('conv_out.norm.weight', C), v('conv_out.norm.bias', C),
+  ];
+}
+
+function resSpecs(pre: string, C: number): ParamSpec[] {
+  return [
+    { name: `${pre}.conv1.weight`, shape: [C, C, 3, 3] }, { name: `${pre}.conv1.bias`, shape: [C], vector: true },
+    { name: `${pre}.conv2.weight`, shape: [C, C, 3, 3] },
+    { name: `${pre}.norm.weight`, shape: [C], vector: true }, { name: `${pre}.norm.bias`, shape: [C], vector: true },
+  ];
+}
+
+function decoderSpecs(c: AutoencoderDcConfig): ParamSpec[] {
+  const ch = c.decoderBlockOutChannels;
+  const n = ch.length;
+  const specs: ParamSpec[] = [
+    { name: 'decoder.conv_in.weight', shape: [ch[n - 1], c.latentChannels, 3, 3] }, { name: 'decoder.conv_in.bias', shape: [ch[n - 1]], vector: true },
+    { name: 'decoder.norm_out.weight', shape: [ch[0]], vector: true }, { name: 'decoder.norm_out.bias', shape: [ch[0]], vector: true },
+    { name: 'decoder.conv_out.weight', shape: [c.inChannels, ch[0], 3, 3] }, { name: 'decoder.conv_out.bias', shape: [c.inChannels], vector: true },
+  ];
+  for (let i = 0; i < n; i++) {
+    let k = 0;
+    const pre = `decoder.up_blocks.${i}`;
+    if (i < n - 1) {
+      const convOut = c.upsampleInterpolate ? ch[i] : ch[i] * 4;
+      specs.push({ name: `${pre}.0.conv.weight`, shape: [convOut, ch[i + 1], 3, 3] }, { name: `${pre}.0.conv.bias`, shape: [convOut], vector: true });
+      k = 1;
+    }
+    for (let l = 0; l < c.decoderLayersPerBlock[i]; l++, k++)
+      specs.push(...(c.decoderBlockTypes[i] === 'ResBlock' ? resSpecs(`${pre}.${k}`, ch[i]) : effVitSpecs(`${pre}.${k}`, ch[i], c.attentionHeadDim, c.decoderQkvMultiscales[i])));
+  }
+  return specs;
+}
+
+function encoderSpecs(c: AutoencoderDcConfig): ParamSpec[] {
+  const ch = c.encoderBlockOutChannels;
+  const n = ch.length;
+  const specs: ParamSpec[] = [
+    { name: 'encoder.conv_in.weight', shape: [ch[0], c.inChannels, 3, 3] }, { name: 'encoder.conv_in.bias', shape: [ch[0]], vector: true },
+    { name: 'encoder.conv_out.weight', shape: [c.latentChannels, ch[n - 1], 3, 3] }, { name: 'encoder.conv_out.bias', shape: [c.latentChannels], vector: true },
+  ];
+  for (let i = 0; i < n; i++) {
+    const pre = `encoder.down_blocks.${i}`;
+    let k = 0;
+    for (; k < c.encoderLayersPerBlock[i]; k++)
+      specs.push(...(c.encoderBlockTypes[i] === 'ResBlock' ? resSpecs(`${pre}.${k}`, ch[i]) : effVitSpecs(`${pre}.${k}`, ch[i], c.attentionHeadDim, c.encoderQkvMultiscales[i])));
+    if (i < n - 1) {
+      const convOut = c.downsamplePixelUnshuffle ? ch[i + 1] / 4 : ch[i + 1];
+      specs.push({ name: `${pre}.${k}.conv.weight`, shape: [convOut, ch[i], 3, 3] }, { name: `${pre}.${k}.conv.bias`, shape: [convOut], vector: true });
+    }
+  }
+  return specs;
+}
