@@ -84,6 +84,12 @@ export class WeightStore {
     return f.read(name);
   }
 
+  readInto(name: string, target: Uint8Array): TensorInfo {
+    const f = this.where.get(name);
+    if (!f) throw formatError(`${basename(this.dir)}: missing tensor ${name}`);
+    return f.readInto(name, target);
+  }
+
   close(): void {
     for (const f of this.files) f.close();
   }

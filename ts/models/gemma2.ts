@@ -6,12 +6,11 @@
 import type { Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
-import type { JsonValue } from '../io/json.js';
 import { WeightStore } from '../io/weights.js';
 import { decode } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { view4 } from '../tensor/tensor.js';
-import { Params, type ParamSpec } from './params.js';
+import { Params, type LoadOptions, type ParamSpec } from './params.js';
 import type { Taps } from './sana-transformer.js';
 
 export interface Gemma2Config {
@@ -71,15 +70,16 @@ export class Gemma2Model {
     readonly warnings: string[],
   ) {}
 
-  static fromFolder(dir: string, backend: Backend, opts: { variant?: string; configOverrides?: Record<string, JsonValue> } = {}): Gemma2Model {
+  static fromFolder(dir: string, backend: Backend, opts: LoadOptions = {}): Gemma2Model {
     const cfg = ConfigReader.load(dir, 'config.json', opts.configOverrides);
     const config = readGemma2Config(cfg);
     const store = WeightStore.open(dir, 'model', opts.variant);
     try {
       // Gemma2ForCausalLM checkpoints prefix every key with "model." and add a tied lm_head: accept both
       const prefix = store.info('embed_tokens.weight') ? '' : store.info('model.embed_tokens.weight') ? 'model.' : '';
-      const params = Params.load(backend, store, paramSpecs(config, prefix), 'Gemma2Model');
+      const params = Params.load(backend, store, paramSpecs(config, prefix), 'Gemma2Model', opts.weightDtype);
       const warnings = [
+        ...params.notes,
         ...params.unused.filter((n) => n !== 'lm_head.weight').map((n) => `unused tensor ${n} in the checkpoint`),
         ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
       ];

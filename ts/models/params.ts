@@ -5,9 +5,19 @@ import { basename } from 'node:path';
 
 import type { Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
+import type { JsonValue } from '../io/json.js';
 import type { WeightStore } from '../io/weights.js';
 import { decode, type DType } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
+
+export interface LoadOptions {
+  /** load `<base>.<variant>.safetensors` (e.g. "fp16", "bf16") */
+  variant?: string;
+  /** reduced-precision mode: hold fp32 checkpoint matrices as bf16 or f16 (half the memory) */
+  weightDtype?: 'bf16' | 'f16';
+  /** config keys replaced before the model is built (golden cases use this) */
+  configOverrides?: Record<string, JsonValue>;
+}
 
 export interface ParamSpec {
   name: string;
@@ -23,9 +33,15 @@ export class Params {
     private readonly tensors: Map<string, Tensor>,
     /** tensors of the file the model does not use (diffusers warns about these too) */
     readonly unused: string[],
+    /** precision decisions worth a warning */
+    readonly notes: string[],
   ) {}
 
-  static load(backend: Backend, store: WeightStore, specs: ParamSpec[], component: string): Params {
+  /**
+   * @param weightDtype keep matrices as stored (undefined), or hold them as bf16 / f16 (reduced-precision
+   *   mode: half the memory of fp32 checkpoints; vectors stay fp32).
+   */
+  static load(backend: Backend, store: WeightStore, specs: ParamSpec[], component: string, weightDtype?: 'bf16' | 'f16'): Params {
     const where = `${component} (${basename(store.dir)})`;
     for (const s of specs) {
       const info = store.info(s.name);
@@ -36,18 +52,31 @@ export class Params {
     }
     const wanted = new Set(specs.map((s) => s.name));
     const tensors = new Map<string, Tensor>();
+    const notes: string[] = [];
     try {
       for (const s of specs) {
-        const { info, data } = store.read(s.name);
-        const dtype = STORED[info.dtype]!;
-        const raw = data as Float32Array | Uint16Array;
-        tensors.set(s.name, s.vector && dtype !== 'f32' ? backend.tensor(s.shape, 'f32', decode(raw, dtype)) : backend.tensorFromRaw(s.shape, dtype, raw));
+        const stored = STORED[store.info(s.name)!.dtype]!;
+        const want = s.vector ? 'f32' : (weightDtype ?? stored);
+        if (want === stored) {
+          // the common case: file bytes go straight into the tensor's memory
+          const t = backend.empty(s.shape, stored);
+          tensors.set(s.name, t);
+          const d = t.data;
+          store.readInto(s.name, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+        } else {
+          const { data } = store.read(s.name);
+          const values = decode(data as Float32Array | Uint16Array, stored);
+          // f16 tops out at 65504: a tensor beyond it keeps its fp32 values rather than turning into Inf
+          const fits = want !== 'f16' || values.every((v) => !(Math.abs(v) > 65504));
+          if (!fits) notes.push(`${s.name} exceeds the f16 range and stays fp32`);
+          tensors.set(s.name, backend.tensor(s.shape, fits ? want : 'f32', values));
+        }
       }
     } catch (e) {
       for (const t of tensors.values()) t.dispose();
       throw e;
     }
-    return new Params(tensors, store.names().filter((n) => !wanted.has(n)));
+    return new Params(tensors, store.names().filter((n) => !wanted.has(n)), notes);
   }
 
   get(name: string): Tensor {

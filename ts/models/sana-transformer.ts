@@ -5,11 +5,10 @@
 import type { Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
-import type { JsonValue } from '../io/json.js';
 import { WeightStore } from '../io/weights.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { view4 } from '../tensor/tensor.js';
-import { Params, type ParamSpec } from './params.js';
+import { Params, type LoadOptions, type ParamSpec } from './params.js';
 
 export interface SanaTransformerConfig {
   inChannels: number;
@@ -131,13 +130,14 @@ export class SanaTransformer2DModel {
     readonly warnings: string[],
   ) {}
 
-  static fromFolder(dir: string, backend: Backend, opts: { variant?: string; configOverrides?: Record<string, JsonValue> } = {}): SanaTransformer2DModel {
+  static fromFolder(dir: string, backend: Backend, opts: LoadOptions = {}): SanaTransformer2DModel {
     const cfg = ConfigReader.load(dir, 'config.json', opts.configOverrides);
     const config = readSanaTransformerConfig(cfg);
     const store = WeightStore.open(dir, 'diffusion_pytorch_model', opts.variant);
     try {
-      const params = Params.load(backend, store, paramSpecs(config), 'SanaTransformer2DModel');
+      const params = Params.load(backend, store, paramSpecs(config), 'SanaTransformer2DModel', opts.weightDtype);
       const warnings = [
+        ...params.notes,
         ...params.unused.map((n) => `unused tensor ${n} in the checkpoint`),
         ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
       ];

@@ -1,0 +1,184 @@
+// The golden-run/1 ops (schema in ../shared/golden/README.md): one runner per op, shared by the parity test
+// and the reduced-precision test.
+import { join } from 'node:path';
+
+import type { Backend } from '../../ts/backends/backend.js';
+import type { JsonValue } from '../../ts/io/json.js';
+import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
+import { Gemma2Model } from '../../ts/models/gemma2.js';
+import type { LoadOptions } from '../../ts/models/params.js';
+import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
+import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
+import { FlowEuler } from '../../ts/schedulers/flow-euler.js';
+
+import { SafetensorsFile } from '../../ts/io/safetensors.js';
+export interface RunEntry {
+  id: string;
+  op: string;
+  component?: string;
+  config_overrides?: Record<string, JsonValue>;
+  inputs: Record<string, string>;
+  params: Record<string, JsonValue>;
+  outputs: Record<string, string>;
+  intermediates?: Record<string, string>;
+  tolerance: { atol: number; rtol: number };
+  tolerance_overrides?: Record<string, { atol: number; rtol: number }>;
+}
+
+/** Ops of this issue still to be implemented, and ops that belong to the pipeline issue. */
+export const TODO: Record<string, string> = {
+  'SanaPipeline.__call__': 'pipeline op (issue 4)',
+  'torch.randn': 'pipeline op (issue 4)',
+  'SanaPipeline.resolution_binning': 'pipeline op (issue 4)',
+  'PixArtImageProcessor.resize_and_crop_tensor': 'pipeline op (issue 4)',
+  'PixArtImageProcessor.postprocess': 'pipeline op (issue 4)',
+  'VaeImageProcessor.numpy_to_pil': 'pipeline op (issue 4)',
+};
+
+export type Values = { data: ArrayLike<number | bigint>; shape: number[] };
+export type OpResult = { outputs: Record<string, Values>; taps: Map<string, Values> };
+export type OpRunner = (backend: Backend, caseDir: string, entry: RunEntry, read: (ref: string, section: string) => Values, load?: LoadOptions) => OpResult;
+
+/** Scheduler trace: the schedule, then every step fed the stored model output (errors never chain). */
+function trace(make: (dir: string) => FlowDpmSolver | FlowEuler): OpRunner {
+  return (_backend, caseDir, entry, read) => {
+    const s = make(join(caseDir, entry.component ?? ''));
+    const n = entry.params.num_inference_steps as number;
+    s.setTimesteps(n);
+    let x: Float32Array = Float32Array.from(read(entry.inputs.sample, 'inputs').data as ArrayLike<number>);
+    const mo = read(entry.inputs.model_outputs, 'inputs');
+    const per = x.length;
+    const samples = new Float32Array((n + 1) * per);
+    samples.set(x);
+    for (let i = 0; i < n; i++) {
+      x = s.step(Float32Array.from((mo.data as Float32Array).subarray(i * per, (i + 1) * per)), x);
+      samples.set(x, (i + 1) * per);
+    }
+    const shape = mo.shape.slice(1);
+    return {
+      outputs: {
+        timesteps: { data: Float32Array.from(s.timesteps), shape: [n] },
+        sigmas: { data: s.sigmas, shape: [n + 1] },
+        samples: { data: samples, shape: [n + 1, ...shape] },
+        final_sample: { data: x, shape },
+      },
+      taps: new Map(),
+    };
+  };
+}
+
+function vae(backend: Backend, caseDir: string, entry: RunEntry, load?: LoadOptions): AutoencoderDC {
+  return AutoencoderDC.fromFolder(join(caseDir, entry.component ?? ''), backend, { ...load, configOverrides: entry.config_overrides });
+}
+
+export const OPS: Record<string, OpRunner> = {
+  'AutoencoderDC.decode': (backend, caseDir, entry, read, load) => {
+    const model = vae(backend, caseDir, entry, load);
+    try {
+      const z = read(entry.inputs.z, 'inputs');
+      const zs = Float32Array.from(z.data as ArrayLike<number>);
+      if (entry.params.divide_by_scaling_factor) for (let i = 0; i < zs.length; i++) zs[i] = zs[i] / model.config.scalingFactor;
+      const t = entry.params.tiling as Record<string, number> | null;
+      const tiling = t ? {
+        tileSampleMinHeight: t.tile_sample_min_height, tileSampleMinWidth: t.tile_sample_min_width,
+        tileSampleStrideHeight: t.tile_sample_stride_height, tileSampleStrideWidth: t.tile_sample_stride_width,
+      } : undefined;
+      const taps = new Map<string, Values>();
+      const shape = z.shape as [number, number, number, number];
+      const out = model.decode(zs, shape, { tiling, taps: entry.intermediates ? (name, data, s) => taps.set(name, { data, shape: s }) : undefined });
+      const f = model.spatialCompression;
+      return { outputs: { sample: { data: out, shape: [shape[0], model.config.inChannels, shape[2] * f, shape[3] * f] } }, taps };
+    } finally {
+      model.dispose();
+    }
+  },
+  'AutoencoderDC.encode': (backend, caseDir, entry, read, load) => {
+    const model = vae(backend, caseDir, entry, load);
+    try {
+      const x = read(entry.inputs.x, 'inputs');
+      const shape = x.shape as [number, number, number, number];
+      const out = model.encode(Float32Array.from(x.data as ArrayLike<number>), shape);
+      const f = model.spatialCompression;
+      return { outputs: { latent: { data: out, shape: [shape[0], model.config.latentChannels, shape[2] / f, shape[3] / f] } }, taps: new Map() };
+    } finally {
+      model.dispose();
+    }
+  },
+  'Gemma2Model.forward': (backend, caseDir, entry, read, load) => {
+    const model = Gemma2Model.fromFolder(join(caseDir, entry.component ?? ''), backend, { ...load, configOverrides: entry.config_overrides });
+    try {
+      const ids = read(entry.inputs.input_ids, 'inputs');
+      const mask = read(entry.inputs.attention_mask, 'inputs');
+      const [B, L] = ids.shape;
+      const taps = new Map<string, Values>();
+      const out = model.forward(Array.from(ids.data, Number), Array.from(mask.data, Number), B, L, entry.intermediates ? (name, data, shape) => taps.set(name, { data, shape }) : undefined);
+      return { outputs: { last_hidden_state: { data: out, shape: [B, L, model.config.hiddenSize] } }, taps };
+    } finally {
+      model.dispose();
+    }
+  },
+  'DPMSolverMultistepScheduler.trace': trace((dir) => FlowDpmSolver.fromFolder(dir, 'config.json')),
+  'FlowMatchEulerDiscreteScheduler.trace': trace((dir) => FlowEuler.fromFolder(dir, 'config.json')),
+  'SanaTransformer2DModel.forward': (backend, caseDir, entry, read, load) => {
+    const model = SanaTransformer2DModel.fromFolder(join(caseDir, entry.component ?? ''), backend, { ...load, configOverrides: entry.config_overrides });
+    try {
+      const hs = read(entry.inputs.hidden_states, 'inputs');
+      const ehs = read(entry.inputs.encoder_hidden_states, 'inputs');
+      const mask = read(entry.inputs.encoder_attention_mask, 'inputs');
+      const t = read(entry.inputs.timestep, 'inputs');
+      const g = entry.inputs.guidance ? read(entry.inputs.guidance, 'inputs') : undefined;
+      const taps = new Map<string, Values>();
+      const sample = model.forward(
+        {
+          hiddenStates: Float32Array.from(hs.data as ArrayLike<number>),
+          shape: hs.shape as [number, number, number, number],
+          encoderHiddenStates: Float32Array.from(ehs.data as ArrayLike<number>),
+          textLength: ehs.shape[1],
+          encoderAttentionMask: Array.from(mask.data, Number),
+          timestep: Float32Array.from(t.data as ArrayLike<number>),
+          guidance: g ? Float32Array.from(g.data as ArrayLike<number>) : undefined,
+        },
+        entry.intermediates ? (name, data, shape) => taps.set(name, { data, shape }) : undefined,
+      );
+      return { outputs: { sample: { data: sample, shape: hs.shape.map((d, i) => (i === 1 ? model.config.outChannels : d)) } }, taps };
+    } finally {
+      model.dispose();
+    }
+  },
+};
+
+/** numpy allclose: |a − e| ≤ atol + rtol·|e|, in float64. Returns the worst violation or null. */
+export function compare(actual: Values, expected: Values, tol: { atol: number; rtol: number }): string | null {
+  if (actual.shape.join() !== expected.shape.join()) return `shape ${JSON.stringify(actual.shape)} != expected ${JSON.stringify(expected.shape)}`;
+  let worst = -1;
+  let at = -1;
+  let maxDiff = 0;
+  for (let i = 0; i < expected.data.length; i++) {
+    const a = Number(actual.data[i]);
+    const e = Number(expected.data[i]);
+    const diff = Math.abs(a - e);
+    if (!(diff <= maxDiff)) maxDiff = Number.isNaN(diff) ? Infinity : Math.max(maxDiff, diff);
+    const excess = Number.isNaN(diff) ? Infinity : diff - (tol.atol + tol.rtol * Math.abs(e));
+    if (excess > 0 && excess > worst) {
+      worst = excess;
+      at = i;
+    }
+  }
+  if (at < 0) return null;
+  return `element ${at}: actual ${Number(actual.data[at])} vs expected ${Number(expected.data[at])} (max |diff| ${maxDiff.toExponential(3)}, atol ${tol.atol}, rtol ${tol.rtol})`;
+}
+
+/** A reader of the tensor refs of one case ("KEY" in the section's file, or "file:KEY"). */
+export function caseReader(caseDir: string): { read: (ref: string, section: string) => Values; close: () => void } {
+  const files = new Map<string, SafetensorsFile>();
+  return {
+    read: (ref, section) => {
+      const [file, key] = ref.includes(':') ? ref.split(':') : [section, ref];
+      let f = files.get(file);
+      if (!f) files.set(file, (f = SafetensorsFile.open(join(caseDir, `${file}.safetensors`))));
+      const { info, data } = f.read(key);
+      return { data: data as ArrayLike<number | bigint>, shape: info.shape };
+    },
+    close: () => files.forEach((f) => f.close()),
+  };
+}

@@ -1,0 +1,54 @@
+// Reduced-precision weights: the golden model cases with fp32 checkpoint matrices held as bf16 and as f16
+// stay within 1e-2 relative L2 error (‖actual − expected‖₂ / ‖expected‖₂) of the fp32 reference outputs.
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+
+import type { Backend } from '../../ts/backends/backend.js';
+import { createBackend, probeBackends } from '../../ts/backends/registry.js';
+import { caseReader, OPS, type RunEntry } from './golden-ops.js';
+
+const goldenDir = process.env.SANA_GOLDEN_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'golden');
+const MODEL_OPS = ['SanaTransformer2DModel.forward', 'Gemma2Model.forward', 'AutoencoderDC.decode', 'AutoencoderDC.encode'];
+
+const backends: Backend[] = [];
+for (const p of probeBackends()) if (p.available) backends.push(await createBackend(p.name));
+afterAll(() => backends.forEach((b) => b.dispose()));
+
+function relL2(a: ArrayLike<number | bigint>, e: ArrayLike<number | bigint>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < e.length; i++) {
+    const d = Number(a[i]) - Number(e[i]);
+    num += d * d;
+    den += Number(e[i]) ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+const entries: { caseName: string; caseDir: string; entry: RunEntry }[] = [];
+for (const caseName of readdirSync(goldenDir).sort()) {
+  const caseDir = join(goldenDir, caseName);
+  if (!existsSync(join(caseDir, 'case.json'))) continue;
+  for (const entry of JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8')).run as RunEntry[])
+    if (MODEL_OPS.includes(entry.op)) entries.push({ caseName, caseDir, entry });
+}
+
+describe('reduced-precision weights (relative L2 ≤ 1e-2)', () => {
+  it('finds model cases', () => expect(entries.length).toBeGreaterThan(5));
+  for (const weightDtype of ['bf16', 'f16'] as const)
+    for (const backend of backends)
+      it.each(entries.map((e) => ({ ...e, name: `${e.caseName}/${e.entry.id}` })))(`${weightDtype} on ${backend.name}: $name`, ({ caseDir, entry }) => {
+        const { read, close } = caseReader(caseDir);
+        try {
+          const result = OPS[entry.op](backend, caseDir, entry, read, { weightDtype });
+          for (const [role, ref] of Object.entries(entry.outputs)) {
+            const err = relL2(result.outputs[role].data, read(ref, 'outputs').data);
+            expect(err).toBeLessThanOrEqual(1e-2);
+            expect(err).toBeGreaterThan(0); // the weights really were rounded
+          }
+        } finally {
+          close();
+        }
+      });
+});
