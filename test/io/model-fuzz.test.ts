@@ -11,6 +11,7 @@ import { SanaError } from '../../ts/errors.js';
 import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { Gemma2Model } from '../../ts/models/gemma2.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
+import { loadSanaComponents } from '../../ts/pipeline/components.js';
 
 const fuzzDir = process.env.SANA_FUZZ_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'fuzz');
 
@@ -79,7 +80,32 @@ function runVae(dir: string): Float32Array {
   }
 }
 
-const RUNNERS: Record<string, (dir: string) => Float32Array> = { SanaTransformer2DModel: runTransformer, Gemma2Model: runGemma, AutoencoderDC: runVae };
+/** Loads a pipeline folder and runs two denoising steps from fixed token ids, then decodes. */
+function runPipeline(dir: string): Float32Array {
+  const c = loadSanaComponents(dir, { textEncoder: backend, transformer: backend, vae: backend });
+  try {
+    const T = 4;
+    const text = c.textEncoder.forward([2, 3, 4, 0], [1, 1, 1, 0], 1, T);
+    const C = c.transformer.config.inChannels;
+    let latents: Float32Array = Float32Array.from({ length: C * 4 }, (_, i) => Math.sin(i));
+    c.scheduler.setTimesteps(2);
+    for (let i = 0; i < 2; i++) {
+      const v = c.transformer.forward({
+        hiddenStates: latents, shape: [1, C, 2, 2], encoderHiddenStates: text, textLength: T,
+        encoderAttentionMask: [1, 1, 1, 0], timestep: Float32Array.of(c.scheduler.timesteps[i]),
+      });
+      latents = c.scheduler.step(v, latents);
+    }
+    const sf = c.vae.config.scalingFactor;
+    return c.vae.decode(latents.map((x) => x / sf), [1, C, 2, 2]);
+  } finally {
+    c.dispose();
+  }
+}
+
+const RUNNERS: Record<string, (dir: string) => Float32Array> = {
+  SanaTransformer2DModel: runTransformer, Gemma2Model: runGemma, AutoencoderDC: runVae, SanaPipeline: runPipeline,
+};
 
 describe('loader on the fuzz corpus (models and pipelines)', () => {
   for (const c of cases) {

@@ -1,0 +1,101 @@
+/**
+ * Loading a Sana pipeline folder in the diffusers layout: model_index.json names a class per component
+ * folder (text_encoder/, transformer/, vae/, scheduler/, tokenizer/). Every entry is validated before
+ * any weights are read; each component validates its own config and weights.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { Backend } from '../backends/backend.js';
+import { describeValue, SanaError } from '../errors.js';
+import { isObject, JsonSyntaxError, parseJson, type JsonValue } from '../io/json.js';
+import { AutoencoderDC } from '../models/autoencoder-dc.js';
+import { Gemma2Model } from '../models/gemma2.js';
+import type { LoadOptions } from '../models/params.js';
+import { SanaTransformer2DModel } from '../models/sana-transformer.js';
+import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
+import { FlowEuler } from '../schedulers/flow-euler.js';
+
+const PIPELINES = ['SanaPipeline'];
+/** component → classes this engine can load for it (null = the component may be absent) */
+const COMPONENTS: Record<string, (string | null)[]> = {
+  text_encoder: ['Gemma2Model'],
+  transformer: ['SanaTransformer2DModel'],
+  vae: ['AutoencoderDC'],
+  scheduler: ['DPMSolverMultistepScheduler', 'FlowMatchEulerDiscreteScheduler'],
+  tokenizer: ['GemmaTokenizer', 'GemmaTokenizerFast', null],
+};
+
+export interface SanaComponents {
+  textEncoder: Gemma2Model;
+  transformer: SanaTransformer2DModel;
+  vae: AutoencoderDC;
+  scheduler: FlowDpmSolver | FlowEuler;
+  /** class of tokenizer/ (null when the folder ships none) */
+  tokenizerClass: string | null;
+  warnings: string[];
+  dispose(): void;
+}
+
+function fail(message: string): never {
+  throw new SanaError('ERR_SANA_MODEL_FORMAT', `model_index.json: ${message}`);
+}
+
+/** Reads and validates model_index.json: the class of every component, and that its folder exists. */
+export function readModelIndex(dir: string): { classes: Record<string, string | null>; warnings: string[] } {
+  const path = join(dir, 'model_index.json');
+  let raw: JsonValue;
+  try {
+    raw = parseJson(readFileSync(path, 'utf8'), { rejectDuplicates: false });
+  } catch (e) {
+    if (e instanceof JsonSyntaxError) fail(`not valid JSON: ${e.message}`);
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') fail(`not found in ${dir} (a diffusers pipeline folder has one at its top)`);
+    throw e;
+  }
+  if (!isObject(raw)) fail('not a JSON object');
+  if (!PIPELINES.includes(raw._class_name as string))
+    fail(`Expected one of ${PIPELINES.join(', ')} for _class_name but received ${describeValue(raw._class_name)}`);
+  const classes: Record<string, string | null> = {};
+  const warnings: string[] = [];
+  for (const [name, allowed] of Object.entries(COMPONENTS)) {
+    const entry = raw[name];
+    if (entry === undefined) fail(`missing the ${name} entry (SanaPipeline needs ${Object.keys(COMPONENTS).join(', ')})`);
+    if (!Array.isArray(entry) || entry.length !== 2) fail(`Expected [library, class] for ${name} but received ${describeValue(entry)}`);
+    const cls = entry[1];
+    if (!allowed.includes(cls as string | null))
+      fail(`Expected ${allowed.map((a) => describeValue(a)).join(' or ')} for the class of ${name} but received ${describeValue(cls)}`);
+    classes[name] = cls as string | null;
+    if (cls !== null && !existsSync(join(dir, name))) fail(`lists ${name} (${cls}) but the folder ${join(dir, name)} is missing`);
+  }
+  for (const [name, entry] of Object.entries(raw)) {
+    if (name.startsWith('_') || name in COMPONENTS) continue;
+    if (Array.isArray(entry) && entry[0] === null && entry[1] === null) continue; // e.g. safety_checker: [null, null]
+    warnings.push(`model_index.json: component ${name} (${describeValue(entry)}) is not used by SanaPipeline`);
+  }
+  return { classes, warnings };
+}
+
+/** Loads every component of a pipeline folder; on any error nothing stays allocated. */
+export function loadSanaComponents(dir: string, backends: { textEncoder: Backend; transformer: Backend; vae: Backend }, opts: LoadOptions = {}): SanaComponents {
+  const { classes, warnings } = readModelIndex(dir);
+  const loaded: { dispose(): void }[] = [];
+  const keep = <T extends { dispose(): void }>(m: T): T => (loaded.push(m), m);
+  try {
+    const textEncoder = keep(Gemma2Model.fromFolder(join(dir, 'text_encoder'), backends.textEncoder, opts));
+    const transformer = keep(SanaTransformer2DModel.fromFolder(join(dir, 'transformer'), backends.transformer, opts));
+    const vae = keep(AutoencoderDC.fromFolder(join(dir, 'vae'), backends.vae, opts));
+    const scheduler = classes.scheduler === 'DPMSolverMultistepScheduler'
+      ? FlowDpmSolver.fromFolder(join(dir, 'scheduler'))
+      : FlowEuler.fromFolder(join(dir, 'scheduler'));
+    const all = [
+      ...warnings,
+      ...textEncoder.warnings.map((w) => `text_encoder: ${w}`),
+      ...transformer.warnings.map((w) => `transformer: ${w}`),
+      ...vae.warnings.map((w) => `vae: ${w}`),
+    ];
+    return { textEncoder, transformer, vae, scheduler, tokenizerClass: classes.tokenizer, warnings: all, dispose: () => loaded.forEach((m) => m.dispose()) };
+  } catch (e) {
+    loaded.forEach((m) => m.dispose());
+    throw e;
+  }
+}
