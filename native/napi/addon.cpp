@@ -49,32 +49,38 @@ std::string describe(const Napi::Value& v) {
   return "a value";
 }
 
-// Allocations made by alloc() live until free() or garbage collection, whichever comes first. The
-// registry is shared by the addon instance and the finalizers, so either may run last.
+// Allocations made by alloc() live until free() or garbage collection, whichever comes first. Each block
+// knows whether it was freed: after an explicit free() the allocator may hand the same address to a new
+// block, and the old ArrayBuffer's finalizer (run later by the GC) must then leave that memory alone.
+// The registry (live address → block) is shared by the addon instance and the finalizers.
+struct Block;
 struct Registry {
   std::mutex mu;
-  std::unordered_map<void*, size_t> live;
+  std::unordered_map<void*, Block*> live;
 };
 
 struct Block {
   std::shared_ptr<Registry> registry;
   void* ptr;
+  size_t bytes;
+  bool freed;
 };
 
-void finalize_block(napi_env env, void* data, void* hint) {
+void finalize_block(napi_env env, void*, void* hint) {
   Block* b = static_cast<Block*>(hint);
-  size_t bytes = 0;
+  bool release = false;
   {
     std::lock_guard<std::mutex> g(b->registry->mu);
-    auto it = b->registry->live.find(data);
-    if (it != b->registry->live.end()) {
-      bytes = it->second;
-      b->registry->live.erase(it);
-      std::free(data);
+    if (!b->freed) {
+      b->registry->live.erase(b->ptr);
+      b->freed = release = true;
     }
   }
-  int64_t adjusted;
-  if (bytes) napi_adjust_external_memory(env, -(int64_t)bytes, &adjusted);
+  if (release) {
+    std::free(b->ptr);
+    int64_t adjusted;
+    napi_adjust_external_memory(env, -(int64_t)b->bytes, &adjusted);
+  }
   delete b;
 }
 
@@ -253,11 +259,11 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       size_t rounded = ((size_t)bytes + 63) / 64 * 64;
       void* p = std::aligned_alloc(64, rounded);
       if (!p) throw_code(info.Env(), "ERR_SANA_OUT_OF_MEMORY", "alloc: could not allocate " + std::to_string(bytes) + " bytes");
+      Block* b = new Block{registry_, p, rounded, false};
       {
         std::lock_guard<std::mutex> g(registry_->mu);
-        registry_->live[p] = rounded;
+        registry_->live[p] = b;
       }
-      Block* b = new Block{registry_, p};
       napi_value ab;
       napi_status st = napi_create_external_arraybuffer(info.Env(), p, (size_t)bytes, finalize_block, b, &ab);
       if (st != napi_ok) {
@@ -287,7 +293,8 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
         std::lock_guard<std::mutex> g(registry_->mu);
         auto it = registry_->live.find(p);
         if (it == registry_->live.end()) invalid(info.Env(), "free: Expected an ArrayBuffer from alloc() for buffer but received another ArrayBuffer");
-        bytes = it->second;
+        bytes = it->second->bytes;
+        it->second->freed = true;  // its finalizer must not free this address again
         registry_->live.erase(it);
       }
       ab.Detach();
