@@ -96,15 +96,17 @@ export class SafetensorsFile {
     return { info, data: typedArray(info.dtype, buf) };
   }
 
-  /** Reads a tensor's raw bytes straight into `target` (e.g. a backend tensor's memory): no extra copy. */
-  readInto(name: string, target: Uint8Array): TensorInfo {
+  /** Reads a tensor's raw bytes (from byte `start` of the tensor, target.byteLength of them) straight into
+   * `target`, e.g. a backend tensor's memory or a conversion chunk: no intermediate copy. */
+  readInto(name: string, target: Uint8Array, start = 0): TensorInfo {
     const info = this.tensors.get(name);
     if (!info) throw formatError(this.path, `no tensor named ${JSON.stringify(name)}`);
     if (this.fd === null) throw new SanaError('ERR_SANA_DISPOSED', `${basename(this.path)}: file was closed`);
-    if (target.byteLength !== info.byteLength) throw formatError(this.path, `tensor ${JSON.stringify(name)} has ${info.byteLength} bytes, the target ${target.byteLength}`);
+    if (start < 0 || start + target.byteLength > info.byteLength)
+      throw formatError(this.path, `tensor ${JSON.stringify(name)} has ${info.byteLength} bytes; cannot read ${target.byteLength} from ${start}`);
     let done = 0;
-    while (done < info.byteLength) {
-      const got = readSync(this.fd, target, done, info.byteLength - done, info.offset + done);
+    while (done < target.byteLength) {
+      const got = readSync(this.fd, target, done, target.byteLength - done, info.offset + start + done);
       if (got === 0) throw formatError(this.path, `tensor ${JSON.stringify(name)} is truncated (file changed while open?)`);
       done += got;
     }

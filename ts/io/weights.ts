@@ -84,10 +84,10 @@ export class WeightStore {
     return f.read(name);
   }
 
-  readInto(name: string, target: Uint8Array): TensorInfo {
+  readInto(name: string, target: Uint8Array, start = 0): TensorInfo {
     const f = this.where.get(name);
     if (!f) throw formatError(`${basename(this.dir)}: missing tensor ${name}`);
-    return f.readInto(name, target);
+    return f.readInto(name, target, start);
   }
 
   close(): void {

@@ -7,7 +7,7 @@ import type { Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
 import type { JsonValue } from '../io/json.js';
 import type { WeightStore } from '../io/weights.js';
-import { decode, type DType } from '../tensor/dtype.js';
+import { decode, encode, type DType } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 
 export interface LoadOptions {
@@ -27,6 +27,39 @@ export interface ParamSpec {
 }
 
 const STORED: Record<string, DType | undefined> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
+
+const CHUNK = 1 << 20; // elements per conversion chunk: converting never holds a second copy of a tensor
+
+/** Reads a tensor in chunks and converts it into a new backend tensor of another dtype. f16 tops out at
+ * 65504: a tensor beyond it is kept as fp32 (and noted) rather than turning into Inf. */
+function convertInto(backend: Backend, store: WeightStore, s: ParamSpec, stored: DType, want: DType, notes: string[]): Tensor {
+  const size = s.shape.reduce((a, b) => a * b, 1);
+  const srcBytes = stored === 'f32' ? 4 : 2;
+  const chunk = (from: number, n: number): Float32Array => {
+    const raw = new Uint8Array(n * srcBytes);
+    store.readInto(s.name, raw, from * srcBytes);
+    return decode(stored === 'f32' ? new Float32Array(raw.buffer) : new Uint16Array(raw.buffer), stored);
+  };
+  if (want === 'f16') {
+    for (let i = 0; i < size; i += CHUNK)
+      if (chunk(i, Math.min(CHUNK, size - i)).some((v) => Math.abs(v) > 65504)) {
+        notes.push(`${s.name} exceeds the f16 range and stays fp32`);
+        want = 'f32';
+        break;
+      }
+  }
+  const t = backend.empty(s.shape, want);
+  try {
+    for (let i = 0; i < size; i += CHUNK) {
+      const n = Math.min(CHUNK, size - i);
+      t.data.set(encode(chunk(i, n), want), i);
+    }
+  } catch (e) {
+    t.dispose();
+    throw e;
+  }
+  return t;
+}
 
 export class Params {
   private constructor(
@@ -64,12 +97,7 @@ export class Params {
           const d = t.data;
           store.readInto(s.name, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
         } else {
-          const { data } = store.read(s.name);
-          const values = decode(data as Float32Array | Uint16Array, stored);
-          // f16 tops out at 65504: a tensor beyond it keeps its fp32 values rather than turning into Inf
-          const fits = want !== 'f16' || values.every((v) => !(Math.abs(v) > 65504));
-          if (!fits) notes.push(`${s.name} exceeds the f16 range and stays fp32`);
-          tensors.set(s.name, backend.tensor(s.shape, fits ? want : 'f32', values));
+          tensors.set(s.name, convertInto(backend, store, s, stored, want, notes));
         }
       }
     } catch (e) {
