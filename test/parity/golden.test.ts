@@ -53,7 +53,13 @@ describe('golden parity', () => {
               for (const [role, ref] of Object.entries(entry.outputs)) {
                 const got = result.outputs[role];
                 expect(got, `output ${role}`).toBeDefined();
-                expect(compare(got, read(ref, 'outputs'), tolFor(role)), `output ${role}`).toBeNull();
+                const want = read(ref, 'outputs');
+                expect(compare(got, want, tolFor(role)), `output ${role}`).toBeNull();
+                if (process.env.SANA_PARITY_REPORT) {
+                  let maxAbs = 0;
+                  for (let i = 0; i < want.data.length; i++) maxAbs = Math.max(maxAbs, Math.abs(Number(got.data[i]) - Number(want.data[i])));
+                  console.log(`PARITY ${caseName} ${entry.id} ${role} ${backend.name} max|diff| ${maxAbs.toExponential(2)}`);
+                }
               }
             } finally {
               close();
