@@ -172,6 +172,33 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   });
 }
 
+{
+  // output written through a strided view ([B, Hq·Dv, Lq] channel-major, as an NCHW consumer wants it)
+  const [B, Lq, Lk, H, D] = [2, 13, 9, 2, 8];
+  const q = rand(B * Lq * H * D, 47);
+  const k = rand(B * Lk * H * D, 48);
+  const v = rand(B * Lk * H * D, 49);
+  const c = (data: Float32Array, L: number) => ({ data, offset: 0, strides: [L * H * D, H * D, D, 1] });
+  cases.push({
+    name: 'attention into a strided (channel-major) output view',
+    tol: 2e-5,
+    run: (be) =>
+      withTensors(be, (mk) => {
+        const out = mk([B, H * D, Lq]);
+        be.attention(mk([B, Lq, H, D], q), mk([B, Lk, H, D], k), mk([B, Lk, H, D], v), {
+          out: view4(out, [B, Lq, H, D], [H * D * Lq, 1, D * Lq, Lq]),
+        });
+        return out;
+      }),
+    ref: () => {
+      const r = ref.attention(c(q, Lq), c(k, Lk), c(v, Lk), { B, Lq, Lk, Hq: H, Hkv: H, D, Dv: D, scale: 1 / Math.sqrt(D), softcap: 0, causal: false, window: 0 });
+      const t = new Float64Array(r.length); // [B, Lq, H, D] → [B, H·D, Lq]
+      for (let b = 0; b < B; b++) for (let i = 0; i < Lq; i++) for (let ch = 0; ch < H * D; ch++) t[(b * H * D + ch) * Lq + i] = r[(b * Lq + i) * H * D + ch];
+      return t;
+    },
+  });
+}
+
 // ---- Mix-FFN: one band with odd channel counts; several row bands (carry between bands); bf16 weights
 for (const [B, H, W, C, F, Cout, dtype, fastBf16] of [
   [2, 3, 5, 33, 19, 17, 'f32', false],

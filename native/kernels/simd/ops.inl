@@ -788,85 +788,86 @@ int linear_attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, co
   return SANA_OK;
 }
 
-// Softmax attention per (batch, query head): K is gathered transposed [D][Lk] so logits for VW keys come
-// from one broadcast-FMA per feature; V is gathered [Lk][Dv] padded to the vector width.
+// Softmax attention as two GEMMs per (batch, query head): S = Q·Kᵀ [Lq, Lk] on the GEMM driver (strided
+// operands, no copies of q/k/v), a row-parallel softmax in place (scale, soft-cap, key bias, causal and
+// window masks), then O = P·V straight into the output view.
 int attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const sana_view4* v, const float* key_bias,
               const sana_attention_params* p, const sana_view4* out) {
-  ptrdiff_t Lk = p->len_kv, lkp = round_up(Lk, VW), D = p->head_dim, dvp = round_up(p->head_dim_v, VW);
-  ptrdiff_t group = p->heads_q / p->heads_kv;
-  size_t per = sizeof(float) * (size_t)(D * lkp + Lk * dvp + lkp + D + dvp);
-  int T = ctx_threads(ctx);
-  ptrdiff_t tasks = p->batch * p->heads_q;
-  char* buf = static_cast<char*>(scratch_alloc(per * (size_t)T));
-  if (!buf) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "attention: out of memory");
-  parallel_for(ctx, tasks, [&](ptrdiff_t t0, ptrdiff_t t1, int slot) {
-    float* kt = reinterpret_cast<float*>(buf + per * (size_t)slot);
-    float* vv = kt + D * lkp;
-    float* lg = vv + Lk * dvp;
-    float* qv = lg + lkp;
-    float* ov = qv + D;
-    for (ptrdiff_t task = t0; task < t1; ++task) {
-      ptrdiff_t b = task / p->heads_q, h = task % p->heads_q, hk = h / group;
-      const float* kbase = k->data + b * k->sb + hk * k->sh;
-      for (ptrdiff_t e = 0; e < D; ++e) {
-        for (ptrdiff_t m = 0; m < Lk; ++m) kt[e * lkp + m] = kbase[m * k->sn + e * k->sd];
-        for (ptrdiff_t m = Lk; m < lkp; ++m) kt[e * lkp + m] = 0.0f;
-      }
-      const float* vbase = v->data + b * v->sb + hk * v->sh;
-      for (ptrdiff_t m = 0; m < Lk; ++m) {
-        for (ptrdiff_t e = 0; e < p->head_dim_v; ++e) vv[m * dvp + e] = vbase[m * v->sn + e * v->sd];
-        for (ptrdiff_t e = p->head_dim_v; e < dvp; ++e) vv[m * dvp + e] = 0.0f;
-      }
+  ptrdiff_t Lq = p->len_q, Lk = p->len_kv, group = p->heads_q / p->heads_kv;
+  bool direct = out->sd == 1;  // otherwise O goes through a [Lq, Dv] staging buffer
+  float* S = static_cast<float*>(scratch_alloc(sizeof(float) * (size_t)(Lq * Lk)));
+  float* O = direct ? nullptr : static_cast<float*>(scratch_alloc(sizeof(float) * (size_t)(Lq * p->head_dim_v)));
+  if (!S || (!direct && !O)) {
+    scratch_free(S);
+    scratch_free(O);
+    return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "attention: out of memory for %td x %td scores", Lq, Lk);
+  }
+  int st = SANA_OK;
+  for (ptrdiff_t b = 0; b < p->batch && st == SANA_OK; ++b)
+    for (ptrdiff_t h = 0; h < p->heads_q && st == SANA_OK; ++h) {
+      ptrdiff_t hk = h / group;
+      Gemm g{};
+      g.M = Lq, g.N = Lk, g.K = p->head_dim;
+      g.A = Operand{q->data + b * q->sb + h * q->sh, SANA_F32, q->sn, q->sd};
+      g.B = Operand{k->data + b * k->sb + hk * k->sh, SANA_F32, k->sd, k->sn};  // B(d, j) = k[j, d]
+      g.C = S, g.ldc = Lk, g.act = SANA_ACT_NONE;
+      st = gemm(ctx, g);
+      if (st != SANA_OK) break;
       const float* bias = key_bias ? key_bias + b * Lk : nullptr;
-      for (ptrdiff_t i = 0; i < p->len_q; ++i) {
-        const float* qbase = q->data + b * q->sb + i * q->sn + h * q->sh;
-        for (ptrdiff_t e = 0; e < D; ++e) qv[e] = qbase[e * q->sd];
-        // keys allowed for this query: [lo, hi)
-        ptrdiff_t lo = p->window > 0 ? mx<ptrdiff_t>(0, i - p->window + 1) : 0;
-        ptrdiff_t hi = p->causal ? mn(Lk, i + 1) : Lk;
-        float mval = -INFINITY;
-        for (ptrdiff_t m = 0; m < lkp; m += VW) {
-          vf s = vf{};
-          for (ptrdiff_t e = 0; e < D; ++e) s += vload(kt + e * lkp + m) * qv[e];
-          s *= p->scale;
-          if (p->softcap > 0) s = vtanh(s / p->softcap) * p->softcap;
-          if (bias) {
-            if (m + VW <= Lk) s += vload(bias + m);
-            else s += vload_n(bias + m, Lk - m);
+      parallel_for(ctx, Lq, [&](ptrdiff_t i0, ptrdiff_t i1) {
+        for (ptrdiff_t i = i0; i < i1; ++i) {
+          float* row = S + i * Lk;
+          ptrdiff_t lo = p->window > 0 ? mx<ptrdiff_t>(0, i - p->window + 1) : 0;
+          ptrdiff_t hi = p->causal ? mn(Lk, i + 1) : Lk;
+          for (ptrdiff_t m = 0; m < Lk; m += VW) {
+            ptrdiff_t n = mn<ptrdiff_t>(VW, Lk - m);
+            vf s = (n == VW ? vload(row + m) : vload_n(row + m, n)) * p->scale;
+            if (p->softcap > 0) s = vtanh(s / p->softcap) * p->softcap;
+            if (bias) s += n == VW ? vload(bias + m) : vload_n(bias + m, n);
+            if (n == VW) vstore(row + m, s);
+            else vstore_n(row + m, s, n);
           }
-          vstore(lg + m, s);
-        }
-        for (ptrdiff_t m = lo; m < hi; ++m) mval = lg[m] > mval ? lg[m] : mval;
-        if (hi > lo && mval <= -FLT_MAX) {  // every visible key masked by a −FLT_MAX bias: uniform over all keys
-          lo = 0, hi = Lk;
-          for (ptrdiff_t m = 0; m < Lk; ++m) lg[m] = 0.0f;
-          mval = 0.0f;
-        }
-        for (ptrdiff_t e = 0; e < dvp; e += VW) vstore(ov + e, vf{});
-        float sum = 0.0f;
-        if (hi > lo) {
-          for (ptrdiff_t m = 0; m < lkp; m += VW) {
-            vf e = vexp(vload(lg + m) - mval);
+          float mval = -INFINITY;
+          for (ptrdiff_t m = lo; m < hi; ++m) mval = row[m] > mval ? row[m] : mval;
+          if (hi > lo && mval <= -FLT_MAX) {  // every visible key masked by a −FLT_MAX bias: uniform over all keys
+            lo = 0, hi = Lk;
+            for (ptrdiff_t m = 0; m < Lk; ++m) row[m] = 0.0f;
+            mval = 0.0f;
+          }
+          float sum = 0.0f;
+          for (ptrdiff_t m = 0; m < Lk; m += VW) {
+            ptrdiff_t n = mn<ptrdiff_t>(VW, Lk - m);
+            vf e = vexp((n == VW ? vload(row + m) : vload_n(row + m, n)) - mval);
             vi idx;
             for (int l = 0; l < VW; ++l) idx[l] = (int32_t)(m + l);
-            vi keep = (idx >= (int32_t)lo) & (idx < (int32_t)hi);
-            vstore(lg + m, vselect(keep, e, vf{}));
+            e = vselect((idx >= (int32_t)lo) & (idx < (int32_t)hi), e, vf{});
+            sum += hsum(e);
+            if (n == VW) vstore(row + m, e);
+            else vstore_n(row + m, e, n);
           }
-          for (ptrdiff_t m = lo; m < hi; ++m) sum += lg[m];
-          for (ptrdiff_t m = lo; m < hi; ++m) {
-            float pm = lg[m];
-            const float* vr = vv + m * dvp;
-            for (ptrdiff_t e = 0; e < dvp; e += VW) vstore(ov + e, vload(ov + e) + vload(vr + e) * pm);
+          float inv = sum > 0 ? 1.0f / sum : 0.0f;
+          for (ptrdiff_t m = 0; m < Lk; m += VW) {
+            ptrdiff_t n = mn<ptrdiff_t>(VW, Lk - m);
+            vf e = (n == VW ? vload(row + m) : vload_n(row + m, n)) * inv;
+            if (n == VW) vstore(row + m, e);
+            else vstore_n(row + m, e, n);
           }
         }
-        float inv = sum > 0 ? 1.0f / sum : 0.0f;
-        float* obase = out->data + b * out->sb + i * out->sn + h * out->sh;
-        for (ptrdiff_t e = 0; e < p->head_dim_v; ++e) obase[e * out->sd] = ov[e] * inv;
-      }
+      });
+      Gemm o{};
+      o.M = Lq, o.N = p->head_dim_v, o.K = Lk;
+      o.A = Operand{S, SANA_F32, Lk, 1};
+      o.B = Operand{v->data + b * v->sb + hk * v->sh, SANA_F32, v->sn, v->sd};  // B(j, e) = v[j, e]
+      float* obase = out->data + b * out->sb + h * out->sh;
+      o.C = direct ? obase : O, o.ldc = direct ? out->sn : p->head_dim_v, o.act = SANA_ACT_NONE;
+      st = gemm(ctx, o);
+      if (st == SANA_OK && !direct)
+        for (ptrdiff_t i = 0; i < Lq; ++i)
+          for (ptrdiff_t e = 0; e < p->head_dim_v; ++e) obase[i * out->sn + e * out->sd] = O[i * p->head_dim_v + e];
     }
-  });
-  scratch_free(buf);
-  return SANA_OK;
+  scratch_free(S);
+  scratch_free(O);
+  return st;
 }
 
 // Mix-FFN in row bands of the token grid: the expansion of rows [r0−1, r1] lives in a band buffer (the two
