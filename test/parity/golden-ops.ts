@@ -10,6 +10,7 @@ import type { LoadOptions } from '../../ts/models/params.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
 import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../../ts/schedulers/flow-euler.js';
+import { randn, TorchGenerator } from '../../ts/pipeline/torch-random.js';
 
 import { SafetensorsFile } from '../../ts/io/safetensors.js';
 export interface RunEntry {
@@ -28,7 +29,6 @@ export interface RunEntry {
 /** Ops of this issue still to be implemented, and ops that belong to the pipeline issue. */
 export const TODO: Record<string, string> = {
   'SanaPipeline.__call__': 'pipeline op (issue 4)',
-  'torch.randn': 'pipeline op (issue 4)',
   'SanaPipeline.resolution_binning': 'pipeline op (issue 4)',
   'PixArtImageProcessor.resize_and_crop_tensor': 'pipeline op (issue 4)',
   'PixArtImageProcessor.postprocess': 'pipeline op (issue 4)',
@@ -72,6 +72,22 @@ function vae(backend: Backend, caseDir: string, entry: RunEntry, load?: LoadOpti
 }
 
 export const OPS: Record<string, OpRunner> = {
+  'torch.randn': (_backend, _caseDir, entry) => {
+    const p = entry.params as { generators: string; seed?: string; seeds?: string[]; shape: number[]; dtype: 'float32' | 'float64'; preceding_draws?: { shape: number[]; dtype: 'float32' | 'float64' }[] };
+    const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+    let data: Float32Array | Float64Array;
+    if (p.generators === 'single') {
+      const g = new TorchGenerator(BigInt(p.seed!));
+      for (const d of p.preceding_draws ?? []) randn(g, count(d.shape), d.dtype);
+      data = randn(g, count(p.shape), p.dtype);
+    } else {
+      // diffusers' randn_tensor with a list: one generator per batch row, each drawing shape[1:]
+      const per = count(p.shape.slice(1));
+      data = p.dtype === 'float32' ? new Float32Array(count(p.shape)) : new Float64Array(count(p.shape));
+      p.seeds!.forEach((s, i) => data.set(randn(new TorchGenerator(BigInt(s)), per, p.dtype), i * per));
+    }
+    return { outputs: { sample: { data, shape: p.shape } }, taps: new Map() };
+  },
   'AutoencoderDC.decode': (backend, caseDir, entry, read, load) => {
     const model = vae(backend, caseDir, entry, load);
     try {
