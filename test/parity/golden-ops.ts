@@ -10,6 +10,8 @@ import type { LoadOptions } from '../../ts/models/params.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
 import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../../ts/schedulers/flow-euler.js';
+import { denormalizeToNhwc, resizeAndCrop, toUint8 } from '../../ts/pipeline/postprocess.js';
+import { aspectRatioBins, classifyHeightWidthBin } from '../../ts/pipeline/resolution.js';
 import { randn, TorchGenerator } from '../../ts/pipeline/torch-random.js';
 
 import { SafetensorsFile } from '../../ts/io/safetensors.js';
@@ -29,10 +31,6 @@ export interface RunEntry {
 /** Ops of this issue still to be implemented, and ops that belong to the pipeline issue. */
 export const TODO: Record<string, string> = {
   'SanaPipeline.__call__': 'pipeline op (issue 4)',
-  'SanaPipeline.resolution_binning': 'pipeline op (issue 4)',
-  'PixArtImageProcessor.resize_and_crop_tensor': 'pipeline op (issue 4)',
-  'PixArtImageProcessor.postprocess': 'pipeline op (issue 4)',
-  'VaeImageProcessor.numpy_to_pil': 'pipeline op (issue 4)',
 };
 
 export type Values = { data: ArrayLike<number | bigint>; shape: number[] };
@@ -72,6 +70,37 @@ function vae(backend: Backend, caseDir: string, entry: RunEntry, load?: LoadOpti
 }
 
 export const OPS: Record<string, OpRunner> = {
+  'SanaPipeline.resolution_binning': (_backend, _caseDir, entry, read) => {
+    const hw = read(entry.inputs.height_width, 'inputs');
+    const { name, bins } = aspectRatioBins(entry.params.transformer_sample_size as number);
+    if (name !== entry.params.aspect_ratio_bin) throw new Error(`sample_size selects ${name}, the case expects ${entry.params.aspect_ratio_bin}`);
+    const n = hw.shape[0];
+    const binned = new Float64Array(2 * n);
+    const output = new Float64Array(2 * n);
+    for (let i = 0; i < n; i++) {
+      const [h, w] = [Number(hw.data[2 * i]), Number(hw.data[2 * i + 1])];
+      const b = classifyHeightWidthBin(h, w, bins);
+      binned.set([b.height, b.width], 2 * i);
+      output.set([h, w], 2 * i);
+    }
+    return { outputs: { binned_hw: { data: binned, shape: [n, 2] }, output_hw: { data: output, shape: [n, 2] } }, taps: new Map() };
+  },
+  'PixArtImageProcessor.resize_and_crop_tensor': (_backend, _caseDir, entry, read) => {
+    const x = read(entry.inputs.samples, 'inputs');
+    const [h, w] = [entry.params.new_height as number, entry.params.new_width as number];
+    const out = resizeAndCrop(Float32Array.from(x.data as ArrayLike<number>), x.shape, h, w);
+    return { outputs: { samples: { data: out, shape: [x.shape[0], x.shape[1], h, w] } }, taps: new Map() };
+  },
+  'PixArtImageProcessor.postprocess': (_backend, _caseDir, entry, read) => {
+    if (entry.params.output_type !== 'np') throw new Error(`postprocess output_type ${entry.params.output_type} is not covered`);
+    const x = read(entry.inputs.image, 'inputs');
+    const [B, C, H, W] = x.shape;
+    return { outputs: { image: { data: denormalizeToNhwc(Float32Array.from(x.data as ArrayLike<number>), x.shape), shape: [B, H, W, C] } }, taps: new Map() };
+  },
+  'VaeImageProcessor.numpy_to_pil': (_backend, _caseDir, entry, read) => {
+    const x = read(entry.inputs.images, 'inputs');
+    return { outputs: { uint8: { data: toUint8(Float32Array.from(x.data as ArrayLike<number>)), shape: x.shape } }, taps: new Map() };
+  },
   'torch.randn': (_backend, _caseDir, entry) => {
     const p = entry.params as { generators: string; seed?: string; seeds?: string[]; shape: number[]; dtype: 'float32' | 'float64'; preceding_draws?: { shape: number[]; dtype: 'float32' | 'float64' }[] };
     const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
