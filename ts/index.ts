@@ -14,3 +14,7 @@ export { FlowDpmSolver } from './schedulers/flow-dpm-solver.js';
 export { FlowEuler } from './schedulers/flow-euler.js';
 export { loadSanaComponents, readModelIndex, type SanaComponents } from './pipeline/components.js';
 export { inspectPipeline } from './pipeline/inspect.js';
+export { SanaPipeline, type PromptEncoding, type DenoiseStep } from './pipeline/sana-pipeline.js';
+export { TorchGenerator, randn } from './pipeline/torch-random.js';
+export { aspectRatioBins, classifyHeightWidthBin } from './pipeline/resolution.js';
+export { resizeAndCrop, denormalizeToNhwc, toUint8 } from './pipeline/postprocess.js';

@@ -8,6 +8,7 @@ import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { Gemma2Model } from '../../ts/models/gemma2.js';
 import type { LoadOptions } from '../../ts/models/params.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
+import { SanaPipeline } from '../../ts/pipeline/sana-pipeline.js';
 import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../../ts/schedulers/flow-euler.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from '../../ts/pipeline/postprocess.js';
@@ -28,14 +29,9 @@ export interface RunEntry {
   tolerance_overrides?: Record<string, { atol: number; rtol: number }>;
 }
 
-/** Ops of this issue still to be implemented, and ops that belong to the pipeline issue. */
-export const TODO: Record<string, string> = {
-  'SanaPipeline.__call__': 'pipeline op (issue 4)',
-};
-
 export type Values = { data: ArrayLike<number | bigint>; shape: number[] };
 export type OpResult = { outputs: Record<string, Values>; taps: Map<string, Values> };
-export type OpRunner = (backend: Backend, caseDir: string, entry: RunEntry, read: (ref: string, section: string) => Values, load?: LoadOptions) => OpResult;
+export type OpRunner = (backend: Backend, caseDir: string, entry: RunEntry, read: (ref: string, section: string) => Values, load?: LoadOptions) => OpResult | Promise<OpResult>;
 
 /** Scheduler trace: the schedule, then every step fed the stored model output (errors never chain). */
 function trace(make: (dir: string) => FlowDpmSolver | FlowEuler): OpRunner {
@@ -69,7 +65,66 @@ function vae(backend: Backend, caseDir: string, entry: RunEntry, load?: LoadOpti
   return AutoencoderDC.fromFolder(join(caseDir, entry.component ?? ''), backend, { ...load, configOverrides: entry.config_overrides });
 }
 
+/** SanaPipeline.__call__ on the case's pre-tokenized prompts and stored initial latents. */
+const pipelineCall: OpRunner = async (backend, caseDir, entry, read, load) => {
+  const p = entry.params as {
+    prompt_token_ids: number[][]; negative_prompt_token_ids: number[]; pad_token_id: number; text_encoder_max_length: number;
+    max_sequence_length: number; select_index: number[]; guidance_scale: number; num_inference_steps: number; num_images_per_prompt: number;
+    output_types: Record<string, string>;
+  };
+  const pipe = await SanaPipeline.fromPretrained(join(caseDir, entry.component ?? ''), { ...load, backend });
+  {
+    try {
+      const lat = read(entry.inputs.latents, 'inputs');
+      const shape = lat.shape as [number, number, number, number];
+      const n = p.num_images_per_prompt;
+      const cond = SanaPipeline.repeatRows(pipe.encodeTokenIds(p.prompt_token_ids, { maxLength: p.text_encoder_max_length, padTokenId: p.pad_token_id, selectIndex: p.select_index }), n);
+      const negIds = p.prompt_token_ids.map(() => p.negative_prompt_token_ids);
+      const uncond = p.guidance_scale > 1
+        ? SanaPipeline.repeatRows(pipe.encodeTokenIds(negIds, { maxLength: p.max_sequence_length, padTokenId: p.pad_token_id }), n)
+        : null;
+      const taps = new Map<string, Values>();
+      const D = pipe.components.textEncoder.config.hiddenSize;
+      taps.set('prompt_embeds', { data: cond.embeds, shape: [cond.batch, cond.length, D] });
+      taps.set('prompt_attention_mask', { data: cond.mask, shape: [cond.batch, cond.length] });
+      if (uncond) {
+        taps.set('negative_prompt_embeds', { data: uncond.embeds, shape: [uncond.batch, uncond.length, D] });
+        taps.set('negative_prompt_attention_mask', { data: uncond.mask, shape: [uncond.batch, uncond.length] });
+      }
+      const steps = p.num_inference_steps;
+      const per = shape[1] * shape[2] * shape[3];
+      const mb = uncond ? 2 * shape[0] : shape[0];
+      const preds = new Float32Array(steps * mb * per);
+      const after = new Float32Array(steps * shape[0] * per);
+      const ts = new Float32Array(steps);
+      const final = pipe.denoise(Float32Array.from(lat.data as ArrayLike<number>), shape, cond, uncond, {
+        steps, guidanceScale: p.guidance_scale,
+        onStep: (s) => {
+          preds.set(s.modelOutput, s.index * mb * per);
+          after.set(s.latents, s.index * shape[0] * per);
+          ts[s.index] = s.timestep;
+        },
+      });
+      taps.set('step_noise_pred_cfg_batch', { data: preds, shape: [steps, mb, ...shape.slice(1)] });
+      taps.set('step_latents_after', { data: after, shape: [steps, ...shape] });
+      taps.set('timesteps', { data: ts, shape: [steps] });
+      const outputs: Record<string, Values> = { latents: { data: final, shape: [...shape] } };
+      if (p.output_types.image_decoded || p.output_types.image_pt) {
+        const f = pipe.components.vae.spatialCompression;
+        const imgShape = [shape[0], pipe.components.vae.config.inChannels, shape[2] * f, shape[3] * f];
+        const raw = pipe.decodeLatents(final, shape);
+        outputs.image_decoded = { data: raw, shape: imgShape };
+        outputs.image_pt = { data: raw.map((v) => Math.min(1, Math.max(0, Math.fround(Math.fround(v * 0.5) + 0.5)))), shape: imgShape };
+      }
+      return { outputs, taps };
+    } finally {
+      pipe.dispose();
+    }
+  }
+};
+
 export const OPS: Record<string, OpRunner> = {
+  'SanaPipeline.__call__': pipelineCall,
   'SanaPipeline.resolution_binning': (_backend, _caseDir, entry, read) => {
     const hw = read(entry.inputs.height_width, 'inputs');
     const { name, bins } = aspectRatioBins(entry.params.transformer_sample_size as number);

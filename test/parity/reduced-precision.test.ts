@@ -38,10 +38,10 @@ describe('reduced-precision weights (relative L2 ≤ 1e-2)', () => {
   it('finds model cases', () => expect(entries.length).toBeGreaterThan(5));
   for (const weightDtype of ['bf16', 'f16'] as const)
     for (const backend of backends)
-      it.each(entries.map((e) => ({ ...e, name: `${e.caseName}/${e.entry.id}` })))(`${weightDtype} on ${backend.name}: $name`, ({ caseDir, entry }) => {
+      it.each(entries.map((e) => ({ ...e, name: `${e.caseName}/${e.entry.id}` })))(`${weightDtype} on ${backend.name}: $name`, async ({ caseDir, entry }) => {
         const { read, close } = caseReader(caseDir);
         try {
-          const result = OPS[entry.op](backend, caseDir, entry, read, { weightDtype });
+          const result = await OPS[entry.op](backend, caseDir, entry, read, { weightDtype });
           for (const [role, ref] of Object.entries(entry.outputs)) {
             const err = relL2(result.outputs[role].data, read(ref, 'outputs').data);
             expect(err).toBeLessThanOrEqual(1e-2);
