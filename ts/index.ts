@@ -18,3 +18,4 @@ export { SanaPipeline, type PromptEncoding, type DenoiseStep } from './pipeline/
 export { TorchGenerator, randn } from './pipeline/torch-random.js';
 export { aspectRatioBins, classifyHeightWidthBin } from './pipeline/resolution.js';
 export { resizeAndCrop, denormalizeToNhwc, toUint8 } from './pipeline/postprocess.js';
+export { COMPLEX_HUMAN_INSTRUCTION, loadTokenizer, tokenizePrompts, tokenizeNegative } from './pipeline/prompt.js';

@@ -3,11 +3,17 @@
  * N−1" token selection), the classifier-free-guided denoising loop, and decoding — diffusers' order and fp32
  * arithmetic (../shared/design/sana-spec.md §5). Tokenisation, options and image output build on this.
  */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { Tokenizer } from '@huggingface/tokenizers';
+
 import type { Backend } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import { SanaError } from '../errors.js';
 import type { LoadOptions } from '../models/params.js';
 import { loadSanaComponents, type SanaComponents } from './components.js';
+import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
 
 /** Text conditioning for a batch: embeddings [batch, length, hidden] and the 0/1 mask [batch, length]. */
 export interface PromptEncoding {
@@ -32,6 +38,8 @@ export class SanaPipeline {
   private constructor(
     readonly components: SanaComponents,
     private readonly owned: Backend[],
+    /** tokenizer/tokenizer.json, when the folder ships one */
+    readonly tokenizer: Tokenizer | null,
   ) {}
 
   get warnings(): string[] {
@@ -44,7 +52,9 @@ export class SanaPipeline {
     const given = typeof opts.backend === 'object' ? opts.backend : undefined;
     const backend = given ?? (await createBackend((opts.backend as 'auto' | 'cpu' | 'wasm' | undefined) ?? 'auto', { threads: opts.threads }));
     try {
-      return new SanaPipeline(loadSanaComponents(dir, { textEncoder: backend, transformer: backend, vae: backend }, opts), given ? [] : [backend]);
+      const tokenizerDir = join(dir, 'tokenizer');
+      const tokenizer = existsSync(join(tokenizerDir, 'tokenizer.json')) ? loadTokenizer(tokenizerDir) : null;
+      return new SanaPipeline(loadSanaComponents(dir, { textEncoder: backend, transformer: backend, vae: backend }, opts), given ? [] : [backend], tokenizer);
     } catch (e) {
       if (!given) backend.dispose();
       throw e;
@@ -86,6 +96,16 @@ export class SanaPipeline {
         outMask.push(mask[b * L + src]);
       });
     return { embeds, mask: outMask, batch: B, length: N };
+  }
+
+  /** Text conditioning for prompts (and the negative prompt when guidance is on), as SanaPipeline.encode_prompt. */
+  encodePrompt(prompts: string[], opts: { negativePrompt?: string; guidance: boolean; maxSequenceLength?: number; complexHumanInstruction?: readonly string[] | null }): { cond: PromptEncoding; uncond: PromptEncoding | null } {
+    if (!this.tokenizer) throw new SanaError('ERR_SANA_MODEL_FORMAT', 'this pipeline folder has no tokenizer/tokenizer.json: pass token ids to encodeTokenIds instead');
+    const t = tokenizePrompts(this.tokenizer, prompts, opts);
+    const cond = this.encodeTokenIds(t.ids, { maxLength: t.maxLength, padTokenId: t.padTokenId, selectIndex: t.selectIndex });
+    if (!opts.guidance) return { cond, uncond: null };
+    const n = tokenizeNegative(this.tokenizer, prompts.map(() => opts.negativePrompt ?? ''), opts.maxSequenceLength ?? 300);
+    return { cond, uncond: this.encodeTokenIds(n.ids, { maxLength: n.maxLength, padTokenId: n.padTokenId }) };
   }
 
   /** Repeats every row `n` times in place of one (num_images_per_prompt). */
