@@ -188,8 +188,20 @@ if (want('linear')) {
       const xt = b.tensor([M, K], 'f32', x);
       const dtypes = c.backend === wasm ? (['f32', 'bf16'] as const) : (['f32', 'f16', 'bf16'] as const);
       for (const dtype of dtypes) {
-        const wt = b.tensor([N, K], dtype, w);
+        const dense = b.tensor([N, K], dtype, w);
         const y = b.empty([M, N]);
+        if (dtype === 'f32') {
+          const packed = b.packWeight(dense); // what the models use for fp32 checkpoints
+          contenders.push({
+            row: { op: 'linear', shape, backend: b.name, variant: c.variant, threads: c.threads, dtype: 'f32 packed' },
+            run: () => {
+              use(c);
+              b.linear(xt, packed, { out: y });
+            },
+            release: () => packed.dispose(),
+          });
+        }
+        const wt = dense;
         const modes = dtype === 'bf16' && (c.variant === 'avx512bf16' || c.variant === 'amx-bf16') ? [false, true] : [false];
         for (const fast of modes)
           contenders.push({

@@ -367,6 +367,27 @@ int check_view(sana_ctx* ctx, const char* op, const char* name, const sana_view4
 
 extern "C" {
 
+ptrdiff_t sana_packed_weight_size(ptrdiff_t N, ptrdiff_t K) {
+  ptrdiff_t t;
+  if (N <= 0 || K <= 0 || !mul_ok((N + 31) / 32 * 32, K, &t)) return -1;
+  return t;
+}
+
+int sana_pack_weight(sana_ctx* ctx, const float* w, ptrdiff_t N, ptrdiff_t K, float* packed) {
+  NEED_CTX();
+  NONNULL("pack_weight", w);
+  NONNULL("pack_weight", packed);
+  POSITIVE("pack_weight", N);
+  POSITIVE("pack_weight", K);
+  CHECK(sana_packed_weight_size(N, K) > 0, "pack_weight: Expected sizes whose product fits in memory for N, K but received %td, %td", N, K);
+  for (ptrdiff_t p0 = 0; p0 < N; p0 += 32)
+    for (ptrdiff_t k = 0; k < K; ++k) {
+      float* row = packed + (p0 / 32 * K + k) * 32;
+      for (ptrdiff_t j = 0; j < 32; ++j) row[j] = p0 + j < N ? w[(p0 + j) * K + k] : 0.0f;
+    }
+  return SANA_OK;
+}
+
 int sana_linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, int w_dtype, ptrdiff_t N,
                 const float* bias, int act, int flags, float* y) {
   NEED_CTX();
@@ -381,9 +402,11 @@ int sana_linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const v
         "memory for M, N, K but received %td, %td, %td", M, N, K);
   TRY(check_dtype(ctx, "linear", w_dtype));
   TRY(check_act(ctx, "linear", act));
-  CHECK((flags & ~SANA_GEMM_FAST_BF16) == 0, "linear: Expected flags 0 or 1 for flags but received %d", flags);
+  CHECK((flags & ~(SANA_GEMM_FAST_BF16 | SANA_GEMM_PACKED_WEIGHT)) == 0, "linear: Expected flags 0..3 for flags but received %d", flags);
   CHECK(!(flags & SANA_GEMM_FAST_BF16) || w_dtype == SANA_BF16,
         "linear: Expected bf16 weights for flags=FAST_BF16 but received w_dtype %d", w_dtype);
+  CHECK(!(flags & SANA_GEMM_PACKED_WEIGHT) || w_dtype == SANA_F32,
+        "linear: Expected f32 weights for flags=PACKED_WEIGHT but received w_dtype %d", w_dtype);
   return ctx->table->linear(ctx, x, M, K, w, w_dtype, N, bias, act, flags, y);
 }
 
@@ -486,9 +509,11 @@ int sana_glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrd
         "glumbconv: Expected sizes whose products fit in memory but received B=%td H=%td W=%td C=%td F=%td", B, H, W,
         C, F);
   TRY(check_dtype(ctx, "glumbconv", w_dtype));
-  CHECK((flags & ~SANA_GEMM_FAST_BF16) == 0, "glumbconv: Expected flags 0 or 1 for flags but received %d", flags);
+  CHECK((flags & ~(SANA_GEMM_FAST_BF16 | SANA_GEMM_PACKED_WEIGHT)) == 0, "glumbconv: Expected flags 0..3 for flags but received %d", flags);
   CHECK(!(flags & SANA_GEMM_FAST_BF16) || w_dtype == SANA_BF16,
         "glumbconv: Expected bf16 weights for flags=FAST_BF16 but received w_dtype %d", w_dtype);
+  CHECK(!(flags & SANA_GEMM_PACKED_WEIGHT) || w_dtype == SANA_F32,
+        "glumbconv: Expected f32 weights for flags=PACKED_WEIGHT but received w_dtype %d", w_dtype);
   return ctx->table->glumbconv(ctx, x, B, H, W, C, w_inv, b_inv, w_dw, b_dw, w_point, w_dtype, F, Cout, flags, y);
 }
 

@@ -74,6 +74,8 @@ typedef enum sana_variant {
                                  accumulation. Ignored by variants without bf16 dot products (they compute
                                  the exact fp32 product). */
 
+#define SANA_GEMM_PACKED_WEIGHT 2 /* the fp32 weights come from sana_pack_weight: no per-call packing of B */
+
 /* Normalisation modes */
 #define SANA_RMS_WEIGHT 0          /* y = x·rsqrt(mean(x²)+eps)·w        (diffusers RMSNorm) */
 #define SANA_RMS_ONE_PLUS_WEIGHT 1 /* y = x·rsqrt(mean(x²)+eps)·(1 + w)  (Gemma-2 RMSNorm)  */
@@ -101,6 +103,12 @@ SANA_API const char* sana_variant_name(int variant);
 SANA_API int sana_hardware_threads(void);
 
 /* ---- ops -------------------------------------------------------------------------------------------- */
+
+/* Repacks an fp32 linear weight w[N,K] once (at load) into the layout the GEMM microkernels read:
+ * panels of 32 output columns, k-major: packed[(n/32·K + k)·32 + n%32] = w[n,k], zero for n ≥ N.
+ * packed holds sana_packed_weight_size(N, K) floats. Used with SANA_GEMM_PACKED_WEIGHT. */
+SANA_API ptrdiff_t sana_packed_weight_size(ptrdiff_t N, ptrdiff_t K);
+SANA_API int sana_pack_weight(sana_ctx* ctx, const float* w, ptrdiff_t N, ptrdiff_t K, float* packed);
 
 /* y[M,N] = act(x[M,K] · w[N,K]ᵀ + bias[N]); bias may be NULL. */
 SANA_API int sana_linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, int w_dtype,

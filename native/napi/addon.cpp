@@ -95,6 +95,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
                              InstanceMethod("setVariant", &SanaAddon::SetVariant),
                              InstanceMethod("alloc", &SanaAddon::Alloc),
                              InstanceMethod("free", &SanaAddon::Free),
+                             InstanceMethod("packWeight", &SanaAddon::PackWeight),
                              InstanceMethod("linear", &SanaAddon::Linear),
                              InstanceMethod("conv2d", &SanaAddon::Conv2d),
                              InstanceMethod("linearAttention", &SanaAddon::LinearAttention),
@@ -306,15 +307,25 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
   }
 
   // ---- ops: argument order mirrors the C ABI ----
+  Napi::Value PackWeight(const Napi::CallbackInfo& info) {
+    return guarded(info, [&] {
+      Args a{info, "packWeight"};
+      ptrdiff_t N = a.dim(1, "N"), K = a.dim(2, "K");
+      auto w = static_cast<const float*>(a.array(0, "w", napi_float32_array, prod({N, K})));
+      auto packed = static_cast<float*>(a.array(3, "packed", napi_float32_array, sana_packed_weight_size(N, K)));
+      return check(info.Env(), sana_pack_weight(ctx_, w, N, K, packed));
+    });
+  }
+
   Napi::Value Linear(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
       Args a{info, "linear"};
       ptrdiff_t M = a.dim(1, "M"), K = a.dim(2, "K"), N = a.dim(5, "N");
       int dt = (int)a.size(4, "dtype");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({M, K})));
-      auto w = a.weights(3, "w", dt, prod({N, K}));
-      auto bias = static_cast<const float*>(a.array(6, "bias", napi_float32_array, N, true));
       int act = (int)a.size(7, "act"), flags = (int)a.size(8, "flags");
+      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({M, K})));
+      auto w = a.weights(3, "w", dt, flags & SANA_GEMM_PACKED_WEIGHT ? sana_packed_weight_size(N, K) : prod({N, K}));
+      auto bias = static_cast<const float*>(a.array(6, "bias", napi_float32_array, N, true));
       auto y = static_cast<float*>(a.array(9, "y", napi_float32_array, prod({M, N})));
       return check(info.Env(), sana_linear(ctx_, x, M, K, w, dt, N, bias, act, flags, y));
     });
@@ -383,12 +394,13 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       int dt = (int)a.size(10, "dtype");
       ptrdiff_t F = a.dim(11, "F"), Cout = a.dim(12, "Cout");
       int flags = (int)a.size(13, "flags");
+      bool packed = flags & SANA_GEMM_PACKED_WEIGHT;
       auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({B, H, W, C})));
-      auto wi = a.weights(5, "wInverted", dt, prod({2, F, C}));
+      auto wi = a.weights(5, "wInverted", dt, packed ? sana_packed_weight_size(2 * F, C) : prod({2, F, C}));
       auto bi = static_cast<const float*>(a.array(6, "bInverted", napi_float32_array, prod({2, F}), true));
       auto wd = a.weights(7, "wDepth", dt, prod({2, F, 9}));
       auto bd = static_cast<const float*>(a.array(8, "bDepth", napi_float32_array, prod({2, F}), true));
-      auto wp = a.weights(9, "wPoint", dt, prod({Cout, F}));
+      auto wp = a.weights(9, "wPoint", dt, packed ? sana_packed_weight_size(Cout, F) : prod({Cout, F}));
       auto y = static_cast<float*>(a.array(14, "y", napi_float32_array, prod({B, H, W, Cout})));
       return check(info.Env(), sana_glumbconv(ctx_, x, B, H, W, C, wi, bi, wd, bd, wp, dt, F, Cout, flags, y));
     });

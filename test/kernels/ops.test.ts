@@ -72,6 +72,19 @@ for (const [M, K, N] of [[53, 301, 47], [300, 600, 70]] as const) {
   });
 }
 
+// prepacked fp32 weights (packWeight): N not a multiple of the 32-column panels, M- and N-split threading
+for (const [M, K, N] of [[37, 67, 45], [203, 300, 70], [5, 129, 131]] as const) {
+  const x = rand(M * K, 14 + M);
+  const w = rand(N * K, 15 + N, -0.5, 0.5);
+  const b = rand(N, 16);
+  cases.push({
+    name: `linear ${M}x${K}x${N} packed weight +bias gelu-tanh`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.linear(mk([M, K], x), be.packWeight(mk([N, K], w)), { bias: mk([N], b), act: 'gelu-tanh' })),
+    ref: () => ref.linear(x, M, K, w, N, b, 'gelu-tanh'),
+  });
+}
+
 // ---- conv2d: 3×3 / 5×5 / 1×1 / stride 2 / depth-wise / grouped, odd widths and channel counts
 for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   [2, 5, 9, 13, 7, 3, 1, 1, 1, 'f32', 'none'],
@@ -205,21 +218,24 @@ for (const [B, H, W, C, F, Cout, dtype, fastBf16] of [
   [1, 40, 20, 8, 6, 5, 'f32', false],
   [1, 6, 7, 24, 20, 24, 'bf16', false],
   [2, 5, 6, 40, 36, 40, 'bf16', true],
+  [1, 40, 20, 8, 6, 5, 'packed', false],
 ] as const) {
   const x = rand(B * H * W * C, 51 + H);
-  const wi = quantized(rand(2 * F * C, 52, -0.5, 0.5), dtype);
+  const stored = dtype === 'packed' ? 'f32' : dtype;
+  const wi = quantized(rand(2 * F * C, 52, -0.5, 0.5), stored);
   const bi = rand(2 * F, 53);
-  const wd = quantized(rand(2 * F * 9, 54, -0.5, 0.5), dtype);
+  const wd = quantized(rand(2 * F * 9, 54, -0.5, 0.5), stored);
   const bd = rand(2 * F, 55);
-  const wp = quantized(rand(Cout * F, 56, -0.5, 0.5), dtype);
+  const wp = quantized(rand(Cout * F, 56, -0.5, 0.5), stored);
+  const pack = (be: Backend, t: Tensor) => (dtype === 'packed' ? be.packWeight(t) : t);
   cases.push({
     name: `glumbconv B${B} ${H}x${W} C${C} F${F} → ${Cout} w=${dtype}${fastBf16 ? ' fastBf16' : ''}`,
     tol: fastBf16 ? 1e-2 : 2e-5,
     run: (be) =>
       withTensors(be, (mk) =>
         be.glumbconv(mk([B, H * W, C], x), {
-          wInverted: mk([2 * F, C, 1, 1], wi, dtype), bInverted: mk([2 * F], bi),
-          wDepth: mk([2 * F, 1, 3, 3], wd, dtype), bDepth: mk([2 * F], bd), wPoint: mk([Cout, F, 1, 1], wp, dtype),
+          wInverted: pack(be, mk([2 * F, C, 1, 1], wi, stored)), bInverted: mk([2 * F], bi),
+          wDepth: mk([2 * F, 1, 3, 3], wd, stored), bDepth: mk([2 * F], bd), wPoint: pack(be, mk([Cout, F, 1, 1], wp, stored)),
         }, { height: H, width: W, fastBf16 }),
       ),
     ref: () => ref.glumbconv(x, B, H, W, C, wi, bi, wd, bd, wp, F, Cout),

@@ -68,6 +68,8 @@ export interface Backend {
   /** Allocated, contents unspecified (outputs). */
   empty(shape: readonly number[], dtype?: DType): Tensor;
 
+  /** An fp32 linear weight [N, K] repacked once for the GEMM (no per-call packing); use it in place of w. */
+  packWeight(w: Tensor): Tensor;
   linear(x: Tensor, w: Tensor, opts?: LinearOptions): Tensor;
   conv2d(x: Tensor, w: Tensor, opts?: Conv2dOptions): Tensor;
   linearAttention(q: View4 | Tensor, k: View4 | Tensor, v: View4 | Tensor, opts?: { eps?: number; out?: View4 | Tensor }): Tensor;

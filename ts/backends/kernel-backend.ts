@@ -23,6 +23,7 @@ export interface RawKernels {
   info(): { variant: string; threads: number; variants: { name: string; supported: boolean }[] };
   setThreads(threads: number): void;
   setVariant(variant: string): void;
+  packWeight(w: F32, N: number, K: number, packed: F32): void;
   linear(x: F32, M: number, K: number, w: W, dtype: number, N: number, bias: Arr, act: number, flags: number, y: F32): void;
   conv2d(x: F32, B: number, Cin: number, H: number, W: number, w: W, dtype: number, Cout: number, kh: number, kw: number,
     stride: number, pad: number, groups: number, bias: Arr, act: number, y: F32): void;
@@ -124,6 +125,24 @@ export abstract class KernelBackend implements Backend {
 
   // ---- ops ----
 
+  packWeight(w: Tensor): Tensor {
+    const op = 'packWeight';
+    this.f32(op, 'w', w);
+    if (w.layout !== 'dense') throw invalidArgument(op, 'a dense weight', 'w.layout', w.layout);
+    if (w.shape.length !== 2 && !(w.shape.length === 4 && w.shape[2] === 1 && w.shape[3] === 1))
+      throw invalidArgument(op, 'a linear weight [out, in] (or a 1×1 conv weight [out, in, 1, 1])', 'w.shape', w.shape);
+    const [N, K] = w.shape;
+    const packedSize = Math.ceil(N / 32) * 32 * K;
+    const t = new Tensor(this, [N, K], 'f32', this.call(op, () => this.allocStorage('f32', packedSize)), 'packed32');
+    try {
+      this.call(op, () => this.raw.packWeight(w.data as F32, N, K, t.data as F32));
+    } catch (e) {
+      t.dispose();
+      throw e;
+    }
+    return t;
+  }
+
   linear(x: Tensor, w: Tensor, opts: LinearOptions = {}): Tensor {
     const op = 'linear';
     this.f32(op, 'x', x);
@@ -137,9 +156,8 @@ export abstract class KernelBackend implements Backend {
     const act = this.act(op, opts.act);
     if (opts.fastBf16 && w.dtype !== 'bf16') throw invalidArgument(op, 'bf16 weights with fastBf16', 'w.dtype', w.dtype);
     const y = this.output(op, opts.out, [...x.shape.slice(0, -1), N]);
-    this.call(op, () =>
-      this.raw.linear(x.data as F32, M, K, w.data, dtypeCode(w.dtype), N, this.opt(opts.bias), act, opts.fastBf16 ? 1 : 0, y.data as F32),
-    );
+    const flags = (opts.fastBf16 ? 1 : 0) | (w.layout === 'packed32' ? 2 : 0);
+    this.call(op, () => this.raw.linear(x.data as F32, M, K, w.data, dtypeCode(w.dtype), N, this.opt(opts.bias), act, flags, y.data as F32));
     return y;
   }
 
@@ -241,10 +259,13 @@ export abstract class KernelBackend implements Backend {
     if (w.bInverted) this.f32Shape(op, 'bInverted', w.bInverted, [F2]);
     if (w.bDepth) this.f32Shape(op, 'bDepth', w.bDepth, [F2]);
     if (opts.fastBf16 && dt !== 'bf16') throw invalidArgument(op, 'bf16 weights with fastBf16', 'wInverted.dtype', dt);
+    if (w.wInverted.layout !== w.wPoint.layout) throw invalidArgument(op, `the layout of wInverted (${w.wInverted.layout})`, 'wPoint.layout', w.wPoint.layout);
+    if (w.wDepth.layout !== 'dense') throw invalidArgument(op, 'a dense depth-wise weight', 'wDepth.layout', w.wDepth.layout);
+    const flags = (opts.fastBf16 ? 1 : 0) | (w.wInverted.layout === 'packed32' ? 2 : 0);
     const y = this.output(op, opts.out, [B, H * Wd, Cout]);
     this.call(op, () =>
       this.raw.glumbconv(x.data as F32, B, H, Wd, C, w.wInverted.data, this.opt(w.bInverted), w.wDepth.data, this.opt(w.bDepth),
-        w.wPoint.data, dtypeCode(dt), F, Cout, opts.fastBf16 ? 1 : 0, y.data as F32),
+        w.wPoint.data, dtypeCode(dt), F, Cout, flags, y.data as F32),
     );
     return y;
   }

@@ -74,6 +74,9 @@ class WasmKernels implements RawKernels {
     if (i < 0) throw Object.assign(new Error(`setVariant: Expected one of ref, wasm-simd128 for variant but received ${variant}`), { code: 'ERR_SANA_INVALID_ARGUMENT' });
     this.check(this.m._sana_ctx_set_variant(this.ctx, i));
   }
+  packWeight(w: Float32Array, N: number, K: number, packed: Float32Array): void {
+    this.check(this.m._sana_pack_weight(this.ctx, this.ptr(w), N, K, this.ptr(packed)));
+  }
   linear(x: Float32Array, M: number, K: number, w: ArrayBufferView, dt: number, N: number, bias: Float32Array | null, act: number, flags: number, y: Float32Array): void {
     this.check(this.m._sana_linear(this.ctx, this.ptr(x), M, K, this.ptr(w), dt, N, this.ptr(bias), act, flags, this.ptr(y)));
   }

@@ -77,7 +77,9 @@ export class Gemma2Model {
     try {
       // Gemma2ForCausalLM checkpoints prefix every key with "model." and add a tied lm_head: accept both
       const prefix = store.info('embed_tokens.weight') ? '' : store.info('model.embed_tokens.weight') ? 'model.' : '';
-      const params = Params.load(backend, store, paramSpecs(config, prefix), 'Gemma2Model', opts.weightDtype);
+      const specs = paramSpecs(config, prefix);
+      const params = Params.load(backend, store, specs, 'Gemma2Model', opts.weightDtype);
+      params.packLinear(backend, specs.filter((s) => !s.vector && !s.name.endsWith('embed_tokens.weight')).map((s) => s.name));
       const warnings = [
         ...params.notes,
         ...params.unused.filter((n) => n !== 'lm_head.weight').map((n) => `unused tensor ${n} in the checkpoint`),

@@ -113,6 +113,16 @@ export class Params {
     return t;
   }
 
+  /** Repacks the fp32 ones among these linear / 1×1-conv weights for the GEMM (same memory, once). */
+  packLinear(backend: Backend, names: string[]): void {
+    for (const name of names) {
+      const t = this.get(name);
+      if (t.dtype !== 'f32') continue;
+      this.tensors.set(name, backend.packWeight(t));
+      t.dispose();
+    }
+  }
+
   /** Host copy of a small f32 parameter (modulation tables). */
   host(name: string): Float32Array {
     return this.get(name).toFloat32();

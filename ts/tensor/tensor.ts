@@ -26,6 +26,9 @@ export class Tensor {
     readonly shape: readonly number[],
     readonly dtype: DType,
     storage: Storage,
+    /** 'packed32': a linear weight [N, K] repacked by Backend.packWeight (32-column k-major panels, N padded to
+     * a multiple of 32); its data is that layout, not row-major */
+    readonly layout: 'dense' | 'packed32' = 'dense',
   ) {
     this.size = shape.reduce((a, b) => a * b, 1);
     this.storage = storage;
@@ -63,6 +66,7 @@ export class Tensor {
   /** A contiguous sub-range (starting at element `offset`) under `shape`, aliasing this tensor's memory like
    * reshape(): e.g. one batch item, or a channel block of an NCHW map. */
   slice(offset: number, shape: readonly number[]): Tensor {
+    if (this.layout !== 'dense') throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `slice: Expected a dense tensor but received a ${this.layout} weight`);
     const size = shape.reduce((a, b) => a * b, 1);
     if (!Number.isInteger(offset) || offset < 0 || offset + size > this.size || !shape.every((d) => Number.isInteger(d) && d > 0))
       throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `slice: Expected a range inside ${this.size} elements for offset ${offset} and shape ${JSON.stringify(shape)}`);

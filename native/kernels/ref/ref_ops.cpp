@@ -17,6 +17,12 @@ float wload(const void* w, int dt, ptrdiff_t i) {
   return dt == SANA_F16 ? f16_to_f32(h) : bf16_to_f32(h);
 }
 
+// Element (n, k) of a linear weight [N, K], dense or in the sana_pack_weight layout.
+float lw(const void* w, int dt, bool packed, ptrdiff_t K, ptrdiff_t n, ptrdiff_t k) {
+  if (packed) return static_cast<const float*>(w)[(n / 32 * K + k) * 32 + n % 32];
+  return wload(w, dt, n * K + k);
+}
+
 float act_fn(float x, int act) {
   switch (act) {
     case SANA_ACT_RELU: return x > 0 ? x : 0.0f;
@@ -33,11 +39,12 @@ float& at(const sana_view4* v, ptrdiff_t b, ptrdiff_t n, ptrdiff_t h, ptrdiff_t 
 }
 
 int linear(sana_ctx*, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, int dt, ptrdiff_t N, const float* bias,
-           int act, int, float* y) {
+           int act, int flags, float* y) {
+  bool packed = flags & SANA_GEMM_PACKED_WEIGHT;
   for (ptrdiff_t m = 0; m < M; ++m)
     for (ptrdiff_t n = 0; n < N; ++n) {
       float s = 0;
-      for (ptrdiff_t k = 0; k < K; ++k) s += x[m * K + k] * wload(w, dt, n * K + k);
+      for (ptrdiff_t k = 0; k < K; ++k) s += x[m * K + k] * lw(w, dt, packed, K, n, k);
       y[m * N + n] = act_fn(s + (bias ? bias[n] : 0.0f), act);
     }
   return SANA_OK;
@@ -133,8 +140,9 @@ int attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const san
 
 int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t W, ptrdiff_t C, const void* w_inv,
               const float* b_inv, const void* w_dw, const float* b_dw, const void* w_point, int dt, ptrdiff_t F,
-              ptrdiff_t Cout, int, float* y) {
+              ptrdiff_t Cout, int flags, float* y) {
   ptrdiff_t P = H * W, F2 = 2 * F;
+  bool packed = flags & SANA_GEMM_PACKED_WEIGHT;
   float* t = static_cast<float*>(scratch_alloc(sizeof(float) * P * F2));
   float* u = static_cast<float*>(scratch_alloc(sizeof(float) * P * F));
   if (!t || !u) {
@@ -147,7 +155,7 @@ int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t
     for (ptrdiff_t p = 0; p < P; ++p)  // [P, 2F]
       for (ptrdiff_t c = 0; c < F2; ++c) {
         float s = b_inv ? b_inv[c] : 0.0f;
-        for (ptrdiff_t k = 0; k < C; ++k) s += xb[p * C + k] * wload(w_inv, dt, c * C + k);
+        for (ptrdiff_t k = 0; k < C; ++k) s += xb[p * C + k] * lw(w_inv, dt, packed, C, c, k);
         t[p * F2 + c] = silu(s);
       }
     for (ptrdiff_t i = 0; i < H; ++i)
@@ -167,7 +175,7 @@ int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t
     for (ptrdiff_t p = 0; p < P; ++p)
       for (ptrdiff_t o = 0; o < Cout; ++o) {
         float s = 0;
-        for (ptrdiff_t k = 0; k < F; ++k) s += u[p * F + k] * wload(w_point, dt, o * F + k);
+        for (ptrdiff_t k = 0; k < F; ++k) s += u[p * F + k] * lw(w_point, dt, packed, F, o, k);
         y[(b * P + p) * Cout + o] = s;
       }
   }

@@ -156,6 +156,7 @@ struct Gemm {
   bool fast_bf16;  // B is bf16, A fp32: round A to bf16 and use vdpbf16ps
   PackFn pack_b_custom;
   const void* pack_b_arg;
+  const float* b_packed;  // B from sana_pack_weight (32-column k-major panels): read in place, never packed
 };
 
 float elem(const Operand& o, ptrdiff_t r, ptrdiff_t c) {
@@ -252,7 +253,8 @@ __attribute__((always_inline)) inline void store_tile(vf (&acc)[MR][NV], const T
   }
 }
 
-void micro_f32(ptrdiff_t kc, const float* __restrict pa, const float* __restrict pb, const TileOut& o) {
+// ldb: floats between consecutive k rows of the B panel (NR when packed per call, 32 for prepacked weights)
+void micro_f32(ptrdiff_t kc, const float* __restrict pa, const float* __restrict pb, ptrdiff_t ldb, const TileOut& o) {
   vf acc[MR][NV];
 #pragma GCC unroll 16
   for (int i = 0; i < MR; ++i)
@@ -269,7 +271,7 @@ void micro_f32(ptrdiff_t kc, const float* __restrict pa, const float* __restrict
       for (int v = 0; v < NV; ++v) acc[i][v] += a * b[v];
     }
     pa += MR;
-    pb += NR;
+    pb += ldb;
   }
   store_tile(acc, o);
 }
@@ -485,7 +487,9 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
         pack_b_bf16(g.B, pc, kc, jc, nc, reinterpret_cast<uint32_t*>(pb));
       else
 #endif
-      if (g.pack_b_custom)
+      if (g.b_packed)
+        ;  // prepacked weights are read in place
+      else if (g.pack_b_custom)
         g.pack_b_custom(g.pack_b_arg, pc, kc, jc, nc, pb);
       else
         pack_b(g.B, pc, kc, jc, nc, pb);
@@ -509,7 +513,10 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
               continue;
             }
 #endif
-            micro_f32(kc, pa + ir * kc, pb + jr * kc, o);
+            if (g.b_packed)
+              micro_f32(kc, pa + ir * kc, g.b_packed + (col / 32 * g.K + pc) * 32 + col % 32, 32, o);
+            else
+              micro_f32(kc, pa + ir * kc, pb + jr * kc, NR, o);
           }
       }
     }
@@ -573,11 +580,10 @@ int linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* 
   g.M = M, g.N = N, g.K = K;
   g.A = Operand{x, SANA_F32, K, 1};
   g.B = Operand{w, dt, 1, K};  // B(k, n) = w[n, k]
+  if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = static_cast<const float*>(w);
   g.C = y, g.ldc = N, g.bias_col = bias, g.act = act;
 #if defined(SANA_BF16DOT)
   g.fast_bf16 = (flags & SANA_GEMM_FAST_BF16) && dt == SANA_BF16;
-#else
-  (void)flags;
 #endif
   return gemm(ctx, g);
 }
@@ -910,6 +916,7 @@ int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t
         g.M = (to - from + 1) * W, g.N = F2, g.K = C;
         g.A = Operand{xb + from * W * C, SANA_F32, C, 1};
         g.B = Operand{w_inv, dt, 1, C};
+        if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = static_cast<const float*>(w_inv);
         g.C = t + (from - first) * W * F2, g.ldc = F2, g.bias_col = b_inv, g.act = SANA_ACT_SILU;
 #if defined(SANA_BF16DOT)
         g.fast_bf16 = (flags & SANA_GEMM_FAST_BF16) && dt == SANA_BF16;
@@ -953,6 +960,7 @@ int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t
       g.M = (r1 - r0) * W, g.N = Cout, g.K = F;
       g.A = Operand{u, SANA_F32, F, 1};
       g.B = Operand{w_point, dt, 1, F};
+      if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = static_cast<const float*>(w_point);
       g.C = yb + r0 * W * Cout, g.ldc = Cout, g.act = SANA_ACT_NONE;
 #if defined(SANA_BF16DOT)
       g.fast_bf16 = (flags & SANA_GEMM_FAST_BF16) && dt == SANA_BF16;
@@ -960,7 +968,6 @@ int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t
       st = gemm(ctx, g);
     }
   }
-  (void)flags;
   scratch_free(t);
   scratch_free(u);
   scratch_free(wd);
