@@ -28,6 +28,8 @@ struct sana_ctx {
   int variant = SANA_VARIANT_REF;
   const sana::KernelTable* table = nullptr;
   char error[768] = {0};
+  void* arena = nullptr;
+  size_t arena_bytes = 0;
 #if !defined(__EMSCRIPTEN__)
   // Persistent workers (threads − 1 of them); the calling thread runs chunk 0.
   std::vector<std::thread> workers;
@@ -53,6 +55,15 @@ int fail(sana_ctx* ctx, int status, const char* fmt, ...) {
     va_end(ap);
   }
   return status;
+}
+
+void* gemm_arena(sana_ctx* ctx, size_t bytes) {
+  if (bytes > ctx->arena_bytes) {
+    scratch_free(ctx->arena);
+    ctx->arena = scratch_alloc(bytes);
+    ctx->arena_bytes = ctx->arena ? bytes : 0;
+  }
+  return ctx->arena;
 }
 
 void* scratch_alloc(size_t bytes) {
@@ -270,6 +281,7 @@ void sana_ctx_destroy(sana_ctx* ctx) {
 #if !defined(__EMSCRIPTEN__)
   stop_workers(ctx);
 #endif
+  scratch_free(ctx->arena);
   delete ctx;
 }
 

@@ -64,6 +64,10 @@ void parallel_for(sana_ctx* ctx, ptrdiff_t n, F&& f) {
       &f);
 }
 
+// The context's GEMM packing arena: at least `bytes`, 64-byte aligned, reused by later calls (grown when a
+// call needs more, freed with the context). One GEMM at a time per context; NULL on failure.
+void* gemm_arena(sana_ctx* ctx, size_t bytes);
+
 // 64-byte aligned scratch; NULL on failure (callers return SANA_ERR_OUT_OF_MEMORY).
 void* scratch_alloc(size_t bytes);
 void scratch_free(void* p);

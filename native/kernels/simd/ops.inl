@@ -538,12 +538,16 @@ int gemm(sana_ctx* ctx, const Gemm& g) {
   double pack_n = (double)g.M * g.K * blocks((g.N + T - 1) / T, nc) + (double)g.N / T * g.K;
   bool split_m = (pack_m <= pack_n && g.M >= (ptrdiff_t)T * gm) || g.N < (ptrdiff_t)T * gn;
   ptrdiff_t parts = split_m ? mn<ptrdiff_t>(T, blocks(g.M, gm)) : mn<ptrdiff_t>(T, blocks(g.N, gn));
-  size_t a_bytes = (size_t)(MC * KC) * sizeof(float), b_bytes = (size_t)(KC * NC) * sizeof(float);
+  // packing buffers sized by the problem (a small GEMM must not touch megabytes) and kept in the context's
+  // arena, so repeated calls reuse warm pages instead of mapping fresh ones
+  ptrdiff_t n_part = split_m ? g.N : (g.N + parts - 1) / parts;
+  size_t a_bytes = (size_t)(mn<ptrdiff_t>(MC, round_up(g.M, MR)) * KC) * sizeof(float);
+  size_t b_bytes = g.b_packed ? 0 : (size_t)(KC * mn<ptrdiff_t>(NC, round_up(n_part, NR) + NR)) * sizeof(float);
 #if defined(SANA_AMX)
-  if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = (size_t)(AMX_KC * AMX_NC) * 2;
+  if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = (size_t)(AMX_KC * mn<ptrdiff_t>(AMX_NC, round_up(n_part, 32) + 32)) * 2;
 #endif
-  size_t per = a_bytes + b_bytes;
-  char* buf = static_cast<char*>(scratch_alloc(per * (size_t)parts));
+  size_t per = round_up((ptrdiff_t)(a_bytes + b_bytes), 64);
+  char* buf = static_cast<char*>(gemm_arena(ctx, per * (size_t)parts));
   if (!buf) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", parts);
   parallel_for(ctx, parts, [&](ptrdiff_t b, ptrdiff_t e, int) {
     for (ptrdiff_t t = b; t < e; ++t) {
@@ -568,7 +572,6 @@ int gemm(sana_ctx* ctx, const Gemm& g) {
       gemm_range(g, r, reinterpret_cast<float*>(mine), reinterpret_cast<float*>(mine + a_bytes));
     }
   });
-  scratch_free(buf);
   return SANA_OK;
 }
 
@@ -843,10 +846,13 @@ int attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const san
           float sum = 0.0f;
           for (ptrdiff_t m = 0; m < Lk; m += VW) {
             ptrdiff_t n = mn<ptrdiff_t>(VW, Lk - m);
-            vf e = vexp((n == VW ? vload(row + m) : vload_n(row + m, n)) - mval);
+            vf d = (n == VW ? vload(row + m) : vload_n(row + m, n)) - mval;
+            vf e = vexp(d);
             vi idx;
             for (int l = 0; l < VW; ++l) idx[l] = (int32_t)(m + l);
-            e = vselect((idx >= (int32_t)lo) & (idx < (int32_t)hi), e, vf{});
+            // exp underflows to exactly 0 below −87 (as in torch): the clamped ~1e-38 would feed denormals
+            // into the P·V GEMM (a masked text key costs 100× then) and differ from the reference
+            e = vselect((idx >= (int32_t)lo) & (idx < (int32_t)hi) & (d > -87.0f), e, vf{});
             sum += hsum(e);
             if (n == VW) vstore(row + m, e);
             else vstore_n(row + m, e, n);
