@@ -1,6 +1,6 @@
 /** Reading `config.json` files as diffusers / transformers write them, with typed, validated getters. */
 import { readFileSync } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename, join } from 'node:path';
 
 import { describeValue, SanaError } from '../errors.js';
 import { isObject, JsonSyntaxError, parseJson, type JsonValue } from './json.js';
@@ -90,8 +90,4 @@ export class ConfigReader {
   unusedKeys(): string[] {
     return Object.keys(this.raw).filter((k) => !k.startsWith('_') && !this.used.has(k));
   }
-}
-
-export function folderLabel(dir: string): string {
-  return `${basename(dirname(dir))}/${basename(dir)}`;
 }

@@ -1,8 +1,6 @@
 /** Storage dtypes of tensors. Activations are f32; weights keep their checkpoint dtype. */
 export type DType = 'f32' | 'f16' | 'bf16';
 
-export const DTYPES: readonly DType[] = ['f32', 'f16', 'bf16'];
-
 /** The C ABI's sana_dtype code. */
 export function dtypeCode(dtype: DType): number {
   return dtype === 'f32' ? 0 : dtype === 'f16' ? 1 : 2;
