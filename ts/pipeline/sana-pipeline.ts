@@ -10,9 +10,15 @@ import type { Tokenizer } from '@huggingface/tokenizers';
 
 import type { Backend } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
-import { SanaError } from '../errors.js';
+import { describeValue, SanaError } from '../errors.js';
 import type { LoadOptions } from '../models/params.js';
+import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
+import { FlowEuler } from '../schedulers/flow-euler.js';
 import { loadSanaComponents, type SanaComponents } from './components.js';
+import { GeneratedImage } from './image.js';
+import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
+import { aspectRatioBins, classifyHeightWidthBin } from './resolution.js';
+import { randn, TorchGenerator } from './torch-random.js';
 import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
 
 /** Text conditioning for a batch: embeddings [batch, length, hidden] and the 0/1 mask [batch, length]. */
@@ -21,6 +27,53 @@ export interface PromptEncoding {
   mask: number[];
   batch: number;
   length: number;
+}
+
+export type ProgressEvent =
+  | { status: 'encode' }
+  | { status: 'step'; step: number; totalSteps: number; stepMs: number }
+  | { status: 'decode' }
+  | { status: 'done'; timings: Timings }
+  | { status: 'warning'; message: string };
+
+export interface Timings {
+  encodeMs: number;
+  stepMs: number[];
+  decodeMs: number;
+  totalMs: number;
+}
+
+export interface GenerateOptions {
+  negativePrompt?: string;
+  /** requested output size in pixels (default: the transformer's sample_size × 32) */
+  width?: number;
+  height?: number;
+  steps?: number;
+  /** classifier-free guidance is on iff > 1 (default 4.5) */
+  guidanceScale?: number;
+  /** torch.Generator('cpu').manual_seed(seed) latents; default: a random seed (reported in the result) */
+  seed?: number | bigint;
+  /** initial latents [B·numImagesPerPrompt, C, h, w] instead of a seed */
+  latents?: Float32Array;
+  numImagesPerPrompt?: number;
+  scheduler?: 'flow-dpm-solver' | 'flow-euler';
+  maxSequenceLength?: number;
+  /** the complex human instruction lines; null disables it (default: diffusers' 8 lines) */
+  complexHumanInstruction?: readonly string[] | null;
+  useResolutionBinning?: boolean;
+  outputType?: 'image' | 'latent' | 'float';
+  signal?: AbortSignal;
+  onProgress?: (e: ProgressEvent) => void;
+}
+
+export interface GenerateResult {
+  images: GeneratedImage[];
+  /** final latents [B, C, h, w] (outputType 'latent'), or the decoded float image NCHW in [0, 1] ('float') */
+  tensor?: { data: Float32Array; shape: number[] };
+  seed: bigint | null;
+  /** the size generated at (after resolution binning) and the output size */
+  generatedSize: { width: number; height: number };
+  timings: Timings;
 }
 
 export interface DenoiseStep {
@@ -128,7 +181,14 @@ export class SanaPipeline {
    */
   denoise(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
     opts: { steps: number; guidanceScale: number; onStep?: (s: DenoiseStep) => void }): Float32Array {
-    const { transformer, scheduler } = this.components;
+    return this.denoiseSteps(latents, shape, cond, uncond, { ...opts, from: 0, to: opts.steps, scheduler: this.components.scheduler });
+  }
+
+  /** Steps [from, to) of an n-step schedule (from = 0 resets the scheduler). */
+  private denoiseSteps(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
+    opts: { steps: number; guidanceScale: number; from: number; to: number; scheduler: FlowDpmSolver | FlowEuler; onStep?: (s: DenoiseStep) => void }): Float32Array {
+    const { transformer } = this.components;
+    const scheduler = opts.scheduler;
     const [B, C, h, w] = shape;
     const cfg = opts.guidanceScale > 1;
     if (cond.batch !== B) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} prompt rows for the latents' batch but received ${cond.batch}`);
@@ -138,9 +198,9 @@ export class SanaPipeline {
     const mask = cfg ? [...uncond!.mask, ...cond.mask] : cond.mask;
     const MB = cfg ? 2 * B : B;
     const per = C * h * w;
-    scheduler.setTimesteps(opts.steps);
+    if (opts.from === 0) scheduler.setTimesteps(opts.steps);
     let x = latents;
-    for (let i = 0; i < opts.steps; i++) {
+    for (let i = opts.from; i < opts.to; i++) {
       const t = scheduler.timesteps[i];
       const input = cfg ? concat(x, x) : x;
       const v = transformer.forward({
@@ -157,6 +217,128 @@ export class SanaPipeline {
       opts.onStep?.({ index: i, timestep: t, modelOutput: v, latents: x });
     }
     return x;
+  }
+
+  /** Text → images, as SanaPipeline.__call__ (spec §5): binning, latents, CFG loop, decode, resize, uint8. */
+  async generate(prompt: string | string[], opts: GenerateOptions = {}): Promise<GenerateResult> {
+    const t0 = performance.now();
+    const o = this.validate(prompt, opts);
+    const progress = opts.onProgress ?? (() => {});
+    const abortIfAsked = () => {
+      if (opts.signal?.aborted) throw new SanaError('ERR_SANA_ABORTED', 'generation was aborted');
+    };
+    abortIfAsked();
+    progress({ status: 'encode' });
+    const { cond, uncond } = this.encodePrompt(o.prompts, {
+      negativePrompt: opts.negativePrompt ?? '', guidance: o.guidance > 1, maxSequenceLength: o.maxSequenceLength,
+      complexHumanInstruction: opts.complexHumanInstruction,
+    });
+    const n = o.numImages;
+    const condN = SanaPipeline.repeatRows(cond, n);
+    const uncondN = uncond ? SanaPipeline.repeatRows(uncond, n) : null;
+    const encodeMs = performance.now() - t0;
+    const C = this.components.transformer.config.inChannels;
+    const B = o.prompts.length * n;
+    const f = this.components.vae.spatialCompression;
+    const shape = [B, C, o.genHeight / f, o.genWidth / f] as const;
+    const count = B * C * shape[2] * shape[3];
+    let latents: Float32Array;
+    if (opts.latents) {
+      if (opts.latents.length !== count) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${count} values ([${shape.join(', ')}]) for latents but received ${opts.latents.length}`);
+      latents = Float32Array.from(opts.latents);
+    } else {
+      latents = randn(new TorchGenerator(o.seed!), count, 'float32') as Float32Array;
+    }
+    const stepMs: number[] = [];
+    let last = performance.now();
+    for (let i = 0; i < o.steps; i++) {
+      // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
+      await new Promise((r) => setImmediate(r));
+      abortIfAsked();
+      latents = this.denoiseSteps(latents, shape, condN, uncondN, { steps: o.steps, guidanceScale: o.guidance, from: i, to: i + 1, scheduler: o.scheduler });
+      const now = performance.now();
+      stepMs.push(now - last);
+      last = now;
+      progress({ status: 'step', step: i + 1, totalSteps: o.steps, stepMs: stepMs[i] });
+    }
+    abortIfAsked();
+    progress({ status: 'decode' });
+    const tDecode = performance.now();
+    const result: GenerateResult = { images: [], seed: o.seed, generatedSize: { width: o.genWidth, height: o.genHeight }, timings: { encodeMs, stepMs, decodeMs: 0, totalMs: 0 } };
+    if (o.outputType === 'latent') {
+      result.tensor = { data: latents, shape: [...shape] };
+    } else {
+      const decoded = this.decodeLatents(latents, shape);
+      let img = decoded;
+      let imgShape = [B, 3, shape[2] * f, shape[3] * f];
+      if (o.height !== imgShape[2] || o.width !== imgShape[3]) {
+        img = resizeAndCrop(decoded, imgShape, o.height, o.width);
+        imgShape = [B, 3, o.height, o.width];
+      }
+      const nhwc = denormalizeToNhwc(img, imgShape);
+      if (o.outputType === 'float') result.tensor = { data: img.map((v) => Math.min(1, Math.max(0, v * 0.5 + 0.5))), shape: imgShape };
+      else {
+        const u8 = toUint8(nhwc);
+        const per = o.width * o.height * 3;
+        for (let b = 0; b < B; b++) result.images.push(new GeneratedImage(o.width, o.height, new Uint8ClampedArray(u8.buffer, b * per, per)));
+      }
+    }
+    result.timings.decodeMs = performance.now() - tDecode;
+    result.timings.totalMs = performance.now() - t0;
+    progress({ status: 'done', timings: result.timings });
+    return result;
+  }
+
+  private validate(prompt: string | string[], opts: GenerateOptions) {
+    const bad = (what: string, option: string, value: unknown) =>
+      new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${what} for ${option} but received ${describeValue(value)}`);
+    const prompts = typeof prompt === 'string' ? [prompt] : prompt;
+    if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === 'string'))
+      throw bad('a string or a non-empty array of strings', 'prompt', prompt);
+    const tc = this.components.transformer.config;
+    const dflt = tc.sampleSize * 32;
+    const int = (v: unknown, option: string, min: number, max: number) => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`an integer from ${min} to ${max}`, option, v);
+      return v;
+    };
+    const width = int(opts.width ?? dflt, 'width', 32, 8192);
+    const height = int(opts.height ?? dflt, 'height', 32, 8192);
+    const steps = int(opts.steps ?? 20, 'steps', 1, 1000);
+    const numImages = int(opts.numImagesPerPrompt ?? 1, 'numImagesPerPrompt', 1, 64);
+    const maxSequenceLength = int(opts.maxSequenceLength ?? 300, 'maxSequenceLength', 2, 4096);
+    const guidance = opts.guidanceScale ?? 4.5;
+    if (typeof guidance !== 'number' || !Number.isFinite(guidance) || guidance < 0) throw bad('a finite number >= 0', 'guidanceScale', guidance);
+    const outputType = opts.outputType ?? 'image';
+    if (!['image', 'latent', 'float'].includes(outputType)) throw bad('one of image, latent, float', 'outputType', outputType);
+    const schedulerName = opts.scheduler ?? 'flow-dpm-solver';
+    if (schedulerName !== 'flow-dpm-solver' && schedulerName !== 'flow-euler') throw bad('flow-dpm-solver or flow-euler', 'scheduler', schedulerName);
+    let seed: bigint | null = null;
+    if (opts.latents === undefined) {
+      const s = opts.seed ?? BigInt(Math.floor(Math.random() * 2 ** 32));
+      if ((typeof s !== 'number' && typeof s !== 'bigint') || (typeof s === 'number' && !Number.isSafeInteger(s)) || BigInt(s) < 0n || BigInt(s) >= 1n << 64n)
+        throw bad('an integer from 0 to 2^64 − 1', 'seed', s);
+      seed = BigInt(s);
+    } else if (!(opts.latents instanceof Float32Array)) throw bad('a Float32Array', 'latents', opts.latents);
+    const binning = opts.useResolutionBinning ?? true;
+    let genWidth = width;
+    let genHeight = height;
+    if (binning) {
+      const bin = classifyHeightWidthBin(height, width, aspectRatioBins(tc.sampleSize).bins);
+      genWidth = bin.width;
+      genHeight = bin.height;
+    } else {
+      const f = this.components.vae.spatialCompression;
+      if (width % f || height % f)
+        throw bad(`multiples of ${f} (the VAE's compression) with useResolutionBinning false`, 'width, height', `${width}x${height}`);
+    }
+    const scheduler = schedulerName === 'flow-dpm-solver' ? this.components.scheduler : this.eulerScheduler();
+    return { prompts, width, height, steps, numImages, maxSequenceLength, guidance, outputType, seed, genWidth, genHeight, scheduler };
+  }
+
+  private eulerScheduler(): FlowEuler {
+    const s = this.components.scheduler;
+    if (s instanceof FlowEuler) return s;
+    return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
   }
 
   /** Raw decoder output [B, 3, h·f, w·f] of final latents: vae.decode(latents / scaling_factor). */

@@ -1,0 +1,95 @@
+// SanaPipeline.generate on a tiny pipeline (the golden one plus a word-level tokenizer written here): images of
+// the requested size, seed determinism, the progress contract, abort, option validation.
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { PNG } from 'pngjs';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { SanaError } from '../../ts/errors.js';
+import { SanaPipeline, type ProgressEvent } from '../../ts/pipeline/sana-pipeline.js';
+
+const golden = process.env.SANA_GOLDEN_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'golden');
+const dir = mkdtempSync(join(tmpdir(), 'sana-gen-'));
+const words = ['<pad>', '<eos>', '<bos>', '<unk>', 'a', 'red', 'cube', 'on', 'table', 'sunset'];
+let pipe: SanaPipeline;
+
+beforeAll(async () => {
+  cpSync(join(golden, 'pipeline_tiny_e2e'), dir, { recursive: true });
+  mkdirSync(join(dir, 'tokenizer'));
+  writeFileSync(join(dir, 'tokenizer', 'tokenizer.json'), JSON.stringify({
+    version: '1.0',
+    added_tokens: words.slice(0, 4).map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
+    normalizer: null,
+    pre_tokenizer: { type: 'WhitespaceSplit' },
+    post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<bos>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [], special_tokens: { '<bos>': { id: '<bos>', ids: [2], tokens: ['<bos>'] } } },
+    decoder: null,
+    model: { type: 'WordLevel', vocab: Object.fromEntries(words.map((w, i) => [w, i])), unk_token: '<unk>' },
+  }));
+  const index = JSON.parse(readFileSync(join(dir, 'model_index.json'), 'utf8'));
+  writeFileSync(join(dir, 'model_index.json'), JSON.stringify({ ...index, tokenizer: ['transformers', 'GemmaTokenizerFast'] }));
+  pipe = await SanaPipeline.fromPretrained(dir, { backend: 'auto' });
+});
+afterAll(() => {
+  pipe?.dispose();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const base = { useResolutionBinning: false, width: 64, height: 48, steps: 3, maxSequenceLength: 8, complexHumanInstruction: null } as const;
+
+describe('SanaPipeline.generate', () => {
+  it('returns images of the requested size that encode to valid PNGs', async () => {
+    const r = await pipe.generate(['a red cube', 'sunset'], { ...base, seed: 42 });
+    expect(r.images).toHaveLength(2);
+    expect(r.generatedSize).toEqual({ width: 64, height: 48 });
+    const png = PNG.sync.read(await r.images[0].toPNG());
+    expect([png.width, png.height]).toEqual([64, 48]);
+    expect(r.images[0].data.length).toBe(64 * 48 * 3);
+    expect(new Set(r.images[0].data).size).toBeGreaterThan(16); // not a constant image
+    expect(r.timings.stepMs).toHaveLength(3);
+  });
+
+  it('the same seed gives the same image; another seed another one', async () => {
+    const a = await pipe.generate('a red cube', { ...base, seed: 7 });
+    const b = await pipe.generate('a red cube', { ...base, seed: 7 });
+    const c = await pipe.generate('a red cube', { ...base, seed: 8 });
+    expect(Buffer.from(a.images[0].data).equals(Buffer.from(b.images[0].data))).toBe(true);
+    expect(Buffer.from(a.images[0].data).equals(Buffer.from(c.images[0].data))).toBe(false);
+  });
+
+  it('progress: encode, steps 1..n rising by one, decode, done', async () => {
+    const events: ProgressEvent[] = [];
+    await pipe.generate('a red cube', { ...base, steps: 4, seed: 1, onProgress: (e) => events.push(e) });
+    expect(events.map((e) => e.status)).toEqual(['encode', 'step', 'step', 'step', 'step', 'decode', 'done']);
+    expect(events.filter((e) => e.status === 'step').map((e) => (e as { step: number }).step)).toEqual([1, 2, 3, 4]);
+  });
+
+  it('abort mid-run rejects with ERR_SANA_ABORTED and the pipeline still works', async () => {
+    const ac = new AbortController();
+    const run = pipe.generate('a red cube', { ...base, steps: 20, seed: 1, signal: ac.signal, onProgress: (e) => e.status === 'step' && e.step === 2 && ac.abort() });
+    await expect(run).rejects.toMatchObject({ code: 'ERR_SANA_ABORTED' });
+    const again = await pipe.generate('a red cube', { ...base, seed: 1 });
+    expect(again.images).toHaveLength(1);
+  });
+
+  it('bad options are rejected before any work with one message template', async () => {
+    const cases: [object, RegExp][] = [
+      [{ steps: 0 }, /^Expected an integer from 1 to 1000 for steps but received 0$/],
+      [{ width: 70 }, /^Expected multiples of 8 .* for width, height but received "70x48"$/],
+      [{ guidanceScale: -1 }, /^Expected a finite number >= 0 for guidanceScale but received -1$/],
+      [{ seed: -3 }, /^Expected an integer from 0 to 2\^64 − 1 for seed but received -3$/],
+      [{ scheduler: 'ddim' }, /^Expected flow-dpm-solver or flow-euler for scheduler but received "ddim"$/],
+    ];
+    for (const [opt, msg] of cases) {
+      const err = await pipe.generate('a', { ...base, ...opt }).catch((e) => e);
+      expect(err).toBeInstanceOf(SanaError);
+      expect(err.code).toBe('ERR_SANA_INVALID_OPTION');
+      expect(err.message).toMatch(msg);
+    }
+  });
+
+  it('resolution binning needs a transformer sample_size with a bin table', async () => {
+    const err = await pipe.generate('a', { ...base, useResolutionBinning: true }).catch((e) => e);
+    expect(err.message).toMatch(/Expected a transformer sample_size of 16, 32, 64 or 128 for resolution binning but received 8/);
+  });
+});
