@@ -1,6 +1,6 @@
-// SanaPipeline.generate on a tiny pipeline (the golden one plus a word-level tokenizer written here): images of
+// SanaPipeline.generate on the tiny pipeline of test/fixtures: images of
 // the requested size, seed determinism, the progress contract, abort, option validation.
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
@@ -8,27 +8,13 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { SanaError } from '../../ts/errors.js';
 import { SanaPipeline, type ProgressEvent } from '../../ts/pipeline/sana-pipeline.js';
+import { tinyPipeline } from '../fixtures/tiny-pipeline.js';
 
-const golden = process.env.SANA_GOLDEN_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'golden');
 const dir = mkdtempSync(join(tmpdir(), 'sana-gen-'));
-const words = ['<pad>', '<eos>', '<bos>', '<unk>', 'a', 'red', 'cube', 'on', 'table', 'sunset'];
 let pipe: SanaPipeline;
 
 beforeAll(async () => {
-  cpSync(join(golden, 'pipeline_tiny_e2e'), dir, { recursive: true });
-  mkdirSync(join(dir, 'tokenizer'));
-  writeFileSync(join(dir, 'tokenizer', 'tokenizer.json'), JSON.stringify({
-    version: '1.0',
-    added_tokens: words.slice(0, 4).map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
-    normalizer: null,
-    pre_tokenizer: { type: 'WhitespaceSplit' },
-    post_processor: { type: 'TemplateProcessing', single: [{ SpecialToken: { id: '<bos>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }], pair: [], special_tokens: { '<bos>': { id: '<bos>', ids: [2], tokens: ['<bos>'] } } },
-    decoder: null,
-    model: { type: 'WordLevel', vocab: Object.fromEntries(words.map((w, i) => [w, i])), unk_token: '<unk>' },
-  }));
-  const index = JSON.parse(readFileSync(join(dir, 'model_index.json'), 'utf8'));
-  writeFileSync(join(dir, 'model_index.json'), JSON.stringify({ ...index, tokenizer: ['transformers', 'GemmaTokenizerFast'] }));
-  pipe = await SanaPipeline.fromPretrained(dir, { backend: 'auto' });
+  pipe = await SanaPipeline.fromPretrained(tinyPipeline(dir), { backend: 'auto' });
 });
 afterAll(() => {
   pipe?.dispose();

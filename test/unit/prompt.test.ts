@@ -7,23 +7,11 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
+import { wordLevelTokenizer } from '../fixtures/tiny-pipeline.js';
 import { COMPLEX_HUMAN_INSTRUCTION, loadTokenizer, preprocessPrompt, tokenizeNegative, tokenizePrompts } from '../../ts/pipeline/prompt.js';
 
 const words = ['<pad>', '<eos>', '<bos>', '<unk>', 'user', 'prompt:', 'make', 'it', 'nice', 'a', 'red', 'cube', 'on', 'table', 'sunset'];
-const tinyTokenizer = {
-  version: '1.0',
-  added_tokens: ['<pad>', '<eos>', '<bos>', '<unk>'].map((content, id) => ({ id, content, single_word: false, lstrip: false, rstrip: false, normalized: false, special: true })),
-  normalizer: null,
-  pre_tokenizer: { type: 'WhitespaceSplit' },
-  post_processor: {
-    type: 'TemplateProcessing',
-    single: [{ SpecialToken: { id: '<bos>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }],
-    pair: [{ SpecialToken: { id: '<bos>', type_id: 0 } }, { Sequence: { id: 'A', type_id: 0 } }, { Sequence: { id: 'B', type_id: 1 } }],
-    special_tokens: { '<bos>': { id: '<bos>', ids: [2], tokens: ['<bos>'] } },
-  },
-  decoder: null,
-  model: { type: 'WordLevel', vocab: Object.fromEntries(words.map((w, i) => [w, i])), unk_token: '<unk>' },
-};
+const tinyTokenizer = wordLevelTokenizer(words);
 const dir = mkdtempSync(join(tmpdir(), 'sana-tok-'));
 writeFileSync(join(dir, 'tokenizer.json'), JSON.stringify(tinyTokenizer));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,70 +1,182 @@
 #!/usr/bin/env node
-// The `sana` command. `sana backends` reports which compute backends and kernel variants run here and why
-// the others do not (the generate/info/render commands build on the pipeline).
+// The `sana` command. Exit codes: 0 ok, 1 runtime error (bad model folder, failed generation), 2 usage error
+// (unknown command or option, invalid option value). Errors print the message, not a stack trace.
+import { writeFile } from 'node:fs/promises';
+
+import { SingleBar } from 'cli-progress';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+
 import { createBackend, probeBackends } from '../backends/registry.js';
-import { SanaError } from '../errors.js';
+import { describeValue, SanaError } from '../errors.js';
 import { inspectPipeline } from '../pipeline/inspect.js';
+import { SanaPipeline, type GenerateOptions } from '../pipeline/sana-pipeline.js';
 
-const usage = `Usage: sana <command> [options]
+const expected = (what: string, value: string) => new InvalidArgumentError(`Expected ${what} but received ${describeValue(value)}`);
 
-Commands:
-  backends                 which backends (cuda, cpu, wasm) and kernel variants run on this machine, and why not
-  info --model DIR         a Sana pipeline folder (diffusers layout): components, configs, parameter counts and
-                           dtypes, read from model_index.json, the configs and the safetensors headers
-       [--variant NAME]    weights variant, e.g. fp16 or bf16 (diffusion_pytorch_model.NAME.safetensors)
-
-Examples:
-  npx sana backends
-  npx sana info --model ./Sana_600M_1024px_diffusers
-`;
-
-async function main(argv: string[]): Promise<number> {
-  const [cmd] = argv;
-  if (!cmd || cmd === '--help' || cmd === '-h') {
-    process.stdout.write(usage);
-    return cmd ? 0 : 2;
-  }
-  if (cmd === 'backends') {
-    for (const p of probeBackends()) {
-      let line = `${p.name.padEnd(5)} ${p.available ? 'available' : `unavailable: ${p.reason}`}`;
-      if (p.available) {
-        const b = await createBackend(p.name);
-        const i = b.info;
-        line += ` (variant ${i.variant}, ${i.threads} thread${i.threads === 1 ? '' : 's'}; variants here: ${i.variants.join(', ')})`;
-        b.dispose();
-      }
-      process.stdout.write(line + '\n');
-    }
-    return 0;
-  }
-  if (cmd === 'info') {
-    const opt = (name: string) => {
-      const i = argv.indexOf(name);
-      return i > 0 ? argv[i + 1] : undefined;
-    };
-    const model = opt('--model');
-    if (!model) {
-      process.stderr.write(`sana: Expected a folder for --model but received nothing\n\n${usage}`);
-      return 2;
-    }
-    const { components, warnings } = inspectPipeline(model, opt('--variant'));
-    for (const c of components) {
-      const weights = c.parameters !== undefined
-        ? `, ${c.tensors} tensors, ${c.parameters.toLocaleString('en-US')} parameters (${Object.entries(c.dtypes ?? {}).map(([d, n]) => `${d} ${n.toLocaleString('en-US')}`).join(', ')})`
-        : '';
-      process.stdout.write(`${c.name}: ${c.className ?? 'none'}${weights}\n  ${JSON.stringify(c.config)}\n`);
-    }
-    for (const w of warnings) process.stdout.write(`warning: ${w}\n`);
-    return 0;
-  }
-  process.stderr.write(`sana: unknown command ${JSON.stringify(cmd)}\n\n${usage}`);
-  return 2;
+function integer(min: number, max: number) {
+  return (value: string): number => {
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < min || n > max) throw expected(`an integer from ${min} to ${max}`, value);
+    return n;
+  };
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err) => {
-    process.stderr.write(`sana: ${err instanceof SanaError ? err.message : (err as Error)?.stack ?? String(err)}\n`);
-    process.exit(1);
-  },
-);
+function number(value: string): number {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw expected('a number', value);
+  return n;
+}
+
+function seed(value: string): bigint {
+  if (!/^\d+$/.test(value) || BigInt(value) >= 1n << 64n) throw expected('an integer from 0 to 2^64 − 1', value);
+  return BigInt(value);
+}
+
+function size(value: string): { width: number; height: number } {
+  const m = /^(\d+)x(\d+)$/.exec(value);
+  if (!m) throw expected('WIDTHxHEIGHT, e.g. 1024x768', value);
+  return { width: Number(m[1]), height: Number(m[2]) };
+}
+
+function choice(...allowed: string[]) {
+  return (value: string): string => {
+    if (!allowed.includes(value)) throw expected(`one of ${allowed.join(', ')}`, value);
+    return value;
+  };
+}
+
+async function backends(): Promise<void> {
+  for (const p of probeBackends()) {
+    let line = `${p.name.padEnd(5)} ${p.available ? 'available' : `unavailable: ${p.reason}`}`;
+    if (p.available) {
+      const b = await createBackend(p.name);
+      const i = b.info;
+      line += ` (variant ${i.variant}, ${i.threads} thread${i.threads === 1 ? '' : 's'}; variants here: ${i.variants.join(', ')})`;
+      b.dispose();
+    }
+    process.stdout.write(line + '\n');
+  }
+}
+
+function info(opts: { model: string; variant?: string }): void {
+  const { components, warnings } = inspectPipeline(opts.model, opts.variant);
+  for (const c of components) {
+    const weights = c.parameters !== undefined
+      ? `, ${c.tensors} tensors, ${c.parameters.toLocaleString('en-US')} parameters (${Object.entries(c.dtypes ?? {}).map(([d, n]) => `${d} ${n.toLocaleString('en-US')}`).join(', ')})`
+      : '';
+    process.stdout.write(`${c.name}: ${c.className ?? 'none'}${weights}\n  ${JSON.stringify(c.config)}\n`);
+  }
+  for (const w of warnings) process.stdout.write(`warning: ${w}\n`);
+}
+
+interface GenerateCliOptions {
+  model: string;
+  negative?: string;
+  size?: { width: number; height: number };
+  width?: number;
+  height?: number;
+  steps?: number;
+  guidance?: number;
+  seed?: bigint;
+  scheduler?: 'flow-dpm-solver' | 'flow-euler';
+  backend?: 'auto' | 'cpu' | 'wasm';
+  threads?: number;
+  numImages?: number;
+  maxSequenceLength?: number;
+  chi: boolean;
+  binning: boolean;
+  output: string;
+}
+
+async function generate(prompt: string, opts: GenerateCliOptions): Promise<void> {
+  if (opts.size && (opts.width !== undefined || opts.height !== undefined))
+    throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected either --size or --width/--height for size but received both`);
+  const width = opts.size?.width ?? opts.width;
+  const height = opts.size?.height ?? opts.height;
+  const t0 = performance.now();
+  const pipe = await SanaPipeline.fromPretrained(opts.model, { backend: opts.backend, threads: opts.threads });
+  try {
+    for (const w of pipe.warnings) process.stderr.write(`warning: ${w}\n`);
+    const loadMs = performance.now() - t0;
+    const bar = new SingleBar({ format: 'sana |{bar}| {value}/{total} steps | {stage}', stream: process.stderr, hideCursor: true, noTTYOutput: true, notTTYSchedule: 2000 });
+    const gen: GenerateOptions = {
+      negativePrompt: opts.negative, width, height, steps: opts.steps, guidanceScale: opts.guidance, seed: opts.seed,
+      scheduler: opts.scheduler, numImagesPerPrompt: opts.numImages, useResolutionBinning: opts.binning,
+      maxSequenceLength: opts.maxSequenceLength, complexHumanInstruction: opts.chi ? undefined : null,
+      onProgress: (e) => {
+        if (e.status === 'encode') bar.start(opts.steps ?? 20, 0, { stage: 'encoding the prompt' });
+        else if (e.status === 'step') bar.update(e.step, { stage: `${(e.stepMs / 1000).toFixed(2)} s/step` });
+        else if (e.status === 'decode') bar.update({ stage: 'decoding' });
+        else if (e.status === 'done') bar.stop();
+      },
+    };
+    let result;
+    try {
+      result = await pipe.generate(prompt, gen);
+    } finally {
+      bar.stop();
+    }
+    const files = result.images.map((_, i) => (result.images.length === 1 ? opts.output : opts.output.replace(/(\.png)?$/i, `-${i + 1}.png`)));
+    for (let i = 0; i < files.length; i++) await writeFile(files[i], await result.images[i].toPNG());
+    const t = result.timings;
+    const stepsMs = t.stepMs.reduce((a, b) => a + b, 0);
+    const binned = result.generatedSize.width !== result.images[0].width || result.generatedSize.height !== result.images[0].height
+      ? ` (generated at ${result.generatedSize.width}x${result.generatedSize.height})` : '';
+    process.stderr.write(
+      `wrote ${files.join(', ')} ${result.images[0].width}x${result.images[0].height}${binned}, seed ${result.seed}: load ${(loadMs / 1000).toFixed(1)} s, ` +
+        `encode ${t.encodeMs.toFixed(0)} ms, ${t.stepMs.length} steps ${(stepsMs / 1000).toFixed(1)} s (${(stepsMs / t.stepMs.length).toFixed(0)} ms/step), decode ${t.decodeMs.toFixed(0)} ms\n`,
+    );
+  } finally {
+    pipe.dispose();
+  }
+}
+
+function program(): Command {
+  const p = new Command('sana')
+    .description('Sana text-to-image in Node.js')
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) })
+    .showHelpAfterError('(run sana --help for usage)');
+  p.command('backends').description('which backends (cuda, cpu, wasm) and kernel variants run here, and why not').action(backends);
+  p.command('info')
+    .description('a Sana pipeline folder: components, configs, parameter counts and dtypes (reads headers only)')
+    .requiredOption('--model <dir>', 'diffusers-layout pipeline folder')
+    .option('--variant <name>', 'weights variant, e.g. fp16 or bf16')
+    .action(info);
+  p.command('generate')
+    .description('text to PNG')
+    .argument('<prompt>', 'what to draw')
+    .requiredOption('--model <dir>', 'diffusers-layout pipeline folder, e.g. ./Sana_600M_1024px_diffusers')
+    .option('--negative <text>', 'negative prompt', '')
+    .option('--size <WxH>', 'output size, e.g. 1024x768', size)
+    .option('--width <px>', 'output width', integer(32, 8192))
+    .option('--height <px>', 'output height', integer(32, 8192))
+    .option('--steps <n>', 'denoising steps (default 20)', integer(1, 1000))
+    .option('--guidance <scale>', 'classifier-free guidance scale (default 4.5; <= 1 turns it off)', number)
+    .option('--seed <n>', 'seed of the initial noise (torch.Generator-compatible)', seed)
+    .option('--scheduler <name>', 'flow-dpm-solver (default) or flow-euler', choice('flow-dpm-solver', 'flow-euler'))
+    .option('--backend <name>', 'auto (default), cpu or wasm', choice('auto', 'cpu', 'wasm'))
+    .option('--threads <n>', 'compute threads (default: all cores)', integer(1, 256))
+    .option('--num-images <n>', 'images per prompt', integer(1, 64))
+    .option('--no-binning', 'generate at the exact size instead of the nearest aspect-ratio bin')
+    .option('--no-chi', "leave out Sana's complex human instruction before the prompt")
+    .option('--max-sequence-length <n>', 'text tokens the transformer sees (default 300)', integer(2, 4096))
+    .option('-o, --output <file>', 'PNG file (several images: file-1.png, file-2.png, ...)', 'out.png')
+    .addHelpText('after', '\nExamples:\n  sana generate "a red fox in the snow" --model ./Sana_600M_1024px_diffusers --size 1024x1024 --seed 42 -o fox.png\n  sana info --model ./Sana_600M_1024px_diffusers\n  sana backends\n')
+    .action(generate);
+  return p;
+}
+
+async function main(argv: string[]): Promise<number> {
+  try {
+    await program().parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2; // commander printed the message
+    const message = err instanceof SanaError ? err.message : (err as Error)?.stack ?? String(err);
+    process.stderr.write(`sana: ${message}\n`);
+    return err instanceof SanaError && err.code === 'ERR_SANA_INVALID_OPTION' ? 2 : 1;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => process.exit(code));

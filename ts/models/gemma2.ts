@@ -32,6 +32,7 @@ export function readGemma2Config(cfg: ConfigReader): Gemma2Config {
   const arch = cfg.raw.architectures;
   const modelType = cfg.raw.model_type;
   if (modelType !== undefined && modelType !== 'gemma2') throw cfg.error('model_type', '"gemma2"', modelType);
+  cfg.ignore('model_type');
   if (arch !== undefined) cfg.ignore('architectures');
   const c: Gemma2Config = {
     vocabSize: cfg.int('vocab_size', 256000, 1),

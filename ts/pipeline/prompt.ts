@@ -53,6 +53,16 @@ export function loadTokenizer(dir: string): Tokenizer {
   }
 }
 
+/** Token ids of a text; a tokenizer that cannot map part of it (no unk token) is an error, not a silent gap. */
+function encodeIds(tok: Tokenizer, text: string): number[] {
+  const ids: (number | undefined)[] = tok.encode(text).ids;
+  if (!ids.every((id) => Number.isInteger(id))) {
+    const unknown = tok.tokenize(text).filter((t: string) => tok.token_to_id(t) === undefined);
+    throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected text the tokenizer can encode for prompt but received ${describeValue(text)} (no token id for ${describeValue(unknown.slice(0, 3).join(' '))})`);
+  }
+  return ids as number[];
+}
+
 function padId(tok: Tokenizer): number {
   const id = tok.token_to_id('<pad>');
   return id ?? 0;
@@ -73,15 +83,15 @@ export function tokenizePrompts(tok: Tokenizer, prompts: string[], opts: { maxSe
   let selectIndex: number[] | undefined;
   if (chi && chi.length > 0) {
     prefix = chi.join('\n');
-    const c = tok.encode(prefix).ids.length;
+    const c = encodeIds(tok, prefix).length;
     maxLength = c + msl - 2;
     selectIndex = [0, ...Array.from({ length: msl - 1 }, (_, i) => i - (msl - 1))];
   }
-  const ids = prompts.map((p) => tok.encode(prefix + preprocessPrompt(p)).ids.slice(0, maxLength));
+  const ids = prompts.map((p) => encodeIds(tok, prefix + preprocessPrompt(p)).slice(0, maxLength));
   return { ids, maxLength, selectIndex, padTokenId: padId(tok) };
 }
 
 /** The negative prompt(s): lower-cased, no CHI, no selection, padded/truncated to max_sequence_length. */
 export function tokenizeNegative(tok: Tokenizer, prompts: string[], maxSequenceLength = 300): TokenizedPrompts {
-  return { ids: prompts.map((p) => tok.encode(preprocessPrompt(p)).ids.slice(0, maxSequenceLength)), maxLength: maxSequenceLength, padTokenId: padId(tok) };
+  return { ids: prompts.map((p) => encodeIds(tok, preprocessPrompt(p)).slice(0, maxSequenceLength)), maxLength: maxSequenceLength, padTokenId: padId(tok) };
 }
