@@ -1,4 +1,5 @@
-// SanaPipeline.generate on the tiny pipeline of test/fixtures: images of
+// SanaPipeline (worker-backed) on the tiny pipeline of test/fixtures: loading with per-component backends and
+// byte progress, the event loop kept free during generation, images of
 // the requested size, seed determinism, the progress contract, abort, option validation.
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -13,17 +14,53 @@ import { tinyPipeline } from '../fixtures/tiny-pipeline.js';
 const dir = mkdtempSync(join(tmpdir(), 'sana-gen-'));
 let pipe: SanaPipeline;
 
+const loadEvents: ProgressEvent[] = [];
 beforeAll(async () => {
-  pipe = await SanaPipeline.fromPretrained(tinyPipeline(dir), { backend: 'auto' });
+  pipe = await SanaPipeline.fromPretrained(tinyPipeline(dir), { backend: { textEncoder: 'wasm', transformer: 'auto', vae: 'auto' }, onProgress: (e) => loadEvents.push(e) });
 });
-afterAll(() => {
-  pipe?.dispose();
+afterAll(async () => {
+  await pipe?.dispose();
   rmSync(dir, { recursive: true, force: true });
 });
 
 const base = { useResolutionBinning: false, width: 64, height: 48, steps: 3, maxSequenceLength: 8, complexHumanInstruction: null } as const;
 
+describe('SanaPipeline loading', () => {
+  it('reports load progress per component in bytes that never exceed the total', () => {
+    expect(loadEvents.map((e) => (e as { component: string }).component)).toEqual(['text_encoder', 'transformer', 'vae']);
+    let last = 0;
+    for (const e of loadEvents) {
+      if (e.status !== 'load') throw new Error(`unexpected ${e.status}`);
+      expect(e.loaded).toBeGreaterThan(last);
+      expect(e.loaded).toBeLessThanOrEqual(e.total);
+      last = e.loaded;
+    }
+    expect(last).toBe((loadEvents[0] as { total: number }).total);
+  });
+
+  it('places components on the requested backends and says what runs where', () => {
+    expect(pipe.backendInfo.textEncoder.name).toBe('wasm');
+    expect(['cpu', 'wasm']).toContain(pipe.backendInfo.transformer.name);
+    expect(pipe.backendInfo.transformer.selection?.requested).toBe('auto');
+  });
+
+  it('an explicitly requested backend that is unavailable fails loading with the probe reason', async () => {
+    const err = await SanaPipeline.fromPretrained(join(dir), { backend: { vae: 'cuda' as never } }).catch((e) => e);
+    expect(err).toBeInstanceOf(SanaError);
+  });
+});
+
 describe('SanaPipeline.generate', () => {
+  it('runs off the main thread: the event loop keeps ticking during generation', async () => {
+    let ticks = 0;
+    const timer = setInterval(() => ticks++, 5);
+    const t0 = performance.now();
+    await pipe.generate('a red cube', { ...base, steps: 12, seed: 5 });
+    clearInterval(timer);
+    const ms = performance.now() - t0;
+    expect(ticks).toBeGreaterThanOrEqual(Math.floor(ms / 5 / 4)); // at least a quarter of the ideal tick count
+  });
+
   it('returns images of the requested size that encode to valid PNGs', async () => {
     const r = await pipe.generate(['a red cube', 'sunset'], { ...base, seed: 42 });
     expect(r.images).toHaveLength(2);

@@ -8,7 +8,7 @@ import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { Gemma2Model } from '../../ts/models/gemma2.js';
 import type { LoadOptions } from '../../ts/models/params.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
-import { SanaPipeline } from '../../ts/pipeline/sana-pipeline.js';
+import { SanaPipelineCore } from '../../ts/pipeline/pipeline-core.js';
 import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../../ts/schedulers/flow-euler.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from '../../ts/pipeline/postprocess.js';
@@ -72,16 +72,16 @@ const pipelineCall: OpRunner = async (backend, caseDir, entry, read, load) => {
     max_sequence_length: number; select_index: number[]; guidance_scale: number; num_inference_steps: number; num_images_per_prompt: number;
     output_types: Record<string, string>;
   };
-  const pipe = await SanaPipeline.fromPretrained(join(caseDir, entry.component ?? ''), { ...load, backend });
+  const pipe = await SanaPipelineCore.fromPretrained(join(caseDir, entry.component ?? ''), { ...load, backend });
   {
     try {
       const lat = read(entry.inputs.latents, 'inputs');
       const shape = lat.shape as [number, number, number, number];
       const n = p.num_images_per_prompt;
-      const cond = SanaPipeline.repeatRows(pipe.encodeTokenIds(p.prompt_token_ids, { maxLength: p.text_encoder_max_length, padTokenId: p.pad_token_id, selectIndex: p.select_index }), n);
+      const cond = SanaPipelineCore.repeatRows(pipe.encodeTokenIds(p.prompt_token_ids, { maxLength: p.text_encoder_max_length, padTokenId: p.pad_token_id, selectIndex: p.select_index }), n);
       const negIds = p.prompt_token_ids.map(() => p.negative_prompt_token_ids);
       const uncond = p.guidance_scale > 1
-        ? SanaPipeline.repeatRows(pipe.encodeTokenIds(negIds, { maxLength: p.max_sequence_length, padTokenId: p.pad_token_id }), n)
+        ? SanaPipelineCore.repeatRows(pipe.encodeTokenIds(negIds, { maxLength: p.max_sequence_length, padTokenId: p.pad_token_id }), n)
         : null;
       const taps = new Map<string, Values>();
       const D = pipe.components.textEncoder.config.hiddenSize;

@@ -3,7 +3,7 @@
  * folder (text_encoder/, transformer/, vae/, scheduler/, tokenizer/). Every entry is validated before
  * any weights are read; each component validates its own config and weights.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { Backend } from '../backends/backend.js';
@@ -75,15 +75,32 @@ export function readModelIndex(dir: string): { classes: Record<string, string | 
   return { classes, warnings };
 }
 
-/** Loads every component of a pipeline folder; on any error nothing stays allocated. */
-export function loadSanaComponents(dir: string, backends: { textEncoder: Backend; transformer: Backend; vae: Backend }, opts: LoadOptions = {}): SanaComponents {
+/** Bytes of the safetensors files in a component folder (load progress). */
+function weightBytes(dir: string): number {
+  if (!existsSync(dir)) return 0;
+  return readdirSync(dir).filter((f) => f.endsWith('.safetensors')).reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+}
+
+/** Loads every component of a pipeline folder; on any error nothing stays allocated. `onLoad` reports the
+ * weight bytes loaded so far against the folder's total after each component. */
+export function loadSanaComponents(dir: string, backends: { textEncoder: Backend; transformer: Backend; vae: Backend }, opts: LoadOptions & {
+  onProgress?: (e: { status: 'load'; component: string; loaded: number; total: number }) => void;
+} = {}): SanaComponents {
   const { classes, warnings } = readModelIndex(dir);
   const loaded: { dispose(): void }[] = [];
-  const keep = <T extends { dispose(): void }>(m: T): T => (loaded.push(m), m);
+  const names = ['text_encoder', 'transformer', 'vae'];
+  const total = names.reduce((s, n) => s + weightBytes(join(dir, n)), 0);
+  let done = 0;
+  const keep = <T extends { dispose(): void }>(name: string, m: T): T => {
+    loaded.push(m);
+    done += weightBytes(join(dir, name));
+    opts.onProgress?.({ status: 'load', component: name, loaded: done, total });
+    return m;
+  };
   try {
-    const textEncoder = keep(Gemma2Model.fromFolder(join(dir, 'text_encoder'), backends.textEncoder, opts));
-    const transformer = keep(SanaTransformer2DModel.fromFolder(join(dir, 'transformer'), backends.transformer, opts));
-    const vae = keep(AutoencoderDC.fromFolder(join(dir, 'vae'), backends.vae, opts));
+    const textEncoder = keep('text_encoder', Gemma2Model.fromFolder(join(dir, 'text_encoder'), backends.textEncoder, opts));
+    const transformer = keep('transformer', SanaTransformer2DModel.fromFolder(join(dir, 'transformer'), backends.transformer, opts));
+    const vae = keep('vae', AutoencoderDC.fromFolder(join(dir, 'vae'), backends.vae, opts));
     const scheduler = classes.scheduler === 'DPMSolverMultistepScheduler'
       ? FlowDpmSolver.fromFolder(join(dir, 'scheduler'))
       : FlowEuler.fromFolder(join(dir, 'scheduler'));

@@ -1,357 +1,117 @@
 /**
- * SanaPipeline's computation on pre-tokenized prompts: prompt encoding (right padding, the "first + last
- * N−1" token selection), the classifier-free-guided denoising loop, and decoding — diffusers' order and fp32
- * arithmetic (../shared/design/sana-spec.md §5). Tokenisation, options and image output build on this.
+ * SanaPipeline: text → images with the Sana models of a diffusers-layout folder. The models load and run in a
+ * piscina worker (one per pipeline), so the caller's event loop stays free during minutes-long generations;
+ * progress events arrive through `onProgress`, `signal` aborts between steps and leaves the pipeline usable.
  */
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 
-import type { Tokenizer } from '@huggingface/tokenizers';
+import { Piscina } from 'piscina';
 
-import type { Backend } from '../backends/backend.js';
-import { createBackend } from '../backends/registry.js';
-import { describeValue, SanaError } from '../errors.js';
-import type { LoadOptions } from '../models/params.js';
-import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
-import { FlowEuler } from '../schedulers/flow-euler.js';
-import { loadSanaComponents, type SanaComponents } from './components.js';
+import type { BackendInfo } from '../backends/backend.js';
+import { SanaError, type SanaErrorCode } from '../errors.js';
+import { packageRoot } from '../paths.js';
 import { GeneratedImage } from './image.js';
-import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
-import { aspectRatioBins, classifyHeightWidthBin } from './resolution.js';
-import { randn, TorchGenerator } from './torch-random.js';
-import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
+import type { CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, ProgressEvent } from './pipeline-core.js';
+import type { END, WorkerTask } from './worker.js';
 
-/** Text conditioning for a batch: embeddings [batch, length, hidden] and the 0/1 mask [batch, length]. */
-export interface PromptEncoding {
-  embeds: Float32Array;
-  mask: number[];
-  batch: number;
-  length: number;
-}
+export type { GenerateResult, ProgressEvent, Timings } from './pipeline-core.js';
+export type GenerateOptions = Omit<CoreGenerateOptions, 'signal'> & { signal?: AbortSignal };
 
-export type ProgressEvent =
-  | { status: 'encode' }
-  | { status: 'step'; step: number; totalSteps: number; stepMs: number }
-  | { status: 'decode' }
-  | { status: 'done'; timings: Timings }
-  | { status: 'warning'; message: string };
-
-export interface Timings {
-  encodeMs: number;
-  stepMs: number[];
-  decodeMs: number;
-  totalMs: number;
-}
-
-export interface GenerateOptions {
-  negativePrompt?: string;
-  /** requested output size in pixels (default: the transformer's sample_size × 32) */
-  width?: number;
-  height?: number;
-  steps?: number;
-  /** classifier-free guidance is on iff > 1 (default 4.5) */
-  guidanceScale?: number;
-  /** torch.Generator('cpu').manual_seed(seed) latents; default: a random seed (reported in the result) */
-  seed?: number | bigint;
-  /** initial latents [B·numImagesPerPrompt, C, h, w] instead of a seed */
-  latents?: Float32Array;
-  numImagesPerPrompt?: number;
-  scheduler?: 'flow-dpm-solver' | 'flow-euler';
-  maxSequenceLength?: number;
-  /** the complex human instruction lines; null disables it (default: diffusers' 8 lines) */
-  complexHumanInstruction?: readonly string[] | null;
-  useResolutionBinning?: boolean;
-  outputType?: 'image' | 'latent' | 'float';
-  signal?: AbortSignal;
+export interface PipelineOptions extends Omit<CoreLoadOptions, 'backend' | 'onProgress'> {
+  backend?: 'auto' | 'cpu' | 'wasm' | { textEncoder?: 'auto' | 'cpu' | 'wasm'; transformer?: 'auto' | 'cpu' | 'wasm'; vae?: 'auto' | 'cpu' | 'wasm' };
   onProgress?: (e: ProgressEvent) => void;
 }
 
-export interface GenerateResult {
-  images: GeneratedImage[];
-  /** final latents [B, C, h, w] (outputType 'latent'), or the decoded float image NCHW in [0, 1] ('float') */
-  tensor?: { data: Float32Array; shape: number[] };
-  seed: bigint | null;
-  /** the size generated at (after resolution binning) and the output size */
-  generatedSize: { width: number; height: number };
-  timings: Timings;
+type Reply<T> = T | { error: { code: SanaErrorCode; message: string } };
+
+/** Runs a worker task with a progress port; resolves once the task has returned and every progress
+ * message up to the worker's end marker has been delivered. */
+async function runWithProgress<T>(pool: Piscina, make: (port: MessagePort) => WorkerTask, onProgress?: (e: ProgressEvent) => void): Promise<T> {
+  const { port1, port2 } = new MessageChannel();
+  let ended!: () => void;
+  const end = new Promise<void>((r) => (ended = r));
+  port1.on('message', (e: ProgressEvent | typeof END) => (e.status === 'end' ? ended() : onProgress?.(e)));
+  try {
+    const reply = await pool.run(make(port2), { transferList: [port2] });
+    await end;
+    return unwrap(reply) as T;
+  } finally {
+    port1.close();
+  }
 }
 
-export interface DenoiseStep {
-  index: number;
-  timestep: number;
-  /** raw transformer output for the model batch ([uncond; cond] with guidance) */
-  modelOutput: Float32Array;
-  /** latents after the scheduler step */
-  latents: Float32Array;
+function unwrap<T>(reply: Reply<T>): T {
+  if (reply && typeof reply === 'object' && 'error' in reply) throw new SanaError(reply.error.code, reply.error.message);
+  return reply as T;
 }
-
-const f = Math.fround;
 
 export class SanaPipeline {
-  private constructor(
-    readonly components: SanaComponents,
-    private readonly owned: Backend[],
-    /** tokenizer/tokenizer.json, when the folder ships one */
-    readonly tokenizer: Tokenizer | null,
-  ) {}
+  private pool: Piscina | null;
+  private busy = Promise.resolve();
 
-  get warnings(): string[] {
-    return this.components.warnings;
+  private constructor(
+    pool: Piscina,
+    /** unused tensors, unknown config keys, precision decisions, made while loading */
+    readonly warnings: string[],
+    /** which backend and kernel variant runs each component, and why */
+    readonly backendInfo: Record<'textEncoder' | 'transformer' | 'vae', BackendInfo>,
+  ) {
+    this.pool = pool;
   }
 
-  /** Loads a diffusers-layout Sana folder (model_index.json + component folders) on a backend given by
-   * name (created and owned by the pipeline) or as an instance (shared, not disposed with the pipeline). */
-  static async fromPretrained(dir: string, opts: LoadOptions & { backend?: 'auto' | 'cpu' | 'wasm' | Backend; threads?: number } = {}): Promise<SanaPipeline> {
-    const given = typeof opts.backend === 'object' ? opts.backend : undefined;
-    const backend = given ?? (await createBackend((opts.backend as 'auto' | 'cpu' | 'wasm' | undefined) ?? 'auto', { threads: opts.threads }));
+  static async fromPretrained(dir: string, opts: PipelineOptions = {}): Promise<SanaPipeline> {
+    const pool = new Piscina({ filename: join(packageRoot(), 'dist', 'ts', 'pipeline', 'worker.js'), minThreads: 1, maxThreads: 1, idleTimeout: Infinity });
+    const { onProgress, ...options } = opts;
     try {
-      const tokenizerDir = join(dir, 'tokenizer');
-      const tokenizer = existsSync(join(tokenizerDir, 'tokenizer.json')) ? loadTokenizer(tokenizerDir) : null;
-      return new SanaPipeline(loadSanaComponents(dir, { textEncoder: backend, transformer: backend, vae: backend }, opts), given ? [] : [backend], tokenizer);
+      const info = await runWithProgress<{ warnings: string[]; backendInfo: SanaPipeline['backendInfo'] }>(pool, (port) => ({ type: 'load', dir, options, port }), onProgress);
+      return new SanaPipeline(pool, info.warnings, info.backendInfo);
     } catch (e) {
-      if (!given) backend.dispose();
+      await pool.destroy();
       throw e;
     }
   }
 
-  dispose(): void {
-    this.components.dispose();
-    for (const b of this.owned) b.dispose();
-  }
-
-  /**
-   * Encodes token ids (BOS included, unpadded) like `_get_gemma_prompt_embeds`: right-pad with `padTokenId`
-   * or truncate to `maxLength`, run the text encoder, then keep the positions of `selectIndex` (negative
-   * values count from the end; the positive prompt keeps [0, −(N−1) … −1], the negative prompt all).
-   */
-  encodeTokenIds(ids: number[][], opts: { maxLength: number; padTokenId: number; selectIndex?: number[] }): PromptEncoding {
-    const B = ids.length;
-    const L = opts.maxLength;
-    if (!Number.isInteger(L) || L < 1) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive integer for maxLength but received ${L}`);
-    const flat: number[] = [];
-    const mask: number[] = [];
-    for (const seq of ids) {
-      for (let i = 0; i < L; i++) {
-        flat.push(i < seq.length ? seq[i] : opts.padTokenId);
-        mask.push(i < seq.length ? 1 : 0);
-      }
-    }
-    const hidden = this.components.textEncoder.forward(flat, mask, B, L);
-    const D = this.components.textEncoder.config.hiddenSize;
-    const select = (opts.selectIndex ?? Array.from({ length: L }, (_, i) => i)).map((i) => (i < 0 ? L + i : i));
-    if (select.some((i) => i < 0 || i >= L)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected indices within ${L} tokens for selectIndex but received ${JSON.stringify(opts.selectIndex)}`);
-    const N = select.length;
-    const embeds = new Float32Array(B * N * D);
-    const outMask: number[] = [];
-    for (let b = 0; b < B; b++)
-      select.forEach((src, j) => {
-        embeds.set(hidden.subarray((b * L + src) * D, (b * L + src + 1) * D), (b * N + j) * D);
-        outMask.push(mask[b * L + src]);
-      });
-    return { embeds, mask: outMask, batch: B, length: N };
-  }
-
-  /** Text conditioning for prompts (and the negative prompt when guidance is on), as SanaPipeline.encode_prompt. */
-  encodePrompt(prompts: string[], opts: { negativePrompt?: string; guidance: boolean; maxSequenceLength?: number; complexHumanInstruction?: readonly string[] | null }): { cond: PromptEncoding; uncond: PromptEncoding | null } {
-    if (!this.tokenizer) throw new SanaError('ERR_SANA_MODEL_FORMAT', 'this pipeline folder has no tokenizer/tokenizer.json: pass token ids to encodeTokenIds instead');
-    const t = tokenizePrompts(this.tokenizer, prompts, opts);
-    const cond = this.encodeTokenIds(t.ids, { maxLength: t.maxLength, padTokenId: t.padTokenId, selectIndex: t.selectIndex });
-    if (!opts.guidance) return { cond, uncond: null };
-    const n = tokenizeNegative(this.tokenizer, prompts.map(() => opts.negativePrompt ?? ''), opts.maxSequenceLength ?? 300);
-    return { cond, uncond: this.encodeTokenIds(n.ids, { maxLength: n.maxLength, padTokenId: n.padTokenId }) };
-  }
-
-  /** Repeats every row `n` times in place of one (num_images_per_prompt). */
-  static repeatRows(p: PromptEncoding, n: number): PromptEncoding {
-    if (n === 1) return p;
-    const row = p.embeds.length / p.batch;
-    const embeds = new Float32Array(p.embeds.length * n);
-    const mask: number[] = [];
-    for (let b = 0; b < p.batch; b++)
-      for (let k = 0; k < n; k++) {
-        embeds.set(p.embeds.subarray(b * row, (b + 1) * row), (b * n + k) * row);
-        mask.push(...p.mask.slice(b * p.length, (b + 1) * p.length));
-      }
-    return { embeds, mask, batch: p.batch * n, length: p.length };
-  }
-
-  /**
-   * The denoising loop from initial latents [B, C, h, w]. Guidance is active iff guidanceScale > 1: the model
-   * batch is [uncond; cond] and v = v_uncond + g·(v_cond − v_uncond), all fp32.
-   */
-  denoise(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
-    opts: { steps: number; guidanceScale: number; onStep?: (s: DenoiseStep) => void }): Float32Array {
-    return this.denoiseSteps(latents, shape, cond, uncond, { ...opts, from: 0, to: opts.steps, scheduler: this.components.scheduler });
-  }
-
-  /** Steps [from, to) of an n-step schedule (from = 0 resets the scheduler). */
-  private denoiseSteps(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
-    opts: { steps: number; guidanceScale: number; from: number; to: number; scheduler: FlowDpmSolver | FlowEuler; onStep?: (s: DenoiseStep) => void }): Float32Array {
-    const { transformer } = this.components;
-    const scheduler = opts.scheduler;
-    const [B, C, h, w] = shape;
-    const cfg = opts.guidanceScale > 1;
-    if (cond.batch !== B) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} prompt rows for the latents' batch but received ${cond.batch}`);
-    if (cfg && (!uncond || uncond.batch !== B || uncond.length !== cond.length))
-      throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} negative prompt rows of length ${cond.length} with guidance but received ${uncond ? `${uncond.batch} of ${uncond.length}` : 'none'}`);
-    const text = cfg ? concat(uncond!.embeds, cond.embeds) : cond.embeds;
-    const mask = cfg ? [...uncond!.mask, ...cond.mask] : cond.mask;
-    const MB = cfg ? 2 * B : B;
-    const per = C * h * w;
-    if (opts.from === 0) scheduler.setTimesteps(opts.steps);
-    let x = latents;
-    for (let i = opts.from; i < opts.to; i++) {
-      const t = scheduler.timesteps[i];
-      const input = cfg ? concat(x, x) : x;
-      const v = transformer.forward({
-        hiddenStates: input, shape: [MB, C, h, w], encoderHiddenStates: text, textLength: cond.length, encoderAttentionMask: mask,
-        timestep: new Float32Array(MB).fill(t * transformer.config.timestepScale),
-      });
-      let guided = v;
-      if (cfg) {
-        guided = new Float32Array(B * per);
-        const g = f(opts.guidanceScale);
-        for (let k = 0; k < B * per; k++) guided[k] = v[k] + f(g * f(v[B * per + k] - v[k]));
-      }
-      x = scheduler.step(guided, x);
-      opts.onStep?.({ index: i, timestep: t, modelOutput: v, latents: x });
-    }
-    return x;
-  }
-
-  /** Text → images, as SanaPipeline.__call__ (spec §5): binning, latents, CFG loop, decode, resize, uint8. */
+  /** Generates images; one generation at a time per pipeline (calls queue). */
   async generate(prompt: string | string[], opts: GenerateOptions = {}): Promise<GenerateResult> {
-    const t0 = performance.now();
-    const o = this.validate(prompt, opts);
-    const progress = opts.onProgress ?? (() => {});
-    const abortIfAsked = () => {
-      if (opts.signal?.aborted) throw new SanaError('ERR_SANA_ABORTED', 'generation was aborted');
-    };
-    abortIfAsked();
-    progress({ status: 'encode' });
-    const { cond, uncond } = this.encodePrompt(o.prompts, {
-      negativePrompt: opts.negativePrompt ?? '', guidance: o.guidance > 1, maxSequenceLength: o.maxSequenceLength,
-      complexHumanInstruction: opts.complexHumanInstruction,
-    });
-    const n = o.numImages;
-    const condN = SanaPipeline.repeatRows(cond, n);
-    const uncondN = uncond ? SanaPipeline.repeatRows(uncond, n) : null;
-    const encodeMs = performance.now() - t0;
-    const C = this.components.transformer.config.inChannels;
-    const B = o.prompts.length * n;
-    const f = this.components.vae.spatialCompression;
-    const shape = [B, C, o.genHeight / f, o.genWidth / f] as const;
-    const count = B * C * shape[2] * shape[3];
-    let latents: Float32Array;
-    if (opts.latents) {
-      if (opts.latents.length !== count) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${count} values ([${shape.join(', ')}]) for latents but received ${opts.latents.length}`);
-      latents = Float32Array.from(opts.latents);
-    } else {
-      latents = randn(new TorchGenerator(o.seed!), count, 'float32') as Float32Array;
-    }
-    const stepMs: number[] = [];
-    let last = performance.now();
-    for (let i = 0; i < o.steps; i++) {
-      // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
-      await new Promise((r) => setImmediate(r));
-      abortIfAsked();
-      latents = this.denoiseSteps(latents, shape, condN, uncondN, { steps: o.steps, guidanceScale: o.guidance, from: i, to: i + 1, scheduler: o.scheduler });
-      const now = performance.now();
-      stepMs.push(now - last);
-      last = now;
-      progress({ status: 'step', step: i + 1, totalSteps: o.steps, stepMs: stepMs[i] });
-    }
-    abortIfAsked();
-    progress({ status: 'decode' });
-    const tDecode = performance.now();
-    const result: GenerateResult = { images: [], seed: o.seed, generatedSize: { width: o.genWidth, height: o.genHeight }, timings: { encodeMs, stepMs, decodeMs: 0, totalMs: 0 } };
-    if (o.outputType === 'latent') {
-      result.tensor = { data: latents, shape: [...shape] };
-    } else {
-      const decoded = this.decodeLatents(latents, shape);
-      let img = decoded;
-      let imgShape = [B, 3, shape[2] * f, shape[3] * f];
-      if (o.height !== imgShape[2] || o.width !== imgShape[3]) {
-        img = resizeAndCrop(decoded, imgShape, o.height, o.width);
-        imgShape = [B, 3, o.height, o.width];
+    const previous = this.busy;
+    let release!: () => void;
+    this.busy = new Promise((r) => (release = r));
+    await previous;
+    try {
+      const pool = this.pool;
+      if (!pool) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
+      const { signal, onProgress, ...options } = opts;
+      if (signal?.aborted) throw new SanaError('ERR_SANA_ABORTED', 'generation was aborted');
+      const abort = new SharedArrayBuffer(4);
+      const onAbort = () => Atomics.store(new Int32Array(abort), 0, 1);
+      signal?.addEventListener('abort', onAbort, { once: true });
+      try {
+        const { result } = await runWithProgress<{ result: GenerateResult }>(pool, (port) => ({ type: 'generate', prompt, options, abort, port }), onProgress);
+        result.images = result.images.map((i) => new GeneratedImage(i.width, i.height, i.data));
+        return result;
+      } finally {
+        signal?.removeEventListener('abort', onAbort);
       }
-      const nhwc = denormalizeToNhwc(img, imgShape);
-      if (o.outputType === 'float') result.tensor = { data: img.map((v) => Math.min(1, Math.max(0, v * 0.5 + 0.5))), shape: imgShape };
-      else {
-        const u8 = toUint8(nhwc);
-        const per = o.width * o.height * 3;
-        for (let b = 0; b < B; b++) result.images.push(new GeneratedImage(o.width, o.height, new Uint8ClampedArray(u8.buffer, b * per, per)));
-      }
+    } finally {
+      release();
     }
-    result.timings.decodeMs = performance.now() - tDecode;
-    result.timings.totalMs = performance.now() - t0;
-    progress({ status: 'done', timings: result.timings });
-    return result;
   }
 
-  private validate(prompt: string | string[], opts: GenerateOptions) {
-    const bad = (what: string, option: string, value: unknown) =>
-      new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${what} for ${option} but received ${describeValue(value)}`);
-    const prompts = typeof prompt === 'string' ? [prompt] : prompt;
-    if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === 'string'))
-      throw bad('a string or a non-empty array of strings', 'prompt', prompt);
-    const tc = this.components.transformer.config;
-    const dflt = tc.sampleSize * 32;
-    const int = (v: unknown, option: string, min: number, max: number) => {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`an integer from ${min} to ${max}`, option, v);
-      return v;
-    };
-    const width = int(opts.width ?? dflt, 'width', 32, 8192);
-    const height = int(opts.height ?? dflt, 'height', 32, 8192);
-    const steps = int(opts.steps ?? 20, 'steps', 1, 1000);
-    const numImages = int(opts.numImagesPerPrompt ?? 1, 'numImagesPerPrompt', 1, 64);
-    const maxSequenceLength = int(opts.maxSequenceLength ?? 300, 'maxSequenceLength', 2, 4096);
-    const guidance = opts.guidanceScale ?? 4.5;
-    if (typeof guidance !== 'number' || !Number.isFinite(guidance) || guidance < 0) throw bad('a finite number >= 0', 'guidanceScale', guidance);
-    const outputType = opts.outputType ?? 'image';
-    if (!['image', 'latent', 'float'].includes(outputType)) throw bad('one of image, latent, float', 'outputType', outputType);
-    const schedulerName = opts.scheduler ?? 'flow-dpm-solver';
-    if (schedulerName !== 'flow-dpm-solver' && schedulerName !== 'flow-euler') throw bad('flow-dpm-solver or flow-euler', 'scheduler', schedulerName);
-    let seed: bigint | null = null;
-    if (opts.latents === undefined) {
-      const s = opts.seed ?? BigInt(Math.floor(Math.random() * 2 ** 32));
-      if ((typeof s !== 'number' && typeof s !== 'bigint') || (typeof s === 'number' && !Number.isSafeInteger(s)) || BigInt(s) < 0n || BigInt(s) >= 1n << 64n)
-        throw bad('an integer from 0 to 2^64 − 1', 'seed', s);
-      seed = BigInt(s);
-    } else if (!(opts.latents instanceof Float32Array)) throw bad('a Float32Array', 'latents', opts.latents);
-    const binning = opts.useResolutionBinning ?? true;
-    let genWidth = width;
-    let genHeight = height;
-    if (binning) {
-      const bin = classifyHeightWidthBin(height, width, aspectRatioBins(tc.sampleSize).bins);
-      genWidth = bin.width;
-      genHeight = bin.height;
-    } else {
-      const f = this.components.vae.spatialCompression;
-      if (width % f || height % f)
-        throw bad(`multiples of ${f} (the VAE's compression) with useResolutionBinning false`, 'width, height', `${width}x${height}`);
+  /** Frees the models and ends the worker. */
+  async dispose(): Promise<void> {
+    const pool = this.pool;
+    this.pool = null;
+    if (!pool) return;
+    await this.busy;
+    try {
+      await pool.run({ type: 'dispose' } satisfies WorkerTask);
+    } finally {
+      await pool.destroy();
     }
-    const scheduler = schedulerName === 'flow-dpm-solver' ? this.components.scheduler : this.eulerScheduler();
-    return { prompts, width, height, steps, numImages, maxSequenceLength, guidance, outputType, seed, genWidth, genHeight, scheduler };
   }
 
-  private eulerScheduler(): FlowEuler {
-    const s = this.components.scheduler;
-    if (s instanceof FlowEuler) return s;
-    return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
   }
-
-  /** Raw decoder output [B, 3, h·f, w·f] of final latents: vae.decode(latents / scaling_factor). */
-  decodeLatents(latents: Float32Array, shape: readonly [number, number, number, number]): Float32Array {
-    const vae = this.components.vae;
-    const sf = vae.config.scalingFactor;
-    return vae.decode(latents.map((v) => v / sf), shape);
-  }
-}
-
-function concat(a: Float32Array, b: Float32Array): Float32Array {
-  const out = new Float32Array(a.length + b.length);
-  out.set(a);
-  out.set(b, a.length);
-  return out;
 }

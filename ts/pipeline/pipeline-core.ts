@@ -1,0 +1,384 @@
+/**
+ * The SanaPipeline computation in the current thread (the public SanaPipeline runs it in a worker): prompt
+ * encoding (tokenizer, CHI, right padding, the "first + last N−1" token selection), the classifier-free-guided
+ * denoising loop, decoding and image output — diffusers' order and fp32 arithmetic (sana-spec.md §5).
+ * Its lower steps (encodeTokenIds, denoise, decodeLatents) are public for tests and advanced use.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+
+import type { Tokenizer } from '@huggingface/tokenizers';
+
+import type { Backend, BackendInfo } from '../backends/backend.js';
+import { createBackend } from '../backends/registry.js';
+import { describeValue, SanaError } from '../errors.js';
+import type { LoadOptions } from '../models/params.js';
+import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
+import { FlowEuler } from '../schedulers/flow-euler.js';
+import { loadSanaComponents, type SanaComponents } from './components.js';
+import { GeneratedImage } from './image.js';
+import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
+import { aspectRatioBins, classifyHeightWidthBin } from './resolution.js';
+import { randn, TorchGenerator } from './torch-random.js';
+import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
+
+/** Text conditioning for a batch: embeddings [batch, length, hidden] and the 0/1 mask [batch, length]. */
+export interface PromptEncoding {
+  embeds: Float32Array;
+  mask: number[];
+  batch: number;
+  length: number;
+}
+
+export type BackendChoice = 'auto' | 'cpu' | 'wasm';
+export type ComponentBackends = { textEncoder?: BackendChoice; transformer?: BackendChoice; vae?: BackendChoice };
+
+export interface CoreLoadOptions extends LoadOptions {
+  backend?: BackendChoice | ComponentBackends | Backend;
+  threads?: number;
+  onProgress?: (e: ProgressEvent) => void;
+}
+
+export type ProgressEvent =
+  | { status: 'load'; component: string; loaded: number; total: number }
+  | { status: 'encode' }
+  | { status: 'step'; step: number; totalSteps: number; stepMs: number }
+  | { status: 'decode' }
+  | { status: 'done'; timings: Timings }
+  | { status: 'warning'; message: string };
+
+export interface Timings {
+  encodeMs: number;
+  stepMs: number[];
+  decodeMs: number;
+  totalMs: number;
+}
+
+export interface GenerateOptions {
+  negativePrompt?: string;
+  /** requested output size in pixels (default: the transformer's sample_size × 32) */
+  width?: number;
+  height?: number;
+  steps?: number;
+  /** classifier-free guidance is on iff > 1 (default 4.5) */
+  guidanceScale?: number;
+  /** torch.Generator('cpu').manual_seed(seed) latents; default: a random seed (reported in the result) */
+  seed?: number | bigint;
+  /** initial latents [B·numImagesPerPrompt, C, h, w] instead of a seed */
+  latents?: Float32Array;
+  numImagesPerPrompt?: number;
+  scheduler?: 'flow-dpm-solver' | 'flow-euler';
+  maxSequenceLength?: number;
+  /** the complex human instruction lines; null disables it (default: diffusers' 8 lines) */
+  complexHumanInstruction?: readonly string[] | null;
+  useResolutionBinning?: boolean;
+  outputType?: 'image' | 'latent' | 'float';
+  /** checked between steps (an AbortSignal, or anything with an `aborted` flag) */
+  signal?: { readonly aborted: boolean };
+  onProgress?: (e: ProgressEvent) => void;
+}
+
+export interface GenerateResult {
+  images: GeneratedImage[];
+  /** final latents [B, C, h, w] (outputType 'latent'), or the decoded float image NCHW in [0, 1] ('float') */
+  tensor?: { data: Float32Array; shape: number[] };
+  seed: bigint | null;
+  /** the size generated at (after resolution binning) and the output size */
+  generatedSize: { width: number; height: number };
+  timings: Timings;
+}
+
+export interface DenoiseStep {
+  index: number;
+  timestep: number;
+  /** raw transformer output for the model batch ([uncond; cond] with guidance) */
+  modelOutput: Float32Array;
+  /** latents after the scheduler step */
+  latents: Float32Array;
+}
+
+const f = Math.fround;
+
+export class SanaPipelineCore {
+  private constructor(
+    readonly components: SanaComponents,
+    private readonly owned: Backend[],
+    /** tokenizer/tokenizer.json, when the folder ships one */
+    readonly tokenizer: Tokenizer | null,
+  ) {}
+
+  get warnings(): string[] {
+    return this.components.warnings;
+  }
+
+  /**
+   * Loads a diffusers-layout Sana folder (model_index.json + component folders). `backend`: a name (the
+   * pipeline creates and owns it), one name per component, or a Backend instance (shared, not disposed).
+   */
+  static async fromPretrained(dir: string, opts: CoreLoadOptions = {}): Promise<SanaPipelineCore> {
+    const owned = new Map<string, Backend>();
+    const pick = async (component: 'textEncoder' | 'transformer' | 'vae'): Promise<Backend> => {
+      const b = opts.backend;
+      if (b !== undefined && typeof b === 'object' && 'linear' in b) return b as Backend;
+      const name = (typeof b === 'object' ? (b as ComponentBackends)[component] : b) ?? 'auto';
+      if (!owned.has(name)) owned.set(name, await createBackend(name, { threads: opts.threads }));
+      return owned.get(name)!;
+    };
+    try {
+      const backends = { textEncoder: await pick('textEncoder'), transformer: await pick('transformer'), vae: await pick('vae') };
+      const tokenizerDir = join(dir, 'tokenizer');
+      const tokenizer = existsSync(join(tokenizerDir, 'tokenizer.json')) ? loadTokenizer(tokenizerDir) : null;
+      return new SanaPipelineCore(loadSanaComponents(dir, backends, opts), [...owned.values()], tokenizer);
+    } catch (e) {
+      for (const b of owned.values()) b.dispose();
+      throw e;
+    }
+  }
+
+  /** Which backend (and kernel variant) runs each component, and why (the registry's selection). */
+  get backendInfo(): Record<'textEncoder' | 'transformer' | 'vae', BackendInfo> {
+    const c = this.components;
+    return { textEncoder: c.textEncoder.backend.info, transformer: c.transformer.backend.info, vae: c.vae.backend.info };
+  }
+
+  dispose(): void {
+    this.components.dispose();
+    for (const b of this.owned) b.dispose();
+  }
+
+  /**
+   * Encodes token ids (BOS included, unpadded) like `_get_gemma_prompt_embeds`: right-pad with `padTokenId`
+   * or truncate to `maxLength`, run the text encoder, then keep the positions of `selectIndex` (negative
+   * values count from the end; the positive prompt keeps [0, −(N−1) … −1], the negative prompt all).
+   */
+  encodeTokenIds(ids: number[][], opts: { maxLength: number; padTokenId: number; selectIndex?: number[] }): PromptEncoding {
+    const B = ids.length;
+    const L = opts.maxLength;
+    if (!Number.isInteger(L) || L < 1) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive integer for maxLength but received ${L}`);
+    const flat: number[] = [];
+    const mask: number[] = [];
+    for (const seq of ids) {
+      for (let i = 0; i < L; i++) {
+        flat.push(i < seq.length ? seq[i] : opts.padTokenId);
+        mask.push(i < seq.length ? 1 : 0);
+      }
+    }
+    const hidden = this.components.textEncoder.forward(flat, mask, B, L);
+    const D = this.components.textEncoder.config.hiddenSize;
+    const select = (opts.selectIndex ?? Array.from({ length: L }, (_, i) => i)).map((i) => (i < 0 ? L + i : i));
+    if (select.some((i) => i < 0 || i >= L)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected indices within ${L} tokens for selectIndex but received ${JSON.stringify(opts.selectIndex)}`);
+    const N = select.length;
+    const embeds = new Float32Array(B * N * D);
+    const outMask: number[] = [];
+    for (let b = 0; b < B; b++)
+      select.forEach((src, j) => {
+        embeds.set(hidden.subarray((b * L + src) * D, (b * L + src + 1) * D), (b * N + j) * D);
+        outMask.push(mask[b * L + src]);
+      });
+    return { embeds, mask: outMask, batch: B, length: N };
+  }
+
+  /** Text conditioning for prompts (and the negative prompt when guidance is on), as SanaPipeline.encode_prompt. */
+  encodePrompt(prompts: string[], opts: { negativePrompt?: string; guidance: boolean; maxSequenceLength?: number; complexHumanInstruction?: readonly string[] | null }): { cond: PromptEncoding; uncond: PromptEncoding | null } {
+    if (!this.tokenizer) throw new SanaError('ERR_SANA_MODEL_FORMAT', 'this pipeline folder has no tokenizer/tokenizer.json: pass token ids to encodeTokenIds instead');
+    const t = tokenizePrompts(this.tokenizer, prompts, opts);
+    const cond = this.encodeTokenIds(t.ids, { maxLength: t.maxLength, padTokenId: t.padTokenId, selectIndex: t.selectIndex });
+    if (!opts.guidance) return { cond, uncond: null };
+    const n = tokenizeNegative(this.tokenizer, prompts.map(() => opts.negativePrompt ?? ''), opts.maxSequenceLength ?? 300);
+    return { cond, uncond: this.encodeTokenIds(n.ids, { maxLength: n.maxLength, padTokenId: n.padTokenId }) };
+  }
+
+  /** Repeats every row `n` times in place of one (num_images_per_prompt). */
+  static repeatRows(p: PromptEncoding, n: number): PromptEncoding {
+    if (n === 1) return p;
+    const row = p.embeds.length / p.batch;
+    const embeds = new Float32Array(p.embeds.length * n);
+    const mask: number[] = [];
+    for (let b = 0; b < p.batch; b++)
+      for (let k = 0; k < n; k++) {
+        embeds.set(p.embeds.subarray(b * row, (b + 1) * row), (b * n + k) * row);
+        mask.push(...p.mask.slice(b * p.length, (b + 1) * p.length));
+      }
+    return { embeds, mask, batch: p.batch * n, length: p.length };
+  }
+
+  /**
+   * The denoising loop from initial latents [B, C, h, w]. Guidance is active iff guidanceScale > 1: the model
+   * batch is [uncond; cond] and v = v_uncond + g·(v_cond − v_uncond), all fp32.
+   */
+  denoise(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
+    opts: { steps: number; guidanceScale: number; onStep?: (s: DenoiseStep) => void }): Float32Array {
+    return this.denoiseSteps(latents, shape, cond, uncond, { ...opts, from: 0, to: opts.steps, scheduler: this.components.scheduler });
+  }
+
+  /** Steps [from, to) of an n-step schedule (from = 0 resets the scheduler). */
+  private denoiseSteps(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
+    opts: { steps: number; guidanceScale: number; from: number; to: number; scheduler: FlowDpmSolver | FlowEuler; onStep?: (s: DenoiseStep) => void }): Float32Array {
+    const { transformer } = this.components;
+    const scheduler = opts.scheduler;
+    const [B, C, h, w] = shape;
+    const cfg = opts.guidanceScale > 1;
+    if (cond.batch !== B) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} prompt rows for the latents' batch but received ${cond.batch}`);
+    if (cfg && (!uncond || uncond.batch !== B || uncond.length !== cond.length))
+      throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} negative prompt rows of length ${cond.length} with guidance but received ${uncond ? `${uncond.batch} of ${uncond.length}` : 'none'}`);
+    const text = cfg ? concat(uncond!.embeds, cond.embeds) : cond.embeds;
+    const mask = cfg ? [...uncond!.mask, ...cond.mask] : cond.mask;
+    const MB = cfg ? 2 * B : B;
+    const per = C * h * w;
+    if (opts.from === 0) scheduler.setTimesteps(opts.steps);
+    let x = latents;
+    for (let i = opts.from; i < opts.to; i++) {
+      const t = scheduler.timesteps[i];
+      const input = cfg ? concat(x, x) : x;
+      const v = transformer.forward({
+        hiddenStates: input, shape: [MB, C, h, w], encoderHiddenStates: text, textLength: cond.length, encoderAttentionMask: mask,
+        timestep: new Float32Array(MB).fill(t * transformer.config.timestepScale),
+      });
+      let guided = v;
+      if (cfg) {
+        guided = new Float32Array(B * per);
+        const g = f(opts.guidanceScale);
+        for (let k = 0; k < B * per; k++) guided[k] = v[k] + f(g * f(v[B * per + k] - v[k]));
+      }
+      x = scheduler.step(guided, x);
+      opts.onStep?.({ index: i, timestep: t, modelOutput: v, latents: x });
+    }
+    return x;
+  }
+
+  /** Text → images, as SanaPipeline.__call__ (spec §5): binning, latents, CFG loop, decode, resize, uint8. */
+  async generate(prompt: string | string[], opts: GenerateOptions = {}): Promise<GenerateResult> {
+    const t0 = performance.now();
+    const o = this.validate(prompt, opts);
+    const progress = opts.onProgress ?? (() => {});
+    const abortIfAsked = () => {
+      if (opts.signal?.aborted) throw new SanaError('ERR_SANA_ABORTED', 'generation was aborted');
+    };
+    abortIfAsked();
+    progress({ status: 'encode' });
+    const { cond, uncond } = this.encodePrompt(o.prompts, {
+      negativePrompt: opts.negativePrompt ?? '', guidance: o.guidance > 1, maxSequenceLength: o.maxSequenceLength,
+      complexHumanInstruction: opts.complexHumanInstruction,
+    });
+    const n = o.numImages;
+    const condN = SanaPipelineCore.repeatRows(cond, n);
+    const uncondN = uncond ? SanaPipelineCore.repeatRows(uncond, n) : null;
+    const encodeMs = performance.now() - t0;
+    const C = this.components.transformer.config.inChannels;
+    const B = o.prompts.length * n;
+    const f = this.components.vae.spatialCompression;
+    const shape = [B, C, o.genHeight / f, o.genWidth / f] as const;
+    const count = B * C * shape[2] * shape[3];
+    let latents: Float32Array;
+    if (opts.latents) {
+      if (opts.latents.length !== count) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${count} values ([${shape.join(', ')}]) for latents but received ${opts.latents.length}`);
+      latents = Float32Array.from(opts.latents);
+    } else {
+      latents = randn(new TorchGenerator(o.seed!), count, 'float32') as Float32Array;
+    }
+    const stepMs: number[] = [];
+    let last = performance.now();
+    for (let i = 0; i < o.steps; i++) {
+      // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
+      await new Promise((r) => setImmediate(r));
+      abortIfAsked();
+      latents = this.denoiseSteps(latents, shape, condN, uncondN, { steps: o.steps, guidanceScale: o.guidance, from: i, to: i + 1, scheduler: o.scheduler });
+      const now = performance.now();
+      stepMs.push(now - last);
+      last = now;
+      progress({ status: 'step', step: i + 1, totalSteps: o.steps, stepMs: stepMs[i] });
+    }
+    abortIfAsked();
+    progress({ status: 'decode' });
+    const tDecode = performance.now();
+    const result: GenerateResult = { images: [], seed: o.seed, generatedSize: { width: o.genWidth, height: o.genHeight }, timings: { encodeMs, stepMs, decodeMs: 0, totalMs: 0 } };
+    if (o.outputType === 'latent') {
+      result.tensor = { data: latents, shape: [...shape] };
+    } else {
+      const decoded = this.decodeLatents(latents, shape);
+      let img = decoded;
+      let imgShape = [B, 3, shape[2] * f, shape[3] * f];
+      if (o.height !== imgShape[2] || o.width !== imgShape[3]) {
+        img = resizeAndCrop(decoded, imgShape, o.height, o.width);
+        imgShape = [B, 3, o.height, o.width];
+      }
+      const nhwc = denormalizeToNhwc(img, imgShape);
+      if (o.outputType === 'float') result.tensor = { data: img.map((v) => Math.min(1, Math.max(0, v * 0.5 + 0.5))), shape: imgShape };
+      else {
+        const u8 = toUint8(nhwc);
+        const per = o.width * o.height * 3;
+        for (let b = 0; b < B; b++) result.images.push(new GeneratedImage(o.width, o.height, new Uint8ClampedArray(u8.buffer, b * per, per)));
+      }
+    }
+    result.timings.decodeMs = performance.now() - tDecode;
+    result.timings.totalMs = performance.now() - t0;
+    progress({ status: 'done', timings: result.timings });
+    return result;
+  }
+
+  private validate(prompt: string | string[], opts: GenerateOptions) {
+    const bad = (what: string, option: string, value: unknown) =>
+      new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${what} for ${option} but received ${describeValue(value)}`);
+    const prompts = typeof prompt === 'string' ? [prompt] : prompt;
+    if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === 'string'))
+      throw bad('a string or a non-empty array of strings', 'prompt', prompt);
+    const tc = this.components.transformer.config;
+    const dflt = tc.sampleSize * 32;
+    const int = (v: unknown, option: string, min: number, max: number) => {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`an integer from ${min} to ${max}`, option, v);
+      return v;
+    };
+    const width = int(opts.width ?? dflt, 'width', 32, 8192);
+    const height = int(opts.height ?? dflt, 'height', 32, 8192);
+    const steps = int(opts.steps ?? 20, 'steps', 1, 1000);
+    const numImages = int(opts.numImagesPerPrompt ?? 1, 'numImagesPerPrompt', 1, 64);
+    const maxSequenceLength = int(opts.maxSequenceLength ?? 300, 'maxSequenceLength', 2, 4096);
+    const guidance = opts.guidanceScale ?? 4.5;
+    if (typeof guidance !== 'number' || !Number.isFinite(guidance) || guidance < 0) throw bad('a finite number >= 0', 'guidanceScale', guidance);
+    const outputType = opts.outputType ?? 'image';
+    if (!['image', 'latent', 'float'].includes(outputType)) throw bad('one of image, latent, float', 'outputType', outputType);
+    const schedulerName = opts.scheduler ?? 'flow-dpm-solver';
+    if (schedulerName !== 'flow-dpm-solver' && schedulerName !== 'flow-euler') throw bad('flow-dpm-solver or flow-euler', 'scheduler', schedulerName);
+    let seed: bigint | null = null;
+    if (opts.latents === undefined) {
+      const s = opts.seed ?? BigInt(Math.floor(Math.random() * 2 ** 32));
+      if ((typeof s !== 'number' && typeof s !== 'bigint') || (typeof s === 'number' && !Number.isSafeInteger(s)) || BigInt(s) < 0n || BigInt(s) >= 1n << 64n)
+        throw bad('an integer from 0 to 2^64 − 1', 'seed', s);
+      seed = BigInt(s);
+    } else if (!(opts.latents instanceof Float32Array)) throw bad('a Float32Array', 'latents', opts.latents);
+    const binning = opts.useResolutionBinning ?? true;
+    let genWidth = width;
+    let genHeight = height;
+    if (binning) {
+      const bin = classifyHeightWidthBin(height, width, aspectRatioBins(tc.sampleSize).bins);
+      genWidth = bin.width;
+      genHeight = bin.height;
+    } else {
+      const f = this.components.vae.spatialCompression;
+      if (width % f || height % f)
+        throw bad(`multiples of ${f} (the VAE's compression) with useResolutionBinning false`, 'width, height', `${width}x${height}`);
+    }
+    const scheduler = schedulerName === 'flow-dpm-solver' ? this.components.scheduler : this.eulerScheduler();
+    return { prompts, width, height, steps, numImages, maxSequenceLength, guidance, outputType, seed, genWidth, genHeight, scheduler };
+  }
+
+  private eulerScheduler(): FlowEuler {
+    const s = this.components.scheduler;
+    if (s instanceof FlowEuler) return s;
+    return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
+  }
+
+  /** Raw decoder output [B, 3, h·f, w·f] of final latents: vae.decode(latents / scaling_factor). */
+  decodeLatents(latents: Float32Array, shape: readonly [number, number, number, number]): Float32Array {
+    const vae = this.components.vae;
+    const sf = vae.config.scalingFactor;
+    return vae.decode(latents.map((v) => v / sf), shape);
+  }
+}
+
+function concat(a: Float32Array, b: Float32Array): Float32Array {
+  const out = new Float32Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
