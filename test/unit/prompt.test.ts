@@ -85,17 +85,17 @@ describe('prompt tokenisation (Gemma tokenizer.json)', () => {
   });
 });
 
-describe('SanaPipeline.encodePrompt', () => {
+describe('SanaPipelineCore.encodePrompt', () => {
   it('tokenizes with the folder tokenizer and encodes like the pre-tokenized path', async () => {
     const { cpSync, readFileSync } = await import('node:fs');
-    const { SanaPipeline } = await import('../../ts/pipeline/sana-pipeline.js');
+    const { SanaPipelineCore } = await import('../../ts/pipeline/pipeline-core.js');
     const golden = process.env.SANA_GOLDEN_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'golden');
     const folder = join(dir, 'pipeline');
     cpSync(join(golden, 'pipeline_tiny_e2e'), folder, { recursive: true });
     cpSync(join(dir, 'tokenizer.json'), join(folder, 'tokenizer', 'tokenizer.json'));
     const index = JSON.parse(readFileSync(join(folder, 'model_index.json'), 'utf8'));
     writeFileSync(join(folder, 'model_index.json'), JSON.stringify({ ...index, tokenizer: ['transformers', 'GemmaTokenizerFast'] }));
-    const pipe = await SanaPipeline.fromPretrained(folder, { backend: 'wasm' });
+    const pipe = await SanaPipelineCore.fromPretrained(folder, { backend: 'wasm' });
     try {
       const { cond, uncond } = pipe.encodePrompt(['  A RED cube '], { guidance: true, maxSequenceLength: 6, complexHumanInstruction: ['make it nice', 'user prompt: '] });
       // CHI c = 6 → text encoder length 10, keep [0, −5 … −1]
