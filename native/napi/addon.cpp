@@ -3,6 +3,7 @@
 // into a JS Error with a `code` (ts/errors.ts wraps it in a SanaError). No model logic lives here.
 // Context-aware (Napi::Addon): each JS thread (main or worker) gets its own sana_ctx and thread pool.
 #include <napi.h>
+#include <sys/mman.h>
 
 #include <cmath>
 #include <cstdlib>
@@ -66,6 +67,23 @@ struct Block {
   bool freed;
 };
 
+// Tensors of 1 MiB and more are mapped pages of their own, so freeing one returns its memory to the system
+// at once (malloc would keep freed large blocks in its arenas: weights of a disposed model stayed resident).
+constexpr size_t kMapThreshold = size_t(1) << 20;
+
+void* allocate(size_t bytes) {
+  if (bytes >= kMapThreshold) {
+    void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  return std::aligned_alloc(64, bytes);
+}
+
+void release(void* p, size_t bytes) {
+  if (bytes >= kMapThreshold) munmap(p, bytes);
+  else std::free(p);
+}
+
 void finalize_block(napi_env env, void*, void* hint) {
   Block* b = static_cast<Block*>(hint);
   bool release = false;
@@ -77,7 +95,7 @@ void finalize_block(napi_env env, void*, void* hint) {
     }
   }
   if (release) {
-    std::free(b->ptr);
+    ::release(b->ptr, b->bytes);
     int64_t adjusted;
     napi_adjust_external_memory(env, -(int64_t)b->bytes, &adjusted);
   }
@@ -258,7 +276,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       if (bytes <= 0 || bytes > ((ptrdiff_t)1 << 46))
         invalid(info.Env(), "alloc: Expected 1 .. 2^46 for bytes but received " + std::to_string(bytes));
       size_t rounded = ((size_t)bytes + 63) / 64 * 64;
-      void* p = std::aligned_alloc(64, rounded);
+      void* p = allocate(rounded);
       if (!p) throw_code(info.Env(), "ERR_SANA_OUT_OF_MEMORY", "alloc: could not allocate " + std::to_string(bytes) + " bytes");
       Block* b = new Block{registry_, p, rounded, false};
       {
@@ -272,7 +290,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
           std::lock_guard<std::mutex> g(registry_->mu);
           registry_->live.erase(p);
         }
-        std::free(p);
+        release(p, rounded);
         delete b;
         throw_code(info.Env(), "ERR_SANA_NATIVE", "alloc: this runtime does not allow external buffers");
       }
@@ -299,7 +317,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
         registry_->live.erase(it);
       }
       ab.Detach();
-      std::free(p);
+      release(p, bytes);
       int64_t adjusted;
       napi_adjust_external_memory(info.Env(), -(int64_t)bytes, &adjusted);
       return info.Env().Undefined();

@@ -1,6 +1,7 @@
 // SanaPipeline (worker-backed) on the tiny pipeline of test/fixtures: loading with per-component backends and
 // byte progress, the event loop kept free during generation, images of
 // the requested size, seed determinism, the progress contract, abort, option validation.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +25,32 @@ afterAll(async () => {
 });
 
 const base = { useResolutionBinning: false, width: 64, height: 48, steps: 3, maxSequenceLength: 8, complexHumanInstruction: null } as const;
+
+describe('SanaPipeline memory', () => {
+  it('dispose frees the models: resident memory returns near the baseline', async () => {
+    // a pipeline whose transformer is the 600M-width 2-layer peer (220 MB of weights; loads, never runs)
+    const peer = process.env.SANA_PEER_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'peer');
+    const folder = tinyPipeline(join(dir, 'big'));
+    rmSync(join(folder, 'transformer'), { recursive: true });
+    execFileSync(process.execPath, [join(peer, 'make-weights.mjs'), join(peer, 'sana_transformer_medium_2l'), join(folder, 'transformer')], { stdio: 'ignore' });
+    const before = process.memoryUsage().rss;
+    const big = await SanaPipeline.fromPretrained(folder, { backend: 'cpu' });
+    const loaded = process.memoryUsage().rss;
+    await big.dispose();
+    const after = process.memoryUsage().rss;
+    expect(loaded - before).toBeGreaterThan(180 * 2 ** 20);
+    expect(after - before).toBeLessThan(60 * 2 ** 20);
+  });
+
+  it('await using disposes the pipeline', async () => {
+    let disposed: SanaPipeline;
+    {
+      await using p = await SanaPipeline.fromPretrained(join(dir), { backend: 'wasm' });
+      disposed = p;
+    }
+    await expect(disposed.generate('a', base)).rejects.toMatchObject({ code: 'ERR_SANA_DISPOSED' });
+  });
+});
 
 describe('SanaPipeline loading', () => {
   it('reports load progress per component in bytes that never exceed the total', () => {
@@ -84,6 +111,10 @@ describe('SanaPipeline.generate', () => {
     const events: ProgressEvent[] = [];
     await pipe.generate('a red cube', { ...base, steps: 4, seed: 1, onProgress: (e) => events.push(e) });
     expect(events.map((e) => e.status)).toEqual(['encode', 'step', 'step', 'step', 'step', 'decode', 'done']);
+    const binned: ProgressEvent[] = [];
+    const r = await pipe.generate('a', { ...base, steps: 1, seed: 1, useResolutionBinning: false, width: 40, height: 48, onProgress: (e) => binned.push(e) });
+    expect(r.images[0].width).toBe(40);
+    expect(binned.some((e) => e.status === 'warning')).toBe(false); // no binning, no change, no warning
     expect(events.filter((e) => e.status === 'step').map((e) => (e as { step: number }).step)).toEqual([1, 2, 3, 4]);
   });
 
@@ -109,6 +140,15 @@ describe('SanaPipeline.generate', () => {
       expect(err.code).toBe('ERR_SANA_INVALID_OPTION');
       expect(err.message).toMatch(msg);
     }
+  });
+
+  it("outputType 'latent' returns the final latents, 'float' the image in [0, 1]", async () => {
+    const lat = await pipe.generate('a red cube', { ...base, seed: 2, outputType: 'latent' });
+    expect(lat.images).toHaveLength(0);
+    expect(lat.tensor!.shape).toEqual([1, 16, 48 / 8, 64 / 8]);
+    const flt = await pipe.generate('a red cube', { ...base, seed: 2, outputType: 'float' });
+    expect(flt.tensor!.shape).toEqual([1, 3, 48, 64]);
+    expect(flt.tensor!.data.every((v) => v >= 0 && v <= 1)).toBe(true);
   });
 
   it('resolution binning needs a transformer sample_size with a bin table', async () => {

@@ -264,6 +264,8 @@ export class SanaPipelineCore {
     const condN = SanaPipelineCore.repeatRows(cond, n);
     const uncondN = uncond ? SanaPipelineCore.repeatRows(uncond, n) : null;
     const encodeMs = performance.now() - t0;
+    if (o.genWidth !== o.width || o.genHeight !== o.height)
+      progress({ status: 'warning', message: `resolution binning: generating at ${o.genWidth}x${o.genHeight} (the nearest aspect-ratio bin) for the requested ${o.width}x${o.height}, then resizing and cropping` });
     const C = this.components.transformer.config.inChannels;
     const B = o.prompts.length * n;
     const f = this.components.vae.spatialCompression;
