@@ -30,6 +30,7 @@ describe('sana CLI', () => {
     expect(r.stdout).toMatch(/^vae: AutoencoderDC, \d+ tensors/m);
     expect(r.stdout).toMatch(/^text_encoder: Gemma2Model, \d+ tensors/m);
     expect(r.stdout).toMatch(/^scheduler: DPMSolverMultistepScheduler\n.*"flowShift":3/m);
+    expect(r.stdout).toMatch(/^backends:\n  cuda  unavailable: .*\n  cpu   .*\n  wasm  available$/m);
   });
 
   it('info on a folder that is not a pipeline: exit 1 with the error message, no stack trace', () => {

@@ -67,6 +67,8 @@ function info(opts: { model: string; variant?: string }): void {
     process.stdout.write(`${c.name}: ${c.className ?? 'none'}${weights}\n  ${JSON.stringify(c.config)}\n`);
   }
   for (const w of warnings) process.stdout.write(`warning: ${w}\n`);
+  process.stdout.write('backends:\n');
+  for (const p of probeBackends()) process.stdout.write(`  ${p.name.padEnd(5)} ${p.available ? 'available' : `unavailable: ${p.reason}`}\n`);
 }
 
 interface GenerateCliOptions {
@@ -139,7 +141,7 @@ function program(): Command {
     .showHelpAfterError('(run sana --help for usage)');
   p.command('backends').description('which backends (cuda, cpu, wasm) and kernel variants run here, and why not').action(backends);
   p.command('info')
-    .description('a Sana pipeline folder: components, configs, parameter counts and dtypes (reads headers only)')
+    .description('a Sana pipeline folder: components, configs, parameter counts and dtypes (reads headers only), and the backends that can run it')
     .requiredOption('--model <dir>', 'diffusers-layout pipeline folder')
     .option('--variant <name>', 'weights variant, e.g. fp16 or bf16')
     .action(info);

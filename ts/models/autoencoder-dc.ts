@@ -137,7 +137,7 @@ export class AutoencoderDC {
       // bf16's 8-bit mantissa costs 1–3 % relative L2 error through the DC-AE's ~40 weight layers on the
       // golden cases, f16's 11 bits < 0.2 %: the same memory, so reduced-precision mode holds DC-AE weights as f16
       const weightDtype = opts.weightDtype === 'bf16' ? 'f16' : opts.weightDtype;
-      const params = Params.load(backend, store, specs, 'AutoencoderDC', weightDtype);
+      const params = Params.load(backend, store, specs, 'AutoencoderDC', weightDtype, opts.onBytesRead);
       const fused = fuseQkv(backend, params, specs);
       const warnings = [
         ...(opts.weightDtype === 'bf16' ? ['reduced-precision mode: AutoencoderDC weights are held as f16 (same memory as bf16, 8× finer mantissa)'] : []),

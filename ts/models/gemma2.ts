@@ -79,7 +79,7 @@ export class Gemma2Model {
       // Gemma2ForCausalLM checkpoints prefix every key with "model." and add a tied lm_head: accept both
       const prefix = store.info('embed_tokens.weight') ? '' : store.info('model.embed_tokens.weight') ? 'model.' : '';
       const specs = paramSpecs(config, prefix);
-      const params = Params.load(backend, store, specs, 'Gemma2Model', opts.weightDtype);
+      const params = Params.load(backend, store, specs, 'Gemma2Model', opts.weightDtype, opts.onBytesRead);
       params.packLinear(backend, specs.filter((s) => !s.vector && !s.name.endsWith('embed_tokens.weight')).map((s) => s.name));
       const warnings = [
         ...params.notes,

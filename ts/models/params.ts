@@ -15,6 +15,8 @@ export interface LoadOptions {
   variant?: string;
   /** reduced-precision mode: hold fp32 checkpoint matrices as bf16 or f16 (half the memory) */
   weightDtype?: 'bf16' | 'f16';
+  /** called after each tensor is read with the bytes it took in its file */
+  onBytesRead?: (bytes: number) => void;
   /** config keys replaced before the model is built (golden cases use this) */
   configOverrides?: Record<string, JsonValue>;
 }
@@ -74,7 +76,7 @@ export class Params {
    * @param weightDtype keep matrices as stored (undefined), or hold them as bf16 / f16 (reduced-precision
    *   mode: half the memory of fp32 checkpoints; vectors stay fp32).
    */
-  static load(backend: Backend, store: WeightStore, specs: ParamSpec[], component: string, weightDtype?: 'bf16' | 'f16'): Params {
+  static load(backend: Backend, store: WeightStore, specs: ParamSpec[], component: string, weightDtype?: 'bf16' | 'f16', onBytesRead?: (bytes: number) => void): Params {
     const where = `${component} (${basename(store.dir)})`;
     for (const s of specs) {
       const info = store.info(s.name);
@@ -99,6 +101,7 @@ export class Params {
         } else {
           tensors.set(s.name, convertInto(backend, store, s, stored, want, notes));
         }
+        onBytesRead?.(store.info(s.name)!.byteLength);
       }
     } catch (e) {
       for (const t of tensors.values()) t.dispose();

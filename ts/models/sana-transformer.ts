@@ -136,7 +136,7 @@ export class SanaTransformer2DModel {
     const store = WeightStore.open(dir, 'diffusion_pytorch_model', opts.variant);
     try {
       const specs = paramSpecs(config);
-      const params = Params.load(backend, store, specs, 'SanaTransformer2DModel', opts.weightDtype);
+      const params = Params.load(backend, store, specs, 'SanaTransformer2DModel', opts.weightDtype, opts.onBytesRead);
       // every GEMM weight except the patch embedding (used through a reshape) and the depth-wise kernels
       params.packLinear(backend, specs.filter((s) => !s.vector && !s.name.startsWith('patch_embed') && !s.name.endsWith('conv_depth.weight')).map((s) => s.name));
       const warnings = [

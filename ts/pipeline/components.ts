@@ -75,14 +75,15 @@ export function readModelIndex(dir: string): { classes: Record<string, string | 
   return { classes, warnings };
 }
 
-/** Bytes of the safetensors files in a component folder (load progress). */
+/** Bytes of the safetensors files in a component folder: the total that load progress counts toward. */
 function weightBytes(dir: string): number {
   if (!existsSync(dir)) return 0;
   return readdirSync(dir).filter((f) => f.endsWith('.safetensors')).reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
 }
 
-/** Loads every component of a pipeline folder; on any error nothing stays allocated. `onLoad` reports the
- * weight bytes loaded so far against the folder's total after each component. */
+/** Loads every component of a pipeline folder; on any error nothing stays allocated. `onProgress` reports
+ * the tensor bytes read so far against the folder's weight-file total (at most every 1 %, and at the end
+ * of each component, where the component's whole files — headers included — are counted). */
 export function loadSanaComponents(dir: string, backends: { textEncoder: Backend; transformer: Backend; vae: Backend }, opts: LoadOptions & {
   onProgress?: (e: { status: 'load'; component: string; loaded: number; total: number }) => void;
 } = {}): SanaComponents {
@@ -91,16 +92,30 @@ export function loadSanaComponents(dir: string, backends: { textEncoder: Backend
   const names = ['text_encoder', 'transformer', 'vae'];
   const total = names.reduce((s, n) => s + weightBytes(join(dir, n)), 0);
   let done = 0;
+  let reported = 0;
+  const reading = (name: string) => ({
+    ...opts,
+    onBytesRead: (bytes: number) => {
+      const now = Math.min(done + bytes, total);
+      done = now;
+      if (now - reported >= total / 100) {
+        reported = now;
+        opts.onProgress?.({ status: 'load', component: name, loaded: now, total });
+      }
+    },
+  });
+  let before = 0;
   const keep = <T extends { dispose(): void }>(name: string, m: T): T => {
     loaded.push(m);
-    done += weightBytes(join(dir, name));
+    before += weightBytes(join(dir, name));
+    done = reported = before;
     opts.onProgress?.({ status: 'load', component: name, loaded: done, total });
     return m;
   };
   try {
-    const textEncoder = keep('text_encoder', Gemma2Model.fromFolder(join(dir, 'text_encoder'), backends.textEncoder, opts));
-    const transformer = keep('transformer', SanaTransformer2DModel.fromFolder(join(dir, 'transformer'), backends.transformer, opts));
-    const vae = keep('vae', AutoencoderDC.fromFolder(join(dir, 'vae'), backends.vae, opts));
+    const textEncoder = keep('text_encoder', Gemma2Model.fromFolder(join(dir, 'text_encoder'), backends.textEncoder, reading('text_encoder')));
+    const transformer = keep('transformer', SanaTransformer2DModel.fromFolder(join(dir, 'transformer'), backends.transformer, reading('transformer')));
+    const vae = keep('vae', AutoencoderDC.fromFolder(join(dir, 'vae'), backends.vae, reading('vae')));
     const scheduler = classes.scheduler === 'DPMSolverMultistepScheduler'
       ? FlowDpmSolver.fromFolder(join(dir, 'scheduler'))
       : FlowEuler.fromFolder(join(dir, 'scheduler'));

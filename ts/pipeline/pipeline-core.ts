@@ -62,8 +62,9 @@ export interface GenerateOptions {
   steps?: number;
   /** classifier-free guidance is on iff > 1 (default 4.5) */
   guidanceScale?: number;
-  /** torch.Generator('cpu').manual_seed(seed) latents; default: a random seed (reported in the result) */
-  seed?: number | bigint;
+  /** torch.Generator('cpu').manual_seed(seed) latents (a list: one generator per image); default: a random
+   * seed (reported in the result) */
+  seed?: number | bigint | (number | bigint)[];
   /** initial latents [B·numImagesPerPrompt, C, h, w] instead of a seed */
   latents?: Float32Array;
   numImagesPerPrompt?: number;
@@ -82,7 +83,7 @@ export interface GenerateResult {
   images: GeneratedImage[];
   /** final latents [B, C, h, w] (outputType 'latent'), or the decoded float image NCHW in [0, 1] ('float') */
   tensor?: { data: Float32Array; shape: number[] };
-  seed: bigint | null;
+  seed: bigint | bigint[] | null;
   /** the size generated at (after resolution binning) and the output size */
   generatedSize: { width: number; height: number };
   timings: Timings;
@@ -275,6 +276,11 @@ export class SanaPipelineCore {
     if (opts.latents) {
       if (opts.latents.length !== count) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${count} values ([${shape.join(', ')}]) for latents but received ${opts.latents.length}`);
       latents = Float32Array.from(opts.latents);
+    } else if (Array.isArray(o.seed)) {
+      // one generator per image, each drawing its own [C, h, w] (diffusers' randn_tensor with a list)
+      const per = count / B;
+      latents = new Float32Array(count);
+      o.seed.forEach((s, i) => latents.set(randn(new TorchGenerator(s), per, 'float32'), i * per));
     } else {
       latents = randn(new TorchGenerator(o.seed!), count, 'float32') as Float32Array;
     }
@@ -341,12 +347,18 @@ export class SanaPipelineCore {
     if (!['image', 'latent', 'float'].includes(outputType)) throw bad('one of image, latent, float', 'outputType', outputType);
     const schedulerName = opts.scheduler ?? 'flow-dpm-solver';
     if (schedulerName !== 'flow-dpm-solver' && schedulerName !== 'flow-euler') throw bad('flow-dpm-solver or flow-euler', 'scheduler', schedulerName);
-    let seed: bigint | null = null;
-    if (opts.latents === undefined) {
-      const s = opts.seed ?? BigInt(Math.floor(Math.random() * 2 ** 32));
+    const oneSeed = (s: unknown): bigint => {
       if ((typeof s !== 'number' && typeof s !== 'bigint') || (typeof s === 'number' && !Number.isSafeInteger(s)) || BigInt(s) < 0n || BigInt(s) >= 1n << 64n)
         throw bad('an integer from 0 to 2^64 − 1', 'seed', s);
-      seed = BigInt(s);
+      return BigInt(s);
+    };
+    let seed: bigint | bigint[] | null = null;
+    if (opts.latents === undefined) {
+      const s = opts.seed ?? BigInt(Math.floor(Math.random() * 2 ** 32));
+      if (Array.isArray(s)) {
+        if (s.length !== prompts.length * numImages) throw bad(`${prompts.length * numImages} seeds (one per image)`, 'seed', s);
+        seed = s.map(oneSeed);
+      } else seed = oneSeed(s);
     } else if (!(opts.latents instanceof Float32Array)) throw bad('a Float32Array', 'latents', opts.latents);
     const binning = opts.useResolutionBinning ?? true;
     let genWidth = width;
