@@ -42,6 +42,17 @@ describe('SanaPipeline memory', () => {
     expect(after - before).toBeLessThan(60 * 2 ** 20);
   });
 
+  it("dtype 'bf16' holds fp32 weights as bf16 (and the DC-AE as f16), with warnings saying so", async () => {
+    const half = await SanaPipeline.fromPretrained(dir, { backend: 'wasm', dtype: 'bf16' });
+    try {
+      expect(half.warnings.some((w) => w.startsWith('vae: reduced-precision mode: AutoencoderDC weights are held as f16'))).toBe(true);
+      expect((await half.generate('a red cube', { ...base, seed: 3 })).images).toHaveLength(1);
+    } finally {
+      await half.dispose();
+    }
+    await expect(SanaPipeline.fromPretrained(dir, { dtype: 'fp8' as never })).rejects.toMatchObject({ code: 'ERR_SANA_INVALID_OPTION' });
+  });
+
   it('await using disposes the pipeline', async () => {
     let disposed: SanaPipeline;
     {

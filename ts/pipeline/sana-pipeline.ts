@@ -9,7 +9,7 @@ import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 
 import type { BackendInfo } from '../backends/backend.js';
-import { SanaError, type SanaErrorCode } from '../errors.js';
+import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { packageRoot } from '../paths.js';
 import { GeneratedImage } from './image.js';
 import type { CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, ProgressEvent } from './pipeline-core.js';
@@ -20,6 +20,9 @@ export type GenerateOptions = Omit<CoreGenerateOptions, 'signal'> & { signal?: A
 
 export interface PipelineOptions extends Omit<CoreLoadOptions, 'backend' | 'onProgress'> {
   backend?: 'auto' | 'cpu' | 'wasm' | { textEncoder?: 'auto' | 'cpu' | 'wasm'; transformer?: 'auto' | 'cpu' | 'wasm'; vae?: 'auto' | 'cpu' | 'wasm' };
+  /** weights in memory: as stored ('auto', default), or fp32 checkpoints held as 'bf16' / 'f16' (half the
+   * memory; activations stay fp32). Same as weightDtype. */
+  dtype?: 'auto' | 'bf16' | 'f16';
   onProgress?: (e: ProgressEvent) => void;
 }
 
@@ -61,8 +64,11 @@ export class SanaPipeline {
   }
 
   static async fromPretrained(dir: string, opts: PipelineOptions = {}): Promise<SanaPipeline> {
+    const { onProgress, dtype, ...rest } = opts;
+    if (dtype !== undefined && !['auto', 'bf16', 'f16'].includes(dtype))
+      throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected one of auto, bf16, f16 for dtype but received ${describeValue(dtype)}`);
+    const options = { ...rest, weightDtype: rest.weightDtype ?? (dtype === 'auto' ? undefined : dtype) };
     const pool = new Piscina({ filename: join(packageRoot(), 'dist', 'ts', 'pipeline', 'worker.js'), minThreads: 1, maxThreads: 1, idleTimeout: Infinity });
-    const { onProgress, ...options } = opts;
     try {
       const info = await runWithProgress<{ warnings: string[]; backendInfo: SanaPipeline['backendInfo'] }>(pool, (port) => ({ type: 'load', dir, options, port }), onProgress);
       return new SanaPipeline(pool, info.warnings, info.backendInfo);
