@@ -14,6 +14,21 @@ const dir = mkdtempSync(join(tmpdir(), 'sana-readme-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('README', () => {
+  it('the CLI examples of "Text to image" run (on the tiny pipeline instead of the 600M folder)', () => {
+    const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
+    const block = /## Text to image[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
+    const commands = block.split('\n').map((l) => l.replace(/#.*$/, '').trim()).filter((l) => l.startsWith('npx sana '));
+    expect(commands.length).toBeGreaterThanOrEqual(3);
+    const model = tinyPipeline(join(dir, 'cli-model'));
+    for (const command of commands) {
+      const args = (command.slice('npx sana '.length).match(/"[^"]*"|\S+/g) ?? []).map((a) => a.replace(/^"|"$/g, ''))
+        .map((a) => (a === './Sana_600M_1024px_diffusers' ? model : a === '1024x1024' ? '64x64' : a === 'a red fox in the snow' ? 'a red cube' : a));
+      if (args[0] === 'generate' && !args.includes('--help')) args.push('--no-binning', '--no-chi', '--steps', '2');
+      execFileSync(process.execPath, [join(packageRoot(), 'dist', 'ts', 'cli', 'sana.js'), ...args], { cwd: dir, stdio: 'pipe' });
+    }
+    expect(PNG.sync.read(readFileSync(join(dir, 'fox.png'))).width).toBe(64);
+  });
+
   it('the API example runs and writes fox.png', () => {
     const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
     const example = /## Text to image[\s\S]*?```js\n([\s\S]*?)```/.exec(readme)?.[1];
