@@ -141,9 +141,7 @@ export class AutoencoderDC {
       const fused = fuseQkv(backend, params, specs);
       const warnings = [
         ...(opts.weightDtype === 'bf16' ? ['reduced-precision mode: AutoencoderDC weights are held as f16 (same memory as bf16, 8× finer mantissa)'] : []),
-        ...params.notes,
-        ...params.unused.map((n) => `unused tensor ${n} in the checkpoint`),
-        ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
+        ...params.warnings(cfg),
       ];
       return new AutoencoderDC(backend, config, params, fused, hasEncoder, warnings);
     } finally {

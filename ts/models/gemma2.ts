@@ -81,12 +81,7 @@ export class Gemma2Model {
       const specs = paramSpecs(config, prefix);
       const params = Params.load(backend, store, specs, 'Gemma2Model', opts.weightDtype, opts.onBytesRead);
       params.packLinear(backend, specs.filter((s) => !s.vector && !s.name.endsWith('embed_tokens.weight')).map((s) => s.name));
-      const warnings = [
-        ...params.notes,
-        ...params.unused.filter((n) => n !== 'lm_head.weight').map((n) => `unused tensor ${n} in the checkpoint`),
-        ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
-      ];
-      return new Gemma2Model(backend, config, params, prefix, warnings);
+      return new Gemma2Model(backend, config, params, prefix, params.warnings(cfg, ['lm_head.weight']));
     } finally {
       store.close();
     }

@@ -5,6 +5,7 @@ import { basename } from 'node:path';
 
 import type { Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
+import type { ConfigReader } from '../io/config.js';
 import type { JsonValue } from '../io/json.js';
 import type { WeightStore } from '../io/weights.js';
 import { decode, encode, type DType } from '../tensor/dtype.js';
@@ -124,6 +125,16 @@ export class Params {
       this.tensors.set(name, backend.packWeight(t));
       t.dispose();
     }
+  }
+
+  /** What loading noticed, as diffusers logs it: precision decisions, checkpoint tensors the model does
+   * not use (except `expectedUnused`, e.g. a tied lm_head) and config keys it does not know. */
+  warnings(cfg: ConfigReader, expectedUnused: string[] = []): string[] {
+    return [
+      ...this.notes,
+      ...this.unused.filter((n) => !expectedUnused.includes(n)).map((n) => `unused tensor ${n} in the checkpoint`),
+      ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
+    ];
   }
 
   /** Host copy of a small f32 parameter (modulation tables). */

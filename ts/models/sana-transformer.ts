@@ -139,12 +139,7 @@ export class SanaTransformer2DModel {
       const params = Params.load(backend, store, specs, 'SanaTransformer2DModel', opts.weightDtype, opts.onBytesRead);
       // every GEMM weight except the patch embedding (used through a reshape) and the depth-wise kernels
       params.packLinear(backend, specs.filter((s) => !s.vector && !s.name.startsWith('patch_embed') && !s.name.endsWith('conv_depth.weight')).map((s) => s.name));
-      const warnings = [
-        ...params.notes,
-        ...params.unused.map((n) => `unused tensor ${n} in the checkpoint`),
-        ...cfg.unusedKeys().map((k) => `unknown config key ${k} ignored`),
-      ];
-      return new SanaTransformer2DModel(backend, config, params, warnings);
+      return new SanaTransformer2DModel(backend, config, params, params.warnings(cfg));
     } finally {
       store.close();
     }
