@@ -260,7 +260,7 @@ def main():
     elif a.command == 'ae':
         cmd_ae(a.out, a.steps or 600, a.batch, a.seed)
     elif a.command == 'dit':
-        cmd_dit(a.out, a.steps or 1500, a.batch, a.seed)
+        cmd_dit(a.out, a.steps or 4000, a.batch, a.seed)
     else:
         cmd_smoke()
 

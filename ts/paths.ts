@@ -16,3 +16,8 @@ export function packageRoot(): string {
     dir = up;
   }
 }
+
+/** The built-in demo model (trained by training/train_demo.py): what runs when no model folder is given. */
+export function demoModelDir(): string {
+  return join(packageRoot(), 'models', 'sana-shapes-demo');
+}

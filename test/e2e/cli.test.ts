@@ -33,6 +33,14 @@ describe('sana CLI', () => {
     expect(r.stdout).toMatch(/^backends:\n  cuda  unavailable: .*\n  cpu   .*\n  wasm  available$/m);
   });
 
+  it('info without --model describes the built-in demo model', () => {
+    const r = run('info');
+    expect(r.status).toBe(0);
+    expect(r.stdout).toContain('transformer: SanaTransformer2DModel');
+    expect(r.stdout).toContain('built-in demo model');
+    expect(r.stdout).toContain('"sampleSize":4');
+  });
+
   it('info on a folder that is not a pipeline: exit 1 with the error message, no stack trace', () => {
     const r = run('info', '--model', join(golden, 'dcae_tiny'));
     expect(r.status).toBe(1);
@@ -41,9 +49,9 @@ describe('sana CLI', () => {
   });
 
   it('usage errors exit 2 with a message', () => {
-    const noModel = run('info');
-    expect(noModel.status).toBe(2);
-    expect(noModel.stderr).toContain("required option '--model <dir>' not specified");
+    const noPrompt = run('generate');
+    expect(noPrompt.status).toBe(2);
+    expect(noPrompt.stderr).toContain("missing required argument 'prompt'");
     const r = run('frobnicate');
     expect(r.status).toBe(2);
     expect(r.stderr).toContain("unknown command 'frobnicate'");
@@ -82,7 +90,7 @@ describe('sana generate', () => {
     [['--scheduler', 'ddim'], /Expected one of flow-dpm-solver, flow-euler but received "ddim"/],
     [['--guidance', 'lots'], /Expected a number but received "lots"/],
     [['--seed', '-1'], /Expected an integer from 0 to 2\^64 − 1 but received "-1"|unknown option '-1'/],
-    [['--width', '70', '--no-binning'], /^sana: Expected multiples of 8 .* for width, height but received "70x256"/m],
+    [['--width', '70', '--no-binning'], /^sana: Expected multiples of 8 .* for width, height but received "70x64"/m],
     [['--size', '64x64', '--width', '64'], /Expected either --size or --width\/--height/],
     [['--bogus'], /unknown option '--bogus'/],
     [['--no-binning', '--width', '64', '--height', '64'], /Expected text the tokenizer can encode for prompt/], // the default CHI has words outside the test vocabulary

@@ -8,6 +8,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 
 import { createBackend, probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
+import { demoModelDir } from '../paths.js';
 import { inspectPipeline } from '../pipeline/inspect.js';
 import { SanaPipeline, type GenerateOptions } from '../pipeline/sana-pipeline.js';
 
@@ -60,6 +61,8 @@ async function backends(): Promise<void> {
 
 function info(opts: { model: string; variant?: string }): void {
   const { components, warnings } = inspectPipeline(opts.model, opts.variant);
+  if (opts.model === demoModelDir())
+    process.stdout.write(`model: the built-in demo model (${opts.model}): a 64×64 Sana trained on pictures of one shape on a plain background, see training/README.md\n`);
   for (const c of components) {
     const weights = c.parameters !== undefined
       ? `, ${c.tensors} tensors, ${c.parameters.toLocaleString('en-US')} parameters (${Object.entries(c.dtypes ?? {}).map(([d, n]) => `${d} ${n.toLocaleString('en-US')}`).join(', ')})`
@@ -103,7 +106,7 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
     const bar = new SingleBar({ format: 'sana |{bar}| {value}/{total} steps | {stage}', stream: process.stderr, hideCursor: true, noTTYOutput: true, notTTYSchedule: 2000 });
     const gen: GenerateOptions = {
       negativePrompt: opts.negative, width, height, steps: opts.steps, guidanceScale: opts.guidance, seed: opts.seed,
-      scheduler: opts.scheduler, numImagesPerPrompt: opts.numImages, useResolutionBinning: opts.binning,
+      scheduler: opts.scheduler, numImagesPerPrompt: opts.numImages, useResolutionBinning: opts.binning ? undefined : false,
       maxSequenceLength: opts.maxSequenceLength, complexHumanInstruction: opts.chi ? undefined : null,
       onProgress: (e) => {
         if (e.status === 'encode') bar.start(opts.steps ?? 20, 0, { stage: 'encoding the prompt' });
@@ -142,13 +145,13 @@ function program(): Command {
   p.command('backends').description('which backends (cuda, cpu, wasm) and kernel variants run here, and why not').action(backends);
   p.command('info')
     .description('a Sana pipeline folder: components, configs, parameter counts and dtypes (reads headers only), and the backends that can run it')
-    .requiredOption('--model <dir>', 'diffusers-layout pipeline folder')
+    .option('--model <dir>', 'diffusers-layout pipeline folder (default: the built-in demo model)', demoModelDir())
     .option('--variant <name>', 'weights variant, e.g. fp16 or bf16')
     .action(info);
   p.command('generate')
     .description('text to PNG')
     .argument('<prompt>', 'what to draw')
-    .requiredOption('--model <dir>', 'diffusers-layout pipeline folder, e.g. ./Sana_600M_1024px_diffusers')
+    .option('--model <dir>', 'diffusers-layout pipeline folder, e.g. ./Sana_600M_1024px_diffusers (default: the built-in demo model)', demoModelDir())
     .option('--negative <text>', 'negative prompt', '')
     .option('--size <WxH>', 'output size, e.g. 1024x768', size)
     .option('--width <px>', 'output width', integer(32, 8192))

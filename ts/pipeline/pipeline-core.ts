@@ -18,7 +18,7 @@ import { FlowEuler } from '../schedulers/flow-euler.js';
 import { loadSanaComponents, type SanaComponents } from './components.js';
 import { GeneratedImage } from './image.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
-import { aspectRatioBins, classifyHeightWidthBin } from './resolution.js';
+import { aspectRatioBins, classifyHeightWidthBin, hasAspectRatioBins } from './resolution.js';
 import { randn, TorchGenerator } from './torch-random.js';
 import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
 
@@ -331,7 +331,8 @@ export class SanaPipelineCore {
     if (!Array.isArray(prompts) || prompts.length === 0 || !prompts.every((p) => typeof p === 'string'))
       throw bad('a string or a non-empty array of strings', 'prompt', prompt);
     const tc = this.components.transformer.config;
-    const dflt = tc.sampleSize * 32;
+    // diffusers: default_sample_size · vae_scale_factor (1024 for the released models)
+    const dflt = tc.sampleSize * this.components.vae.spatialCompression;
     const int = (v: unknown, option: string, min: number, max: number) => {
       if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw bad(`an integer from ${min} to ${max}`, option, v);
       return v;
@@ -360,7 +361,9 @@ export class SanaPipelineCore {
         seed = s.map(oneSeed);
       } else seed = oneSeed(s);
     } else if (!(opts.latents instanceof Float32Array)) throw bad('a Float32Array', 'latents', opts.latents);
-    const binning = opts.useResolutionBinning ?? true;
+    // diffusers always bins by default and raises for a sample_size without a table; here such models (the demo
+    // model) default to their exact size, while an explicit useResolutionBinning: true still raises
+    const binning = opts.useResolutionBinning ?? hasAspectRatioBins(tc.sampleSize);
     let genWidth = width;
     let genHeight = height;
     if (binning) {

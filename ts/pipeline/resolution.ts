@@ -33,6 +33,11 @@ function parse(table: string): AspectBin[] {
 
 const BY_SAMPLE_SIZE: Record<number, string> = { 16: 'ASPECT_RATIO_512_BIN', 32: 'ASPECT_RATIO_1024_BIN', 64: 'ASPECT_RATIO_2048_BIN', 128: 'ASPECT_RATIO_4096_BIN' };
 
+/** Whether SanaPipeline has a bin table for a transformer of this sample_size. */
+export function hasAspectRatioBins(sampleSize: number): boolean {
+  return sampleSize in BY_SAMPLE_SIZE;
+}
+
 /** The bin table SanaPipeline uses for a transformer of this sample_size. */
 export function aspectRatioBins(sampleSize: number): { name: string; bins: AspectBin[] } {
   const name = BY_SAMPLE_SIZE[sampleSize];

@@ -10,7 +10,7 @@ import { Piscina } from 'piscina';
 
 import type { BackendInfo } from '../backends/backend.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
-import { packageRoot } from '../paths.js';
+import { demoModelDir, packageRoot } from '../paths.js';
 import { GeneratedImage } from './image.js';
 import type { CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, ProgressEvent } from './pipeline-core.js';
 import type { END, WorkerTask } from './worker.js';
@@ -63,7 +63,8 @@ export class SanaPipeline {
     this.pool = pool;
   }
 
-  static async fromPretrained(dir: string, opts: PipelineOptions = {}): Promise<SanaPipeline> {
+  /** Loads a diffusers-layout folder; without one, the built-in demo model (see training/README.md). */
+  static async fromPretrained(dir: string = demoModelDir(), opts: PipelineOptions = {}): Promise<SanaPipeline> {
     const { onProgress, dtype, ...rest } = opts;
     if (dtype !== undefined && !['auto', 'bf16', 'f16'].includes(dtype))
       throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected one of auto, bf16, f16 for dtype but received ${describeValue(dtype)}`);
