@@ -145,12 +145,13 @@ def load_module(cls, folder):
     return m, cfg
 
 
-def train_ae(ae, data, steps, batch, lr, log_every=50):
+def train_ae(ae, next_batch, steps, lr, log_every=50):
+    """Reconstruction training; `next_batch()` gives the images of each step."""
     opt = torch.optim.AdamW(ae.parameters(), lr=lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.05)
     losses = []
     for step in range(steps):
-        x = torch.from_numpy(data.batch(batch)[0]) if callable(getattr(data, 'batch', None)) else data
+        x = next_batch()
         z = ae.encoder(x)
         rec = ae.decoder(z)
         loss = F.mse_loss(rec, x) + 0.1 * F.l1_loss(rec, x) + 1e-4 * z.pow(2).mean()
@@ -177,7 +178,8 @@ def cmd_ae(out, steps, batch, seed):
     torch.manual_seed(seed)
     ae, cfg = load_module(AutoencoderDC, f'{out}/vae')
     t0 = time.time()
-    losses = train_ae(ae, ShapesDataset(RES, seed), steps, batch, lr=1e-3)
+    data = ShapesDataset(RES, seed)
+    losses = train_ae(ae, lambda: torch.from_numpy(data.batch(batch)[0]), steps, lr=1e-3)
     with torch.no_grad():
         x = torch.from_numpy(ShapesDataset(RES, seed + 1000).batch(256)[0])
         cfg['scaling_factor'] = float(1 / ae.encoder(x).std())
@@ -223,7 +225,7 @@ def cmd_smoke():
     torch.manual_seed(0)
     x = torch.from_numpy(ShapesDataset(RES, 0).batch(8)[0])
     ae = AutoencoderDC(VAE_CONFIG)
-    ae_losses = train_ae(ae, x, steps=30, batch=8, lr=2e-3, log_every=0)
+    ae_losses = train_ae(ae, lambda: x, steps=30, lr=2e-3, log_every=0)
     dit = SanaTransformer2DModel(TRANSFORMER_CONFIG)
     with torch.no_grad():
         x0 = ae.encoder(x)
