@@ -108,6 +108,46 @@ export function readAutoencoderDcConfig(cfg: ConfigReader): AutoencoderDcConfig 
   return c;
 }
 
+/** One step of the decoder forward (spec §3.3), in execution order. `channels` is the step's output width,
+ * `scale` its spatial factor; `tap` names a stage end for the parity harness. Everything but 'evit' is local
+ * (3×3 receptive fields); an EfficientViT block's linear attention is global. */
+export type DecoderStep = { channels: number; scale: 1 | 2; tap?: string } & (
+  | { kind: 'conv_in' }
+  | { kind: 'up'; pre: string }
+  | { kind: 'res'; pre: string; act: Act }
+  | { kind: 'evit'; pre: string; scales: number[] }
+  | { kind: 'head' }
+);
+
+export function decoderSteps(c: AutoencoderDcConfig): DecoderStep[] {
+  const ch = c.decoderBlockOutChannels;
+  const n = ch.length;
+  const steps: DecoderStep[] = [{ kind: 'conv_in', channels: ch[n - 1], scale: 1 }];
+  for (let i = n - 1; i >= 0; i--) {
+    const pre = `decoder.up_blocks.${i}`;
+    let k = 0;
+    if (i < n - 1) steps.push({ kind: 'up', pre: `${pre}.${k++}`, channels: ch[i], scale: 2 });
+    for (let l = 0; l < c.decoderLayersPerBlock[i]; l++, k++)
+      steps.push(c.decoderBlockTypes[i] === 'ResBlock'
+        ? { kind: 'res', pre: `${pre}.${k}`, act: c.decoderActFns[i], channels: ch[i], scale: 1 }
+        : { kind: 'evit', pre: `${pre}.${k}`, scales: c.decoderQkvMultiscales[i], channels: ch[i], scale: 1 });
+    steps[steps.length - 1].tap = `${pre}.out`;
+  }
+  steps.push({ kind: 'head', channels: c.inChannels, scale: 1 });
+  return steps;
+}
+
+/** A rectangle [y0, y1) × [x0, x1) of a feature map. */
+export interface Rect {
+  y0: number;
+  y1: number;
+  x0: number;
+  x1: number;
+}
+
+/** LiteMLA's ε in out = num / (den + ε) (diffusers SanaMultiscaleAttnProcessor2_0). */
+const LINEAR_ATTENTION_EPS = 1e-15;
+
 export interface TilingOptions {
   tileSampleMinHeight: number;
   tileSampleMinWidth: number;
@@ -210,27 +250,47 @@ export class AutoencoderDC {
   }
 
   private decodeWhole(z: Float32Array, shape: readonly [number, number, number, number], taps?: Taps): Float32Array {
+    const steps = decoderSteps(this.config);
+    let hs = this.backend.tensor([...shape], 'f32', z);
+    try {
+      for (const step of steps) {
+        const next = this.runStep(step, hs, taps);
+        hs.dispose();
+        hs = next;
+        if (taps && step.tap) taps(step.tap, hs.toFloat32(), [...hs.shape]);
+      }
+      return hs.toFloat32();
+    } finally {
+      hs.dispose();
+    }
+  }
+
+  /** One decoder step on a whole map or a crop of it (zero padding at the crop's edges: the shard planner
+   * gives crops enough halo that no kept pixel sees it). The step's intermediates are freed before it returns. */
+  runStep(step: DecoderStep, x: Tensor, taps?: Taps): Tensor {
     const be = this.backend;
     const c = this.config;
     const P = (n: string) => this.p.get(n);
     const scope = new Scope();
     try {
-      const zt = scope.keep(be.tensor([...shape], 'f32', z));
-      let hs = scope.keep(be.conv2d(zt, P('decoder.conv_in.weight'), { bias: P('decoder.conv_in.bias'), padding: 1 }));
-      const n = c.decoderBlockOutChannels.length;
-      if (c.decoderInShortcut) hs = scope.keep(be.residual(hs, scope.keep(repeatInterleave(be, zt, c.decoderBlockOutChannels[n - 1] / c.latentChannels))));
-      for (let i = n - 1; i >= 0; i--) {
-        const pre = `decoder.up_blocks.${i}`;
-        let k = 0;
-        if (i < n - 1) hs = this.upBlock(scope, `${pre}.${k++}`, hs, c.decoderBlockOutChannels[i]);
-        for (let l = 0; l < c.decoderLayersPerBlock[i]; l++, k++)
-          hs = this.block(scope, `${pre}.${k}`, c.decoderBlockTypes[i], hs, c.decoderActFns[i], c.decoderQkvMultiscales[i]);
-        if (taps) taps(`${pre}.out`, hs.toFloat32(), [...hs.shape]);
+      switch (step.kind) {
+        case 'conv_in': {
+          const hs = scope.keep(be.conv2d(x, P('decoder.conv_in.weight'), { bias: P('decoder.conv_in.bias'), padding: 1 }));
+          return c.decoderInShortcut ? be.residual(hs, scope.keep(repeatInterleave(be, x, step.channels / c.latentChannels))) : scope.release(hs);
+        }
+        case 'up':
+          return scope.release(this.upBlock(scope, step.pre, x, step.channels));
+        case 'res':
+          return scope.release(this.resBlock(scope, step.pre, x, step.act));
+        case 'evit':
+          return scope.release(this.efficientVitBlock(scope, step.pre, x, step.scales));
+        case 'head': {
+          const n = scope.keep(be.rmsNormChannels(x, { eps: 1e-5, weight: P('decoder.norm_out.weight'), bias: P('decoder.norm_out.bias') }));
+          if (taps) taps('decoder.norm_out.out_channels_last', toChannelsLast(n), [n.shape[0], n.shape[2], n.shape[3], n.shape[1]]);
+          be.activation(n, c.decoderConvActFn, n);
+          return be.conv2d(n, P('decoder.conv_out.weight'), { bias: P('decoder.conv_out.bias'), padding: 1 });
+        }
       }
-      hs = scope.keep(be.rmsNormChannels(hs, { eps: 1e-5, weight: P('decoder.norm_out.weight'), bias: P('decoder.norm_out.bias') }));
-      if (taps) taps('decoder.norm_out.out_channels_last', toChannelsLast(hs), [hs.shape[0], hs.shape[2], hs.shape[3], hs.shape[1]]);
-      hs = scope.keep(be.activation(hs, c.decoderConvActFn));
-      return scope.keep(be.conv2d(hs, P('decoder.conv_out.weight'), { bias: P('decoder.conv_out.bias'), padding: 1 })).toFloat32();
     } finally {
       scope.dispose();
     }
@@ -322,18 +382,11 @@ export class AutoencoderDC {
   /** LiteMLA (multi-scale ReLU linear attention, residual inside) then GLUMBConv (residual inside). */
   private efficientVitBlock(scope: Scope, pre: string, x: Tensor, scales: number[]): Tensor {
     const be = this.backend;
-    const P = (n: string) => this.p.get(`${pre}.${n}`);
     const [B, C, H, W] = x.shape;
     const HW = H * W;
     const hd = this.config.attentionHeadDim;
     const heads = C / hd;
-    // q|k|v as one [3C, C] 1×1 conv; each multi-scale branch aggregates it (5×5 depth-wise, grouped 1×1)
-    const qkv = scope.keep(be.conv2d(x, this.fused.get(`${pre}.attn.to_qkv`)!, {}));
-    const branches = [qkv];
-    scales.forEach((k, s) => {
-      const agg = scope.keep(be.conv2d(qkv, P(`attn.to_qkv_multiscale.${s}.proj_in.weight`), { padding: Math.floor(k / 2), groups: 3 * C }));
-      branches.push(scope.keep(be.conv2d(agg, P(`attn.to_qkv_multiscale.${s}.proj_out.weight`), { groups: 3 * heads })));
-    });
+    const branches = this.evitBranches(scope, pre, x, scales);
     // heads of each branch: channel blocks [q hd | k hd | v hd]; output channel g·hd + j of the concatenation
     const G = branches.length * heads;
     const att = scope.keep(be.empty([B, G * hd, H, W]));
@@ -341,15 +394,37 @@ export class AutoencoderDC {
       const strides = [3 * C * HW, 1, 3 * hd * HW, HW] as const; // [B, HW, heads, hd] over NCHW [B, 3C, HW]
       const view = (offset: number) => ({ tensor: t, shape: [B, HW, heads, hd] as const, strides, offset });
       be.linearAttention(view(0), view(hd * HW), view(2 * hd * HW), {
-        eps: 1e-15,
+        eps: LINEAR_ATTENTION_EPS,
         out: { tensor: att, shape: [B, HW, heads, hd] as const, strides: [G * hd * HW, 1, hd * HW, HW] as const, offset: s * heads * hd * HW },
       });
     });
-    const o = scope.keep(be.conv2d(att, P('attn.to_out.weight').reshape([C, G * hd, 1, 1]), {}));
+    return this.evitFinish(scope, pre, x, att);
+  }
+
+  /** q|k|v as one [3C, C] 1×1 conv, then each multi-scale branch's aggregation of it (k×k depth-wise, grouped 1×1). */
+  private evitBranches(scope: Scope, pre: string, x: Tensor, scales: number[]): Tensor[] {
+    const be = this.backend;
+    const C = x.shape[1];
+    const heads = C / this.config.attentionHeadDim;
+    const qkv = scope.keep(be.conv2d(x, this.fused.get(`${pre}.attn.to_qkv`)!, {}));
+    const branches = [qkv];
+    scales.forEach((k, s) => {
+      const agg = scope.keep(be.conv2d(qkv, this.p.get(`${pre}.attn.to_qkv_multiscale.${s}.proj_in.weight`), { padding: Math.floor(k / 2), groups: 3 * C }));
+      branches.push(scope.keep(be.conv2d(agg, this.p.get(`${pre}.attn.to_qkv_multiscale.${s}.proj_out.weight`), { groups: 3 * heads })));
+    });
+    return branches;
+  }
+
+  /** to_out, norm_out and the attention residual, then GLUMBConv: silu(1×1 expand) → 3×3 depth-wise →
+   * value · silu(gate) → 1×1 project → RMSNorm → residual. */
+  private evitFinish(scope: Scope, pre: string, x: Tensor, att: Tensor): Tensor {
+    const be = this.backend;
+    const P = (n: string) => this.p.get(`${pre}.${n}`);
+    const [B, C, H, W] = x.shape;
+    const HW = H * W;
+    const o = scope.keep(be.conv2d(att, P('attn.to_out.weight').reshape([C, att.shape[1], 1, 1]), {}));
     const on = scope.keep(be.rmsNormChannels(o, { eps: 1e-5, weight: P('attn.norm_out.weight'), bias: P('attn.norm_out.bias') }));
     const x1 = scope.keep(be.residual(x, on));
-
-    // GLUMBConv: silu(1×1 expand) → 3×3 depth-wise → value · silu(gate) → 1×1 project → RMSNorm → residual
     const E = 8 * C;
     const t1 = scope.keep(be.conv2d(x1, P('conv_out.conv_inverted.weight'), { bias: P('conv_out.conv_inverted.bias'), act: 'silu' }));
     const t2 = scope.keep(be.conv2d(t1, P('conv_out.conv_depth.weight'), { bias: P('conv_out.conv_depth.bias'), padding: 1, groups: E }));
@@ -363,6 +438,81 @@ export class AutoencoderDC {
     const t3 = scope.keep(be.conv2d(u, P('conv_out.conv_point.weight'), {}));
     const t4 = scope.keep(be.rmsNormChannels(t3, { eps: 1e-5, weight: P('conv_out.norm.weight'), bias: P('conv_out.norm.bias') }));
     return scope.keep(be.residual(x1, t4));
+  }
+
+  /**
+   * Sharded decoding, first half of an EfficientViT block: this crop's share of every head's linear-attention
+   * state, summed over the pixels of `own` (crop coordinates). Per branch and head, hd + 1 rows of hd:
+   * Σ v·relu(k)ᵀ, then Σ relu(k). The shares of all shards add up to the whole map's state.
+   */
+  evitStatePartial(step: DecoderStep & { kind: 'evit' }, x: Tensor, own: Rect): Float32Array {
+    const be = this.backend;
+    const hd = this.config.attentionHeadDim;
+    const heads = x.shape[1] / hd;
+    const scope = new Scope();
+    try {
+      const branches = this.evitBranches(scope, step.pre, x, step.scales);
+      const P = (own.y1 - own.y0) * (own.x1 - own.x0);
+      const ones = scope.keep(be.tensor([1, P], 'f32', new Float32Array(P).fill(1)));
+      const state = new Float32Array(branches.length * heads * (hd + 1) * hd);
+      branches.forEach((t, s) => {
+        const z = scope.keep(cropTensor(be, t, own));
+        for (let g = 0; g < heads; g++) {
+          const k = z.slice((g * 3 + 1) * hd * P, [hd, P]);
+          const v = z.slice((g * 3 + 2) * hd * P, [hd, P]);
+          be.activation(k, 'relu', k);
+          const base = (s * heads + g) * (hd + 1) * hd;
+          const kv = be.linear(v, k); // [hd (v), hd (k)]
+          const ksum = be.linear(k, ones); // [hd, 1]
+          state.set(kv.data as Float32Array, base);
+          state.set(ksum.data as Float32Array, base + hd * hd);
+          kv.dispose();
+          ksum.dispose();
+        }
+      });
+      return state;
+    } finally {
+      scope.dispose();
+    }
+  }
+
+  /** Sharded decoding, second half: the EfficientViT block on a crop with the whole map's attention state
+   * (the sum of evitStatePartial over all shards): out = (kv·relu(q)) / (ksum·relu(q) + ε) per head. */
+  evitWithState(step: DecoderStep & { kind: 'evit' }, x: Tensor, state: Float32Array): Tensor {
+    const be = this.backend;
+    const [, C, H, W] = x.shape;
+    const HW = H * W;
+    const hd = this.config.attentionHeadDim;
+    const heads = C / hd;
+    const scope = new Scope();
+    try {
+      const branches = this.evitBranches(scope, step.pre, x, step.scales);
+      if (state.length !== branches.length * heads * (hd + 1) * hd)
+        throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `AutoencoderDC: attention state of ${state.length} values does not fit ${step.pre}`);
+      const att = scope.keep(be.empty([1, branches.length * heads * hd, H, W]));
+      const out = att.data as Float32Array;
+      branches.forEach((t, s) => {
+        // [num (hd rows) | den (1 row)] per head as one grouped 1×1 conv over relu([q|k|v]); k and v columns are 0
+        const w = new Float32Array(heads * (hd + 1) * 3 * hd);
+        for (let g = 0; g < heads; g++)
+          for (let r = 0; r <= hd; r++)
+            for (let b = 0; b < hd; b++) w[(g * (hd + 1) + r) * 3 * hd + b] = state[((s * heads + g) * (hd + 1) + r) * hd + b];
+        const rq = scope.keep(be.activation(t, 'relu'));
+        const nd = scope.keep(be.conv2d(rq, scope.keep(be.tensor([heads * (hd + 1), 3 * hd, 1, 1], 'f32', w)), { groups: heads }));
+        const v = nd.data as Float32Array;
+        for (let g = 0; g < heads; g++) {
+          const den = v.subarray((g * (hd + 1) + hd) * HW, (g * (hd + 1) + hd + 1) * HW);
+          for (let a = 0; a < hd; a++) {
+            const num = (g * (hd + 1) + a) * HW;
+            const dst = ((s * heads + g) * hd + a) * HW;
+            for (let p = 0; p < HW; p++) out[dst + p] = v[num + p] / (den[p] + LINEAR_ATTENTION_EPS);
+          }
+        }
+      });
+      return scope.release(this.evitFinish(scope, step.pre, x, att));
+    } finally {
+      scope.dispose();
+    }
   }
 
   /** DCUpBlock2d with shortcut: conv3×3(nearest ×2) (or pixel-shuffled conv) + pixel_shuffle(repeat_interleave(x)). */
@@ -394,6 +544,12 @@ class Scope {
   private readonly tensors: Tensor[] = [];
   keep<T extends Tensor>(t: T): T {
     this.tensors.push(t);
+    return t;
+  }
+  /** Hands a kept tensor back to the caller (it outlives the scope). */
+  release<T extends Tensor>(t: T): T {
+    const i = this.tensors.lastIndexOf(t);
+    if (i >= 0) this.tensors.splice(i, 1);
     return t;
   }
   dispose(): void {
@@ -429,6 +585,24 @@ function groupMean(be: Backend, x: Tensor, Cout: number): Tensor {
         out[(b * Cout + k) * HW + p] = Math.fround(s / g);
       }
   return be.tensor([B, Cout, H, W], 'f32', out);
+}
+
+/** A copy of `r` (in x's coordinates) of a one-image NCHW map. */
+export function cropTensor(be: Backend, x: Tensor, r: Rect): Tensor {
+  const [B, C, H, W] = x.shape;
+  if (B !== 1 || r.y0 < 0 || r.x0 < 0 || r.y1 > H || r.x1 > W || r.y0 >= r.y1 || r.x0 >= r.x1)
+    throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `crop: Expected a non-empty rectangle inside [1, C, ${H}, ${W}] but received ${JSON.stringify(r)} of ${JSON.stringify(x.shape)}`);
+  const h = r.y1 - r.y0;
+  const w = r.x1 - r.x0;
+  const out = be.empty([1, C, h, w]);
+  const src = x.data as Float32Array;
+  const dst = out.data as Float32Array;
+  for (let c = 0; c < C; c++)
+    for (let y = 0; y < h; y++) {
+      const s = (c * H + r.y0 + y) * W + r.x0;
+      dst.set(src.subarray(s, s + w), (c * h + y) * w);
+    }
+  return out;
 }
 
 function toChannelsLast(t: Tensor): Float32Array {
@@ -482,7 +656,8 @@ function resSpecs(pre: string, C: number): ParamSpec[] {
   ];
 }
 
-function decoderSpecs(c: AutoencoderDcConfig): ParamSpec[] {
+/** Every decoder weight of a config: name, shape (and whether it is a vector). */
+export function decoderSpecs(c: AutoencoderDcConfig): ParamSpec[] {
   const ch = c.decoderBlockOutChannels;
   const n = ch.length;
   const specs: ParamSpec[] = [
