@@ -8,6 +8,7 @@ export type SanaErrorCode =
   | 'ERR_SANA_OUT_OF_MEMORY'
   | 'ERR_SANA_DISPOSED' // a tensor or backend was used after dispose()
   | 'ERR_SANA_ABORTED'
+  | 'ERR_SANA_WORKER_FAILED' // a pool task failed on every try (crashed workers, native errors)
   | 'ERR_SANA_NON_FINITE' // a model produced NaN/Inf (e.g. NaN weights): never handed back as an image
   | 'ERR_SANA_NATIVE'; // an unexpected failure inside native code
 

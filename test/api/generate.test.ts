@@ -179,3 +179,48 @@ describe('SanaPipeline.generate', () => {
     expect(err.message).toMatch(/Expected a transformer sample_size of 16, 32, 64 or 128 for resolution binning but received 8/);
   });
 });
+
+describe('SanaPipeline decode modes', () => {
+  const size = { ...base, width: 128, height: 96, seed: 4, outputType: 'float' } as const;
+  const decodeEvent = (events: ProgressEvent[]) => events.find((e) => e.status === 'decode') as Extract<ProgressEvent, { status: 'decode' }>;
+
+  it("'sharded' equals 'full'; 'tiled' with tiles smaller than the image blends seams (close, not equal)", async () => {
+    const run = async (opts: object) => {
+      const events: ProgressEvent[] = [];
+      const r = await pipe.generate('a red cube', { ...size, ...opts, onProgress: (e) => events.push(e) });
+      return { data: r.tensor!.data, event: decodeEvent(events) };
+    };
+    const full = await run({ decode: 'full' });
+    const sharded = await run({ decode: 'sharded', decodeMemoryBudget: 64 * 1024 });
+    const tiled = await run({ decode: 'tiled', tiling: { tileSampleMinHeight: 64, tileSampleMinWidth: 64, tileSampleStrideHeight: 48, tileSampleStrideWidth: 48 } });
+    expect([full.event.mode, sharded.event.mode, tiled.event.mode]).toEqual(['full', 'sharded', 'tiled']);
+    const diff = (a: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - full.data[i])), 0);
+    expect(diff(sharded.data)).toBeLessThan(1e-5);
+    expect(diff(tiled.data)).toBeGreaterThan(1e-4);
+    expect(tiled.event.reason).toMatch(/tiles 64\/64 px, stride 48\/48 px/);
+  });
+
+  it("'auto' decodes whole within the memory budget and sharded beyond it, and says so", async () => {
+    const events: ProgressEvent[] = [];
+    await pipe.generate('a red cube', { ...size, decodeMemoryBudget: 1024, onProgress: (e) => events.push(e) });
+    expect(decodeEvent(events)).toMatchObject({ mode: 'sharded', reason: expect.stringMatching(/^auto: a full decode needs about [\d.]+ GiB, over the 0\.00 GiB budget; sharded/) });
+    events.length = 0;
+    await pipe.generate('a red cube', { ...size, onProgress: (e) => events.push(e) });
+    expect(decodeEvent(events)).toMatchObject({ mode: 'full', reason: expect.stringMatching(/^auto: .* within the/) });
+  });
+
+  it('bad decode options are rejected before any step', async () => {
+    for (const [opt, msg] of [
+      [{ decode: 'tiles' }, /Expected one of auto, full, tiled, sharded for decode but received "tiles"/],
+      [{ decode: 'tiled', tiling: { tileSampleMinHeight: 60 } }, /Expected a positive multiple of 8 pixels for tiling.tileSampleMinHeight but received 60/],
+      [{ decode: 'tiled', tiling: { tileSampleStrideWidth: 1024 } }, /Expected tiling strides no larger than the tiles/],
+      [{ decodeMemoryBudget: -1 }, /Expected a positive number of bytes for decodeMemoryBudget but received -1/],
+    ] as const) {
+      const events: ProgressEvent[] = [];
+      const err = await pipe.generate('a', { ...base, ...(opt as object), onProgress: (e) => events.push(e) }).catch((e) => e);
+      expect(err.code).toBe('ERR_SANA_INVALID_OPTION');
+      expect(err.message).toMatch(msg);
+      expect(events.some((e) => e.status === 'step')).toBe(false);
+    }
+  });
+});

@@ -112,7 +112,7 @@ const pipelineCall: OpRunner = async (backend, caseDir, entry, read, load) => {
       if (p.output_types.image_decoded || p.output_types.image_pt) {
         const f = pipe.components.vae.spatialCompression;
         const imgShape = [shape[0], pipe.components.vae.config.inChannels, shape[2] * f, shape[3] * f];
-        const raw = pipe.decodeLatents(final, shape);
+        const raw = await pipe.decodeLatents(final, shape);
         outputs.image_decoded = { data: raw, shape: imgShape };
         outputs.image_pt = { data: raw.map((v) => Math.min(1, Math.max(0, Math.fround(Math.fround(v * 0.5) + 0.5)))), shape: imgShape };
       }

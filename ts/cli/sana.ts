@@ -1,16 +1,18 @@
 #!/usr/bin/env node
 // The `sana` command. Exit codes: 0 ok, 1 runtime error (bad model folder, failed generation), 2 usage error
-// (unknown command or option, invalid option value). Errors print the message, not a stack trace.
+// (unknown command or option, invalid option value), 130 interrupted (Ctrl-C). Errors print the message, not a stack trace.
 import { writeFile } from 'node:fs/promises';
 
-import { SingleBar } from 'cli-progress';
+import { MultiBar, SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 
 import { createBackend, probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
 import { demoModelDir } from '../paths.js';
 import { inspectPipeline } from '../pipeline/inspect.js';
+import type { DecodeMode } from '../pipeline/pipeline-core.js';
 import { SanaPipeline, type GenerateOptions } from '../pipeline/sana-pipeline.js';
+import { createSanaPool, readRenderJobs } from '../pool/sana-pool.js';
 
 const expected = (what: string, value: string) => new InvalidArgumentError(`Expected ${what} but received ${describeValue(value)}`);
 
@@ -37,6 +39,16 @@ function size(value: string): { width: number; height: number } {
   const m = /^(\d+)x(\d+)$/.exec(value);
   if (!m) throw expected('WIDTHxHEIGHT, e.g. 1024x768', value);
   return { width: Number(m[1]), height: Number(m[2]) };
+}
+
+function tile(value: string): { size: number; stride: number } {
+  const m = /^(\d+)\/(\d+)$/.exec(value);
+  if (!m) throw expected('TILE/STRIDE in pixels, e.g. 1024/896', value);
+  return { size: Number(m[1]), stride: Number(m[2]) };
+}
+
+function tiling(t?: { size: number; stride: number }): GenerateOptions['tiling'] {
+  return t && { tileSampleMinHeight: t.size, tileSampleMinWidth: t.size, tileSampleStrideHeight: t.stride, tileSampleStrideWidth: t.stride };
 }
 
 function choice(...allowed: string[]) {
@@ -90,6 +102,8 @@ interface GenerateCliOptions {
   maxSequenceLength?: number;
   chi: boolean;
   binning: boolean;
+  decode?: 'auto' | DecodeMode;
+  tile?: { size: number; stride: number };
   output: string;
 }
 
@@ -103,15 +117,20 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
   try {
     for (const w of pipe.warnings) process.stderr.write(`warning: ${w}\n`);
     const loadMs = performance.now() - t0;
+    let decodeNote = '';
     const bar = new SingleBar({ format: 'sana |{bar}| {value}/{total} steps | {stage}', stream: process.stderr, hideCursor: true, noTTYOutput: true, notTTYSchedule: 2000 });
     const gen: GenerateOptions = {
       negativePrompt: opts.negative, width, height, steps: opts.steps, guidanceScale: opts.guidance, seed: opts.seed,
       scheduler: opts.scheduler, numImagesPerPrompt: opts.numImages, useResolutionBinning: opts.binning ? undefined : false,
       maxSequenceLength: opts.maxSequenceLength, complexHumanInstruction: opts.chi ? undefined : null,
+      decode: opts.decode, tiling: tiling(opts.tile),
       onProgress: (e) => {
         if (e.status === 'encode') bar.start(opts.steps ?? 20, 0, { stage: 'encoding the prompt' });
         else if (e.status === 'step') bar.update(e.step, { stage: `${(e.stepMs / 1000).toFixed(2)} s/step` });
-        else if (e.status === 'decode') bar.update({ stage: 'decoding' });
+        else if (e.status === 'decode') {
+          bar.update({ stage: `decoding (${e.mode})` });
+          decodeNote = `${e.mode}: ${e.reason}`;
+        }
         else if (e.status === 'done') bar.stop();
       },
     };
@@ -129,11 +148,59 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
       ? ` (generated at ${result.generatedSize.width}x${result.generatedSize.height})` : '';
     process.stderr.write(
       `wrote ${files.join(', ')} ${result.images[0].width}x${result.images[0].height}${binned}, seed ${result.seed}: load ${(loadMs / 1000).toFixed(1)} s, ` +
-        `encode ${t.encodeMs.toFixed(0)} ms, ${t.stepMs.length} steps ${(stepsMs / 1000).toFixed(1)} s (${(stepsMs / t.stepMs.length).toFixed(0)} ms/step), decode ${t.decodeMs.toFixed(0)} ms\n`,
+        `encode ${t.encodeMs.toFixed(0)} ms, ${t.stepMs.length} steps ${(stepsMs / 1000).toFixed(1)} s (${(stepsMs / t.stepMs.length).toFixed(0)} ms/step), decode ${t.decodeMs.toFixed(0)} ms (${decodeNote})\n`,
     );
   } finally {
     pipe.dispose();
   }
+}
+
+interface RenderCliOptions {
+  model: string;
+  devices?: string;
+  out: string;
+  size?: { width: number; height: number };
+  steps?: number;
+  guidance?: number;
+  seed: number;
+  decode?: 'auto' | DecodeMode;
+  threadsPerWorker?: number;
+  maxAttempts: number;
+}
+
+async function render(prompts: string, opts: RenderCliOptions): Promise<void> {
+  const jobs = readRenderJobs(prompts);
+  const abort = new AbortController();
+  const onSignal = () => abort.abort();
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+  const pool = await createSanaPool({ model: opts.model, devices: opts.devices, threadsPerWorker: opts.threadsPerWorker, maxAttempts: opts.maxAttempts });
+  const bars = new MultiBar({ format: '{name} |{bar}| {value}/{total} {unit} | {stage}', stream: process.stderr, hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 });
+  let summary;
+  try {
+    process.stderr.write(`rendering ${jobs.length} prompt(s) from ${prompts} on ${pool.devices.map((d) => `${d.label} (${d.backendInfo?.variant}, ${d.config.threads} thread${d.config.threads === 1 ? '' : 's'})`).join(', ')} into ${opts.out}\n`);
+    const overall = bars.create(jobs.length, 0, { name: 'all   ', unit: 'images', stage: '' });
+    const perDevice = new Map(pool.devices.map((d) => [d.label, bars.create(opts.steps ?? 20, 0, { name: d.label.padEnd(6), unit: 'steps', stage: 'idle' })]));
+    let done = 0;
+    summary = await pool.render(jobs, {
+      outDir: opts.out, seed: opts.seed, steps: opts.steps, guidanceScale: opts.guidance, width: opts.size?.width, height: opts.size?.height, decode: opts.decode,
+      signal: abort.signal,
+      onProgress: (e) => {
+        if (e.status === 'image-skipped' || e.status === 'task-done') overall.update(++done, { stage: e.status === 'image-skipped' ? `skipped ${e.file} (exists)` : `${e.label} done on ${e.device}` });
+        else if (e.status === 'task-start') perDevice.get(e.device)?.update(0, { stage: e.label });
+        else if (e.status === 'task-retry') process.stderr.write(`warning: ${e.label} failed on ${e.device}, retrying elsewhere: ${e.error}\n`);
+        else if (e.status === 'worker' && e.event.status === 'step') perDevice.get(e.device)?.update(e.event.step, {});
+      },
+    });
+  } finally {
+    bars.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await pool.dispose();
+  }
+  process.stderr.write(`rendered ${summary.rendered.length}, skipped ${summary.skipped.length} (already there) in ${(summary.wallMs / 1000).toFixed(1)} s\n`);
+  for (const d of summary.perDevice)
+    process.stderr.write(`  ${d.device}: ${d.images} image${d.images === 1 ? '' : 's'}, ${d.imagesPerMinute.toFixed(1)} images/min while busy\n`);
 }
 
 function program(): Command {
@@ -166,9 +233,26 @@ function program(): Command {
     .option('--no-binning', 'generate at the exact size instead of the nearest aspect-ratio bin')
     .option('--no-chi', "leave out Sana's complex human instruction before the prompt")
     .option('--max-sequence-length <n>', 'text tokens the transformer sees (default 300)', integer(2, 4096))
+    .option('--decode <mode>', 'DC-AE decode: auto (default: full if it fits a quarter of the memory, else sharded), full, tiled or sharded (exact, bounded memory)', choice('auto', 'full', 'tiled', 'sharded'))
+    .option('--tile <size/stride>', 'tiled decode: tile and stride in pixels (default 512/448; 1024/896 from 4096 px)', tile)
     .option('-o, --output <file>', 'PNG file (several images: file-1.png, file-2.png, ...)', 'out.png')
     .addHelpText('after', '\nExamples:\n  sana generate "a red fox in the snow" --model ./Sana_600M_1024px_diffusers --size 1024x1024 --seed 42 -o fox.png\n  sana info --model ./Sana_600M_1024px_diffusers\n  sana backends\n')
     .action(generate);
+  p.command('render')
+    .description('batch render: the prompts of a file spread over a pool of workers, one PNG each; rerun to resume')
+    .argument('<prompts>', 'a .txt file (one prompt per line, # comments) or .jsonl ({"prompt", "seed"?, "negativePrompt"?, "width"?, "height"?, "steps"?, "guidanceScale"?} per line)')
+    .option('--model <dir>', 'diffusers-layout pipeline folder (default: the built-in demo model)', demoModelDir())
+    .option('--devices <list>', 'one worker per entry: cpu, wasm or cuda:N, e.g. cpu,cpu (default: one CPU worker per two cores)')
+    .option('--out <dir>', 'output folder: <index>-seed<seed>-<prompt slug>.png; existing files are skipped', 'renders')
+    .option('--size <WxH>', 'output size, e.g. 1024x768', size)
+    .option('--steps <n>', 'denoising steps (default 20)', integer(1, 1000))
+    .option('--guidance <scale>', 'classifier-free guidance scale (default 4.5)', number)
+    .option('--seed <n>', 'seed of prompt i when its line names none: seed + i', integer(0, Number.MAX_SAFE_INTEGER), 0)
+    .option('--decode <mode>', 'DC-AE decode in each worker: auto, full, tiled or sharded', choice('auto', 'full', 'tiled', 'sharded'))
+    .option('--threads-per-worker <n>', 'kernel threads of each CPU worker (default: the cores divided among them)', integer(1, 256))
+    .option('--max-attempts <n>', 'tries per image before the render fails (a crashed worker\'s image goes to another)', integer(1, 100), 3)
+    .addHelpText('after', '\nExample:\n  sana render prompts.txt --model ./Sana_600M_1024px_diffusers --devices cpu,cpu --out renders/\n')
+    .action(render);
   return p;
 }
 
@@ -180,6 +264,7 @@ async function main(argv: string[]): Promise<number> {
     if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2; // commander printed the message
     const message = err instanceof SanaError ? err.message : (err as Error)?.stack ?? String(err);
     process.stderr.write(`sana: ${message}\n`);
+    if (err instanceof SanaError && err.code === 'ERR_SANA_ABORTED') return 130;
     return err instanceof SanaError && err.code === 'ERR_SANA_INVALID_OPTION' ? 2 : 1;
   }
 }

@@ -5,6 +5,7 @@
  * Its lower steps (encodeTokenIds, denoise, decodeLatents) are public for tests and advanced use.
  */
 import { existsSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { join } from 'node:path';
 
 import type { Tokenizer } from '@huggingface/tokenizers';
@@ -12,6 +13,8 @@ import type { Tokenizer } from '@huggingface/tokenizers';
 import type { Backend, BackendInfo } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
+import type { TilingOptions } from '../models/autoencoder-dc.js';
+import { estimateDecodeBytes, runShardTask, shardedDecode } from '../models/dcae-sharded.js';
 import type { LoadOptions } from '../models/params.js';
 import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../schedulers/flow-euler.js';
@@ -43,7 +46,8 @@ export type ProgressEvent =
   | { status: 'load'; component: string; loaded: number; total: number }
   | { status: 'encode' }
   | { status: 'step'; step: number; totalSteps: number; stepMs: number }
-  | { status: 'decode' }
+  /** the decode mode in use and why (auto says what it chose) */
+  | { status: 'decode'; mode: DecodeMode; reason: string }
   | { status: 'done'; timings: Timings }
   | { status: 'warning'; message: string };
 
@@ -54,7 +58,17 @@ export interface Timings {
   totalMs: number;
 }
 
+export type DecodeMode = 'full' | 'tiled' | 'sharded';
+
 export interface GenerateOptions {
+  /** how the DC-AE decodes: 'full' (one piece), 'tiled' (diffusers' tiling: bounded memory, blended seams),
+   * 'sharded' (exact, bounded memory: docs/sharded-decode.md) or 'auto' (default: full when its estimated
+   * memory fits decodeMemoryBudget, else sharded; the 'decode' progress event says which and why) */
+  decode?: 'auto' | DecodeMode;
+  /** tiled mode: tile and stride in pixels (default diffusers' 512/448; 1024/896, the Sana model zoo's choice, from 4096 px) */
+  tiling?: Partial<TilingOptions>;
+  /** bytes the decode may use in 'auto' mode and per shard task in 'sharded' mode (default: a quarter of the machine's memory) */
+  decodeMemoryBudget?: number;
   negativePrompt?: string;
   /** requested output size in pixels (default: the transformer's sample_size × 32) */
   width?: number;
@@ -87,6 +101,13 @@ export interface GenerateResult {
   /** the size generated at (after resolution binning) and the output size */
   generatedSize: { width: number; height: number };
   timings: Timings;
+}
+
+export interface DecodePlan {
+  mode: DecodeMode;
+  reason: string;
+  tiling?: TilingOptions;
+  shardBytes?: number;
 }
 
 export interface DenoiseStep {
@@ -272,6 +293,7 @@ export class SanaPipelineCore {
     const f = this.components.vae.spatialCompression;
     const shape = [B, C, o.genHeight / f, o.genWidth / f] as const;
     const count = B * C * shape[2] * shape[3];
+    const plan = o.outputType === 'latent' ? null : this.planDecode(shape[2], shape[3], opts); // bad decode options fail before the steps
     let latents: Float32Array;
     if (opts.latents) {
       if (opts.latents.length !== count) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${count} values ([${shape.join(', ')}]) for latents but received ${opts.latents.length}`);
@@ -297,13 +319,13 @@ export class SanaPipelineCore {
       progress({ status: 'step', step: i + 1, totalSteps: o.steps, stepMs: stepMs[i] });
     }
     abortIfAsked();
-    progress({ status: 'decode' });
+    if (plan) progress({ status: 'decode', mode: plan.mode, reason: plan.reason });
     const tDecode = performance.now();
     const result: GenerateResult = { images: [], seed: o.seed, generatedSize: { width: o.genWidth, height: o.genHeight }, timings: { encodeMs, stepMs, decodeMs: 0, totalMs: 0 } };
     if (o.outputType === 'latent') {
       result.tensor = { data: latents, shape: [...shape] };
     } else {
-      const decoded = this.decodeLatents(latents, shape);
+      const decoded = await this.decodeLatents(latents, shape, plan!);
       let img = decoded;
       let imgShape = [B, 3, shape[2] * f, shape[3] * f];
       if (o.height !== imgShape[2] || o.width !== imgShape[3]) {
@@ -385,11 +407,50 @@ export class SanaPipelineCore {
     return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
   }
 
-  /** Raw decoder output [B, 3, h·f, w·f] of final latents: vae.decode(latents / scaling_factor). */
-  decodeLatents(latents: Float32Array, shape: readonly [number, number, number, number]): Float32Array {
+  /** Raw decoder output [B, 3, h·f, w·f] of final latents: vae.decode(latents / scaling_factor), whole,
+   * tiled or sharded (in this thread; SanaPool spreads the shards over workers). */
+  async decodeLatents(latents: Float32Array, shape: readonly [number, number, number, number], plan: DecodePlan = { mode: 'full', reason: 'requested' }): Promise<Float32Array> {
     const vae = this.components.vae;
     const sf = vae.config.scalingFactor;
-    return vae.decode(latents.map((v) => v / sf), shape);
+    const z = latents.map((v) => v / sf);
+    if (plan.mode === 'full') return vae.decode(z, shape);
+    if (plan.mode === 'tiled') return vae.decode(z, shape, { tiling: plan.tiling });
+    const out = await shardedDecode(vae.config, z, shape, async (tasks) => tasks.map((t) => runShardTask(vae, t)), { shardBytes: plan.shardBytes });
+    if (!out.every(Number.isFinite))
+      throw new SanaError('ERR_SANA_NON_FINITE', 'AutoencoderDC.decode produced non-finite values (NaN or Infinity): the latents or weights hold NaN/Inf');
+    return out;
+  }
+
+  /** The decode mode for latents of h × w, with the reason (see GenerateOptions.decode). */
+  planDecode(h: number, w: number, opts: Pick<GenerateOptions, 'decode' | 'tiling' | 'decodeMemoryBudget'> = {}): DecodePlan {
+    const vae = this.components.vae;
+    const mode = opts.decode ?? 'auto';
+    if (!['auto', 'full', 'tiled', 'sharded'].includes(mode))
+      throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected one of auto, full, tiled, sharded for decode but received ${describeValue(mode)}`);
+    const budget = opts.decodeMemoryBudget ?? Math.floor(totalmem() / 4);
+    if (!(Number.isFinite(budget) && budget > 0)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive number of bytes for decodeMemoryBudget but received ${describeValue(opts.decodeMemoryBudget)}`);
+    const f = vae.spatialCompression;
+    const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+    const full = estimateDecodeBytes(vae.config, h, w, 'full');
+    const shardBytes = Math.min(budget, 2 ** 30);
+    if (mode === 'tiled') {
+      const big = Math.max(h, w) * f >= 4096;
+      const t = opts.tiling ?? {};
+      const tiling: TilingOptions = {
+        tileSampleMinHeight: t.tileSampleMinHeight ?? (big ? 1024 : 512), tileSampleMinWidth: t.tileSampleMinWidth ?? (big ? 1024 : 512),
+        tileSampleStrideHeight: t.tileSampleStrideHeight ?? (big ? 896 : 448), tileSampleStrideWidth: t.tileSampleStrideWidth ?? (big ? 896 : 448),
+      };
+      for (const [k, v] of Object.entries(tiling))
+        if (!(Number.isInteger(v) && v > 0 && v % f === 0)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive multiple of ${f} pixels for tiling.${k} but received ${describeValue(v)}`);
+      if (tiling.tileSampleStrideHeight > tiling.tileSampleMinHeight || tiling.tileSampleStrideWidth > tiling.tileSampleMinWidth)
+        throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected tiling strides no larger than the tiles but received ${JSON.stringify(tiling)}`);
+      return { mode, reason: `requested: tiles ${tiling.tileSampleMinWidth}/${tiling.tileSampleMinHeight} px, stride ${tiling.tileSampleStrideWidth}/${tiling.tileSampleStrideHeight} px (seams are blended, not exact)`, tiling };
+    }
+    if (mode === 'full') return { mode, reason: `requested (about ${gib(full)})` };
+    if (mode === 'sharded') return { mode, reason: `requested (shards of at most about ${gib(shardBytes)} each)`, shardBytes };
+    return full <= budget
+      ? { mode: 'full', reason: `auto: a full decode needs about ${gib(full)}, within the ${gib(budget)} budget` }
+      : { mode: 'sharded', reason: `auto: a full decode needs about ${gib(full)}, over the ${gib(budget)} budget; sharded (exact) needs about ${gib(estimateDecodeBytes(vae.config, h, w, 'sharded', { shardBytes }))}`, shardBytes };
   }
 }
 

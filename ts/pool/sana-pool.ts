@@ -1,0 +1,355 @@
+/**
+ * SanaPool: one piscina worker per device (CPU workers with a share of the cores, wasm, or CUDA devices where a
+ * CUDA backend exists), each holding its own loaded model. Work is split into tasks — decode shards, or whole
+ * images of a batch render — handed to whichever device is free; a task whose worker crashed or failed is
+ * retried on another device up to a limit, then the run fails with an error naming the task. An AbortSignal
+ * stops a run at once (running tasks' workers are terminated and replaced).
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
+import { join } from 'node:path';
+import { MessageChannel, type TransferListItem } from 'node:worker_threads';
+
+import { Piscina } from 'piscina';
+
+import type { BackendInfo } from '../backends/backend.js';
+import { probeBackends } from '../backends/registry.js';
+import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
+import { ConfigReader } from '../io/config.js';
+import { readAutoencoderDcConfig, type AutoencoderDcConfig } from '../models/autoencoder-dc.js';
+import { shardedDecode, type ShardOptions } from '../models/dcae-sharded.js';
+import { demoModelDir, packageRoot } from '../paths.js';
+import type { GenerateOptions, ProgressEvent, Timings } from '../pipeline/pipeline-core.js';
+import type { DeviceConfig, ModelRef, PoolTask } from './pool-worker.js';
+
+export interface SanaPoolOptions {
+  /** a pipeline folder (diffusers layout; default: the built-in demo model), or with kind 'vae' a DC-AE folder */
+  model?: string;
+  kind?: 'pipeline' | 'vae';
+  /** 'cpu', 'wasm' or 'cuda:N' per worker (e.g. ['cpu', 'cpu'] or 'cpu,cpu'); default: one CPU worker per two cores */
+  devices?: string | string[];
+  /** kernel threads of each CPU worker (default: the cores divided among the CPU workers) */
+  threadsPerWorker?: number;
+  /** tries per task before the run fails (default 3) */
+  maxAttempts?: number;
+  /** weights held as stored ('auto') or as bf16 / f16 */
+  dtype?: 'auto' | 'bf16' | 'f16';
+}
+
+export interface Device {
+  /** e.g. "cpu#0" */
+  label: string;
+  config: DeviceConfig;
+  /** filled once the worker has loaded the model */
+  backendInfo?: BackendInfo;
+}
+
+export type PoolEvent =
+  | { status: 'task-start'; task: number; label: string; device: string; attempt: number }
+  | { status: 'task-done'; task: number; label: string; device: string; ms: number }
+  | { status: 'task-retry'; task: number; label: string; device: string; error: string }
+  | { status: 'pass'; index: number; count: number; label: string; tasks: number }
+  | { status: 'image-skipped'; index: number; file: string }
+  | { status: 'worker'; task: number; device: string; event: ProgressEvent };
+
+export interface RenderJob {
+  prompt: string;
+  seed?: number;
+  negativePrompt?: string;
+  width?: number;
+  height?: number;
+  steps?: number;
+  guidanceScale?: number;
+}
+
+export interface RenderOptions extends Pick<GenerateOptions, 'steps' | 'guidanceScale' | 'width' | 'height' | 'decode' | 'scheduler'> {
+  outDir: string;
+  /** seed of job i when it names none: seed + i (default 0) */
+  seed?: number;
+  signal?: AbortSignal;
+  onProgress?: (e: PoolEvent) => void;
+}
+
+export interface RenderSummary {
+  rendered: string[];
+  skipped: string[];
+  wallMs: number;
+  perDevice: { device: string; images: number; busyMs: number; imagesPerMinute: number }[];
+}
+
+type Reply<T> = { result: T } | { error: { code: SanaErrorCode; message: string } };
+
+/** Worker errors that another device may not repeat (a crash, memory, native failure); the rest are the input's fault. */
+const RETRYABLE: SanaErrorCode[] = ['ERR_SANA_NATIVE', 'ERR_SANA_OUT_OF_MEMORY'];
+
+interface TaskSpec {
+  label: string;
+  make: () => { task: PoolTask; transferList?: TransferListItem[]; settled?: Promise<void>; close?: () => void };
+}
+
+export function parseDevices(spec: string | string[] | undefined, threadsPerWorker?: number): Device[] {
+  const cores = availableParallelism();
+  const names = spec === undefined ? Array<string>(Math.max(1, Math.floor(cores / 2))).fill('cpu') : (typeof spec === 'string' ? spec.split(',') : spec).map((s) => s.trim());
+  if (names.length === 0 || names.some((n) => n === '')) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a list of devices (cpu, wasm, cuda:N) for devices but received ${describeValue(spec)}`);
+  const cpus = names.filter((n) => n === 'cpu').length;
+  if (threadsPerWorker !== undefined && !(Number.isInteger(threadsPerWorker) && threadsPerWorker >= 1))
+    throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive integer for threadsPerWorker but received ${describeValue(threadsPerWorker)}`);
+  const share = threadsPerWorker ?? Math.max(1, Math.floor(cores / Math.max(cpus, 1)));
+  const counts = new Map<string, number>();
+  return names.map((n) => {
+    const cuda = /^cuda:(\d+)$/.exec(n);
+    if (cuda) {
+      const probe = probeBackends().find((p) => p.name === 'cuda');
+      throw new SanaError('ERR_SANA_BACKEND_UNAVAILABLE', `device ${n} is unavailable: ${probe?.reason ?? 'no CUDA backend'}`);
+    }
+    if (n !== 'cpu' && n !== 'wasm') throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected cpu, wasm or cuda:N for a device but received ${describeValue(n)}`);
+    const k = counts.get(n) ?? 0;
+    counts.set(n, k + 1);
+    return { label: `${n}#${k}`, config: { backend: n, threads: n === 'cpu' ? share : 1 } };
+  });
+}
+
+export async function createSanaPool(opts: SanaPoolOptions = {}): Promise<SanaPool> {
+  const devices = parseDevices(opts.devices, opts.threadsPerWorker);
+  const maxAttempts = opts.maxAttempts ?? 3;
+  if (!(Number.isInteger(maxAttempts) && maxAttempts >= 1)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive integer for maxAttempts but received ${describeValue(opts.maxAttempts)}`);
+  if (opts.dtype !== undefined && !['auto', 'bf16', 'f16'].includes(opts.dtype))
+    throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected one of auto, bf16, f16 for dtype but received ${describeValue(opts.dtype)}`);
+  const kind = opts.kind ?? 'pipeline';
+  const dir = opts.model ?? demoModelDir();
+  const vaeDir = kind === 'vae' ? dir : join(dir, 'vae');
+  const vaeConfig = readAutoencoderDcConfig(ConfigReader.load(vaeDir));
+  const model: ModelRef = { kind, dir, weightDtype: opts.dtype === 'auto' ? undefined : opts.dtype };
+  const pool = new SanaPool(devices, model, vaeConfig, maxAttempts);
+  try {
+    const infos = await Promise.all(devices.map((_, d) => pool.runOn<{ backendInfo: BackendInfo }>(d, { type: 'load', model })));
+    infos.forEach((info, d) => (devices[d].backendInfo = info.backendInfo));
+    return pool;
+  } catch (e) {
+    await pool.dispose();
+    throw e;
+  }
+}
+
+export class SanaPool {
+  private readonly workers: Piscina[];
+  private disposed = false;
+
+  constructor(
+    readonly devices: Device[],
+    readonly model: ModelRef,
+    /** the decoder's config (read on the main thread to plan shards) */
+    readonly vaeConfig: AutoencoderDcConfig,
+    readonly maxAttempts: number,
+  ) {
+    const filename = join(packageRoot(), 'dist', 'ts', 'pool', 'pool-worker.js');
+    this.workers = devices.map((d) => new Piscina({ filename, workerData: d.config, minThreads: 1, maxThreads: 1, idleTimeout: Infinity }));
+  }
+
+  /** Live worker threads (0 after dispose). */
+  get threadCount(): number {
+    return this.workers.reduce((n, w) => n + w.threads.length, 0);
+  }
+
+  /** Terminates a device's worker as a crash would (fault drills and tests); its task is retried elsewhere. */
+  async terminateWorker(device: number): Promise<void> {
+    await this.workers[device]?.threads[0]?.terminate();
+  }
+
+  /**
+   * Exact sharded decode of latents z [B, C, h, w] (already divided by the scaling factor, as
+   * AutoencoderDC.decode takes them), the shards spread over the devices. Returns [B, 3, h·f, w·f].
+   */
+  async decode(z: Float32Array, shape: readonly [number, number, number, number], opts: ShardOptions & { signal?: AbortSignal; onProgress?: (e: PoolEvent) => void } = {}): Promise<Float32Array> {
+    const { signal, onProgress, ...shard } = opts;
+    return shardedDecode(this.vaeConfig, z, shape, async (tasks, pass) => {
+      onProgress?.({ status: 'pass', index: pass.index, count: pass.count, label: pass.label, tasks: tasks.length });
+      const specs = tasks.map((task, i): TaskSpec => ({ label: `${pass.label} shard ${i + 1}/${tasks.length}`, make: () => ({ task: { type: 'shard', model: this.model, task } }) }));
+      return this.schedule<Float32Array | null>(specs, { signal, onEvent: onProgress });
+    }, { minShards: this.devices.length, ...shard });
+  }
+
+  /** Renders jobs into outDir as `<index>-seed<seed>-<slug>.png`; files already there are skipped (resume). */
+  async render(jobs: RenderJob[], opts: RenderOptions): Promise<RenderSummary> {
+    if (this.model.kind !== 'pipeline') throw new SanaError('ERR_SANA_INVALID_OPTION', 'render needs a pool created with a pipeline folder');
+    if (typeof opts.outDir !== 'string' || opts.outDir === '') throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a folder for outDir but received ${describeValue(opts.outDir)}`);
+    const t0 = performance.now();
+    const { outDir, seed = 0, signal, onProgress, ...common } = opts;
+    const width = Math.max(4, String(jobs.length).length);
+    const summary: RenderSummary = { rendered: [], skipped: [], wallMs: 0, perDevice: this.devices.map((d) => ({ device: d.label, images: 0, busyMs: 0, imagesPerMinute: 0 })) };
+    const todo: { index: number; file: string; job: RenderJob; seed: number }[] = [];
+    jobs.forEach((job, index) => {
+      const s = job.seed ?? seed + index;
+      const file = join(outDir, `${String(index + 1).padStart(width, '0')}-seed${s}-${slug(job.prompt)}.png`);
+      if (existsSync(file)) {
+        summary.skipped.push(file);
+        onProgress?.({ status: 'image-skipped', index, file });
+      } else todo.push({ index, file, job, seed: s });
+    });
+    const devices = new Array<string>(todo.length);
+    const specs = todo.map(({ index, file, job, seed: s }, t): TaskSpec => ({
+      label: `image ${index + 1} (${JSON.stringify(job.prompt)})`,
+      make: () => {
+        const { port1, port2 } = new MessageChannel();
+        let closed!: () => void;
+        const settled = new Promise<void>((r) => (closed = r));
+        // progress and the reply travel on different channels: the worker's end marker says all progress is in
+        port1.on('message', (event: ProgressEvent | { status: 'end' }) => (event.status === 'end' ? closed() : onProgress?.({ status: 'worker', task: t, device: devices[t], event })));
+        const { prompt, seed: _, ...overrides } = job;
+        const options = { ...common, ...overrides, seed: s };
+        return { task: { type: 'render', model: this.model, prompt, options, file, port: port2 }, transferList: [port2], settled: settled.finally(() => port1.close()), close: () => port1.close() };
+      },
+    }));
+    await this.schedule<{ timings: Timings }>(specs, {
+      signal,
+      onEvent: (e) => {
+        if (e.status === 'task-start') devices[e.task] = e.device;
+        if (e.status === 'task-done') {
+          const d = summary.perDevice.find((p) => p.device === e.device)!;
+          d.images++;
+          d.busyMs += e.ms;
+          summary.rendered.push(todo[e.task].file);
+        }
+        onProgress?.(e);
+      },
+    });
+    summary.wallMs = performance.now() - t0;
+    for (const d of summary.perDevice) d.imagesPerMinute = d.busyMs > 0 ? (d.images * 60000) / d.busyMs : 0;
+    return summary;
+  }
+
+  /** Runs one task on one device (no retry): loading, and the building block of schedule(). */
+  async runOn<T>(device: number, task: PoolTask, extra: { transferList?: TransferListItem[]; signal?: AbortSignal } = {}): Promise<T> {
+    if (this.disposed) throw new SanaError('ERR_SANA_DISPOSED', 'the pool was disposed');
+    const reply = (await this.workers[device].run(task, { transferList: extra.transferList, signal: extra.signal })) as Reply<T> | { error: { code: SanaErrorCode; message: string } };
+    if ('error' in reply) throw new SanaError(reply.error.code, `${this.devices[device].label}: ${reply.error.message}`);
+    return ('result' in reply ? reply.result : reply) as T;
+  }
+
+  /**
+   * Runs tasks on the devices, each free device taking the next task. A failure that a retry may cure (a crashed
+   * worker, a native or memory error) sends the task to another device (the same one only in a one-device pool),
+   * up to maxAttempts tries; any other failure, or the last try, rejects the run with an error naming the task.
+   */
+  private async schedule<T>(specs: TaskSpec[], opts: { signal?: AbortSignal; onEvent?: (e: PoolEvent) => void }): Promise<T[]> {
+    if (this.disposed) throw new SanaError('ERR_SANA_DISPOSED', 'the pool was disposed');
+    if (opts.signal?.aborted) throw new SanaError('ERR_SANA_ABORTED', 'the run was aborted');
+    const results = new Array<T>(specs.length);
+    const queue = specs.map((_, i) => ({ i, attempt: 0, avoid: -1 }));
+    const stop = new AbortController();
+    const onAbort = () => stop.abort();
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+    let failure: Error | null = null;
+    let running = 0;
+    let wake!: () => void;
+    let changed = new Promise<void>((r) => (wake = r));
+    const notify = () => {
+      wake();
+      changed = new Promise<void>((r) => (wake = r));
+    };
+    const n = this.devices.length;
+    const loop = async (d: number) => {
+      const device = this.devices[d].label;
+      for (;;) {
+        if (failure || stop.signal.aborted) return;
+        const k = queue.findIndex((q) => q.avoid !== d || n === 1);
+        if (k < 0) {
+          if (queue.length === 0 && running === 0) return;
+          await Promise.race([changed, new Promise((r) => stop.signal.addEventListener('abort', r, { once: true }))]);
+          continue;
+        }
+        const item = queue.splice(k, 1)[0];
+        const spec = specs[item.i];
+        running++;
+        const t0 = performance.now();
+        const made = spec.make();
+        opts.onEvent?.({ status: 'task-start', task: item.i, label: spec.label, device, attempt: item.attempt + 1 });
+        try {
+          results[item.i] = await this.runOn<T>(d, made.task, { transferList: made.transferList, signal: stop.signal });
+          await made.settled;
+          opts.onEvent?.({ status: 'task-done', task: item.i, label: spec.label, device, ms: performance.now() - t0 });
+        } catch (e) {
+          made.close?.();
+          if (stop.signal.aborted) return;
+          const err = e as Error & { code?: string };
+          const retryable = !(e instanceof SanaError) || RETRYABLE.includes(e.code);
+          if (retryable && item.attempt + 1 < this.maxAttempts) {
+            opts.onEvent?.({ status: 'task-retry', task: item.i, label: spec.label, device, error: err.message });
+            queue.unshift({ i: item.i, attempt: item.attempt + 1, avoid: d });
+          } else {
+            failure = retryable
+              ? new SanaError('ERR_SANA_WORKER_FAILED', `task ${spec.label} failed ${item.attempt + 1} time(s), last on ${device}: ${err.message}`, { cause: e })
+              : new SanaError(e instanceof SanaError ? e.code : 'ERR_SANA_NATIVE', `task ${spec.label}: ${err.message}`, { cause: e });
+            stop.abort();
+          }
+        } finally {
+          running--;
+          notify();
+        }
+      }
+    };
+    try {
+      await Promise.all(this.devices.map((_, d) => loop(d)));
+    } finally {
+      opts.signal?.removeEventListener('abort', onAbort);
+    }
+    if (failure) throw failure;
+    if (opts.signal?.aborted) throw new SanaError('ERR_SANA_ABORTED', 'the run was aborted');
+    return results;
+  }
+
+  /** Ends every worker (and with them the loaded models). */
+  async dispose(): Promise<void> {
+    if (this.disposed) return;
+    this.disposed = true;
+    await Promise.all(this.workers.map((w) => w.destroy()));
+    // piscina may start the replacement of a worker terminated by an abort while destroy() runs: end it too
+    for (let i = 0; i < 50 && this.threadCount > 0; i++) {
+      await Promise.all(this.workers.flatMap((w) => w.threads.map((t) => t.terminate())));
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.dispose();
+  }
+}
+
+/** Render jobs from a text file (one prompt per line; blank lines and # comments skipped) or JSON Lines
+ * ({"prompt": ..., "seed"?, "negativePrompt"?, "width"?, "height"?, "steps"?, "guidanceScale"?} per line). */
+export function readRenderJobs(file: string): RenderJob[] {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (e) {
+    throw new SanaError('ERR_SANA_INVALID_OPTION', `cannot read the prompts file ${file} (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+  }
+  const jsonl = file.endsWith('.jsonl');
+  const jobs: RenderJob[] = [];
+  const keys: Record<string, 'string' | 'number'> = { prompt: 'string', seed: 'number', negativePrompt: 'string', width: 'number', height: 'number', steps: 'number', guidanceScale: 'number' };
+  text.split(/\r?\n/).forEach((line, i) => {
+    const where = `${file}:${i + 1}`;
+    if (line.trim() === '' || (!jsonl && line.trimStart().startsWith('#'))) return;
+    if (!jsonl) return void jobs.push({ prompt: line.trim() });
+    let job: unknown;
+    try {
+      job = JSON.parse(line);
+    } catch (e) {
+      throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: not valid JSON (${(e as Error).message})`);
+    }
+    if (typeof job !== 'object' || job === null || Array.isArray(job)) throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: Expected a JSON object but received ${describeValue(job)}`);
+    for (const [k, v] of Object.entries(job)) {
+      if (!(k in keys)) throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: unknown key ${JSON.stringify(k)} (known: ${Object.keys(keys).join(', ')})`);
+      if (typeof v !== keys[k]) throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: Expected a ${keys[k]} for ${k} but received ${describeValue(v)}`);
+    }
+    if (typeof (job as RenderJob).prompt !== 'string') throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: Expected a string for prompt but received undefined`);
+    jobs.push(job as RenderJob);
+  });
+  if (jobs.length === 0) throw new SanaError('ERR_SANA_INVALID_OPTION', `${file} holds no prompts`);
+  return jobs;
+}
+
+/** Lower-case words of the prompt joined by '-', at most 48 characters. */
+export function slug(prompt: string): string {
+  return prompt.toLowerCase().replace(/[^a-z0-9]+/g, '-').replace(/^-+|-+$/g, '').slice(0, 48).replace(/-+$/, '') || 'image';
+}
