@@ -1,13 +1,13 @@
 // The README's API example, run as written (only the model folder, the prompt and the size are swapped
 // for the tiny test pipeline), from a project that installed this package.
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { PNG } from 'pngjs';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { packageRoot } from '../../ts/paths.js';
+import { demoModelDir, packageRoot } from '../../ts/paths.js';
 import { tinyPipeline } from '../fixtures/tiny-pipeline.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sana-readme-'));
@@ -45,5 +45,32 @@ describe('README', () => {
     execFileSync(process.execPath, ['example.mjs'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     const png = PNG.sync.read(readFileSync(join(dir, 'fox.png')));
     expect([png.width, png.height]).toEqual([64, 64]);
+  });
+
+  it('the examples of "Big images and batches" run (on the built-in demo model)', () => {
+    const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
+    const section = /## Big images and batches[\s\S]*?(?=\n## )/.exec(readme)?.[0] ?? '';
+    const cli = join(packageRoot(), 'dist', 'ts', 'cli', 'sana.js');
+    const cwd = join(dir, 'big');
+    mkdirSync(join(cwd, 'node_modules'), { recursive: true });
+    symlinkSync(packageRoot(), join(cwd, 'node_modules', 'sana-node'));
+    writeFileSync(join(cwd, 'prompts.txt'), 'a red circle on a blue background\na green square on a white background\n');
+    const commands = (/```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? '').split('\n').filter((l) => l.startsWith('npx sana '));
+    expect(commands.length).toBe(2);
+    for (const command of commands) {
+      const args = (command.slice('npx sana '.length).match(/"[^"]*"|\S+/g) ?? []).map((a) => a.replace(/^"|"$/g, ''))
+        .map((a) => (a.startsWith('./Sana_') ? demoModelDir() : a === '4096x4096' ? '64x64' : a));
+      execFileSync(process.execPath, [cli, ...args], { cwd, stdio: 'pipe' });
+    }
+    expect(PNG.sync.read(readFileSync(join(cwd, 'big.png'))).width).toBe(64);
+    const code = (/```js\n([\s\S]*?)```/.exec(section)?.[1] ?? '').replace("'./Sana_600M_1024px_diffusers'", JSON.stringify(demoModelDir()));
+    expect(code).toContain('createSanaPool');
+    expect(readdirSync(join(cwd, 'renders')).sort()).toEqual(['0001-seed0-a-red-circle-on-a-blue-background.png', '0002-seed1-a-green-square-on-a-white-background.png']);
+    const api = join(dir, 'big-api');
+    mkdirSync(join(api, 'node_modules'), { recursive: true });
+    symlinkSync(packageRoot(), join(api, 'node_modules', 'sana-node'));
+    writeFileSync(join(api, 'pool.mjs'), code);
+    execFileSync(process.execPath, ['pool.mjs'], { cwd: api, stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(readdirSync(join(api, 'renders')).sort()).toEqual(['0001-seed0-a-red-fox-in-the-snow.png', '0002-seed7-a-blue-bird.png']);
   });
 });
