@@ -47,7 +47,7 @@ export interface ShardOptions {
   grid?: [number, number];
   /** the working memory one task may use (estimate); default 512 MiB */
   shardBytes?: number;
-  /** at least this many shards per pass where the map is big enough (e.g. the number of workers) */
+  /** the number of workers: at least this many shards per pass where the map is big enough, and a multiple of it */
   minShards?: number;
 }
 
@@ -215,7 +215,9 @@ function shardRects(H: number, W: number, scale: number, bytesPerPixel: number, 
   let [gr, gc] = opts.grid ?? [0, 0];
   if (!opts.grid) {
     const budget = opts.shardBytes ?? DEFAULT_SHARD_BYTES;
-    const n = Math.max(opts.minShards ?? 1, Math.ceil((H * W * scale * scale * bytesPerPixel) / budget));
+    const workers = opts.minShards ?? 1;
+    // a multiple of the worker count, so that no worker idles through the pass's last round
+    const n = Math.ceil(Math.max(workers, Math.ceil((H * W * scale * scale * bytesPerPixel) / budget)) / workers) * workers;
     gr = Math.max(1, Math.round(Math.sqrt((n * H) / W)));
     gc = Math.ceil(n / gr);
   }
