@@ -166,9 +166,11 @@ def train_ae(ae, next_batch, steps, lr, log_every=50):
 
 
 def flow_loss(dit, x0, ctx, mask, gen):
-    """Rectified-flow objective: x_t = (1 − σ)·x0 + σ·ε, target velocity ε − x0, σ = sigmoid(N(0, 1))."""
+    """Rectified-flow objective: x_t = (1 − σ)·x0 + σ·ε, target velocity ε − x0, σ uniform in (0, 1).
+    Uniform rather than Sana's logit-normal: on a 4×4 latent the layout is decided at σ > 0.8, which
+    logit-normal(0, 1) samples 8% of the time (training/README.md)."""
     eps = torch.randn(x0.shape, generator=gen)
-    sigma = torch.sigmoid(torch.randn(x0.shape[0], generator=gen))
+    sigma = torch.rand(x0.shape[0], generator=gen)
     xt = (1 - sigma[:, None, None, None]) * x0 + sigma[:, None, None, None] * eps
     v = dit(xt, ctx, mask, sigma * 1000)
     return F.mse_loss(v, eps - x0)
@@ -187,7 +189,7 @@ def cmd_ae(out, steps, batch, seed):
     print(f'ae: {steps} steps in {time.time() - t0:.0f} s, final loss {np.mean(losses[-50:]):.5f}, scaling_factor {cfg["scaling_factor"]:.4f}')
 
 
-def cmd_dit(out, steps, batch, seed, dropout=0.1):
+def cmd_dit(out, steps, batch, seed, save_every, dropout=0.1):
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
     ae, vcfg = load_module(AutoencoderDC, f'{out}/vae')
@@ -216,6 +218,8 @@ def cmd_dit(out, steps, batch, seed, dropout=0.1):
         losses.append(loss.item())
         if step % 50 == 0 or step == steps - 1:
             print(f'dit step {step}/{steps} loss {np.mean(losses[-50:]):.5f}', flush=True)
+        if save_every and (step + 1) % save_every == 0 and step + 1 < steps:
+            save_module(dit, cfg, f'{out}/transformer-step{step + 1}')  # to look at while it trains
     save_module(dit, cfg, f'{out}/transformer')
     print(f'dit: {steps} steps in {time.time() - t0:.0f} s, final loss {np.mean(losses[-50:]):.5f}')
 
@@ -253,6 +257,7 @@ def main():
     ap.add_argument('--batch', type=int, default=32)
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--threads', type=int, default=os.cpu_count())
+    ap.add_argument('--save-every', type=int, default=0, help='dit: also write transformer-stepN/ every N steps')
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     if a.command != 'smoke' and not a.out:
@@ -262,7 +267,7 @@ def main():
     elif a.command == 'ae':
         cmd_ae(a.out, a.steps or 600, a.batch, a.seed)
     elif a.command == 'dit':
-        cmd_dit(a.out, a.steps or 4000, a.batch, a.seed)
+        cmd_dit(a.out, a.steps or 4000, a.batch, a.seed, a.save_every)
     else:
         cmd_smoke()
 
