@@ -21,6 +21,12 @@ export class SanaError extends Error {
   }
 }
 
+/** A worker's reply for a failed task: a structured-cloned Error loses its code, so it travels as plain data. */
+export function errorReply(e: unknown): { error: { code: SanaErrorCode; message: string } } {
+  const code: SanaErrorCode = e instanceof SanaError ? e.code : 'ERR_SANA_NATIVE';
+  return { error: { code, message: e instanceof Error ? e.message : String(e) } };
+}
+
 /** Formats a received value for the message template `Expected <what> for <option> but received <value>`. */
 export function describeValue(value: unknown): string {
   if (value === null) return 'null';

@@ -12,7 +12,7 @@ import type { JsonValue } from '../../ts/io/json.js';
 import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { runShardTask, shardedDecode, type ShardOptions } from '../../ts/models/dcae-sharded.js';
 import { goldenDir } from '../fixtures/tiny-pipeline.js';
-import { randomDcae, uniform } from '../fixtures/random-dcae.js';
+import { maxRelDiff, randomDcae, randomLatents } from '../fixtures/random-dcae.js';
 import { demoModelDir } from '../../ts/paths.js';
 
 const root = mkdtempSync(join(tmpdir(), 'sana-sharded-'));
@@ -37,11 +37,6 @@ const DECODERS: { name: string; dir: () => string }[] = [
 const backends: Backend[] = [];
 for (const p of probeBackends()) if (p.available && p.name !== 'cuda') backends.push(await createBackend(p.name));
 
-function latents(n: number, seed: number): Float32Array {
-  const r = uniform(seed);
-  return Float32Array.from({ length: n }, () => 1.5 * r());
-}
-
 async function decodeSharded(vae: AutoencoderDC, z: Float32Array, shape: [number, number, number, number], opts: ShardOptions) {
   const passes: number[] = [];
   const out = await shardedDecode(vae.config, z, shape, async (tasks, pass) => {
@@ -50,16 +45,6 @@ async function decodeSharded(vae: AutoencoderDC, z: Float32Array, shape: [number
     return tasks.map((t) => runShardTask(vae, t));
   }, opts);
   return { out, passes };
-}
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) {
-    scale = Math.max(scale, Math.abs(b[i]));
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-  }
-  return d / scale;
 }
 
 describe.each(backends.map((b) => [b.name, b] as const))('sharded decode on %s', (_, be) => {
@@ -74,7 +59,7 @@ describe.each(backends.map((b) => [b.name, b] as const))('sharded decode on %s',
       vae ??= AutoencoderDC.fromFolder(dir(), be);
       const C = vae.config.latentChannels;
       const shape: [number, number, number, number] = [2, C, h, w];
-      const z = latents(2 * C * h * w, h * 100 + w);
+      const z = randomLatents(2 * C * h * w, h * 100 + w);
       const full = vae.decode(z, shape);
       const { out, passes } = await decodeSharded(vae, z, shape, { grid });
       expect(out.length).toBe(full.length);

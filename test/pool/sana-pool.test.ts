@@ -10,7 +10,7 @@ import type { JsonValue } from '../../ts/io/json.js';
 import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { demoModelDir } from '../../ts/paths.js';
 import { createSanaPool, readRenderJobs, SanaPool, slug, type PoolEvent } from '../../ts/pool/sana-pool.js';
-import { randomDcae, uniform } from '../fixtures/random-dcae.js';
+import { maxRelDiff, randomDcae, randomLatents } from '../fixtures/random-dcae.js';
 import { writeFileSync } from 'node:fs';
 
 const root = mkdtempSync(join(tmpdir(), 'sana-pool-'));
@@ -24,21 +24,6 @@ const MIXED: Record<string, JsonValue> = {
   encoder_block_types: 'ResBlock', encoder_block_out_channels: [8, 8, 16, 16], encoder_layers_per_block: [1, 1, 1, 1],
   encoder_qkv_multiscales: [[], [], [], []],
 };
-
-function latents(n: number, seed: number): Float32Array {
-  const r = uniform(seed);
-  return Float32Array.from({ length: n }, () => 1.5 * r());
-}
-
-function maxRelDiff(a: Float32Array, b: Float32Array): number {
-  let scale = 0;
-  let d = 0;
-  for (let i = 0; i < a.length; i++) {
-    scale = Math.max(scale, Math.abs(b[i]));
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-  }
-  return d / scale;
-}
 
 async function untiled(dir: string, z: Float32Array, shape: [number, number, number, number]): Promise<Float32Array> {
   const be = await createBackend('cpu');
@@ -59,7 +44,7 @@ describe('sharded decode on a pool', () => {
 
   it.each([['cpu,cpu'], ['wasm,wasm'], ['cpu,wasm']])('devices %s: equals the untiled decode, every pass spread over both workers', async (devices) => {
     const shape: [number, number, number, number] = [1, 8, 7, 9];
-    const z = latents(8 * 7 * 9, 5);
+    const z = randomLatents(8 * 7 * 9, 5);
     const ref = await untiled(dir, z, shape);
     await using pool = await createSanaPool({ model: dir, kind: 'vae', devices });
     const used = new Set<string>();
@@ -71,7 +56,7 @@ describe('sharded decode on a pool', () => {
   it('a worker killed mid-task: its shard is retried on the other worker and the image is complete and identical', async () => {
     const vaeDir = join(demoModelDir(), 'vae');
     const shape: [number, number, number, number] = [1, 32, 16, 16];
-    const z = latents(32 * 16 * 16, 9);
+    const z = randomLatents(32 * 16 * 16, 9);
     await using pool = await createSanaPool({ model: vaeDir, kind: 'vae', devices: 'cpu,cpu', threadsPerWorker: 1 });
     const clean = await pool.decode(z, shape, { grid: [2, 2] });
     const events: PoolEvent[] = [];
@@ -98,7 +83,7 @@ describe('sharded decode on a pool', () => {
     await using pool = await createSanaPool({ model: dir, kind: 'vae', devices: 'cpu,cpu', maxAttempts: 2 });
     const shape: [number, number, number, number] = [1, 8, 6, 6];
     let tries = 0;
-    const run = pool.decode(latents(8 * 36, 2), shape, {
+    const run = pool.decode(randomLatents(8 * 36, 2), shape, {
       grid: [1, 1],
       onProgress: (e) => {
         if (e.status === 'task-start') {
@@ -110,7 +95,7 @@ describe('sharded decode on a pool', () => {
     await expect(run).rejects.toMatchObject({ code: 'ERR_SANA_WORKER_FAILED', message: expect.stringMatching(/task decoder\.conv_in .* shard 1\/1 failed 2 time\(s\)/) });
     expect(tries).toBe(2);
     // the pool still works afterwards (the killed workers were replaced)
-    const z = latents(8 * 36, 3);
+    const z = randomLatents(8 * 36, 3);
     expect(maxRelDiff(await pool.decode(z, shape, { grid: [2, 2] }), await untiled(dir, z, shape))).toBeLessThan(2e-5);
   });
 

@@ -6,7 +6,7 @@
  */
 import type { MessagePort } from 'node:worker_threads';
 
-import { SanaError, type SanaErrorCode } from '../errors.js';
+import { errorReply, SanaError } from '../errors.js';
 import { SanaPipelineCore, type CoreLoadOptions, type GenerateOptions, type ProgressEvent } from './pipeline-core.js';
 
 export type WorkerTask =
@@ -18,11 +18,6 @@ let pipe: SanaPipelineCore | null = null;
 
 /** The last message on a task's progress port. */
 export const END = { status: 'end' } as const;
-
-function failure(e: unknown) {
-  const code: SanaErrorCode = e instanceof SanaError ? e.code : 'ERR_SANA_NATIVE';
-  return { error: { code, message: e instanceof Error ? e.message : String(e) } };
-}
 
 export default async function run(task: WorkerTask): Promise<unknown> {
   try {
@@ -50,7 +45,7 @@ export default async function run(task: WorkerTask): Promise<unknown> {
         return { disposed: true };
     }
   } catch (e) {
-    return failure(e);
+    return errorReply(e);
   } finally {
     if (task.type !== 'dispose') {
       task.port.postMessage(END); // the caller waits for it: progress and the result travel on different channels

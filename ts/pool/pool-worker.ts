@@ -9,7 +9,7 @@ import { type MessagePort, threadId, workerData } from 'node:worker_threads';
 
 import type { Backend, BackendName } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
-import { SanaError, type SanaErrorCode } from '../errors.js';
+import { errorReply, SanaError } from '../errors.js';
 import { AutoencoderDC } from '../models/autoencoder-dc.js';
 import { runShardTask, type ShardTask } from '../models/dcae-sharded.js';
 import type { LoadOptions } from '../models/params.js';
@@ -52,11 +52,6 @@ async function model(ref: ModelRef): Promise<NonNullable<typeof loaded>> {
   return loaded;
 }
 
-function failure(e: unknown) {
-  const code: SanaErrorCode = e instanceof SanaError ? e.code : 'ERR_SANA_NATIVE';
-  return { error: { code, message: e instanceof Error ? e.message : String(e) } };
-}
-
 export default async function run(task: PoolTask): Promise<unknown> {
   try {
     switch (task.type) {
@@ -80,7 +75,7 @@ export default async function run(task: PoolTask): Promise<unknown> {
       }
     }
   } catch (e) {
-    return failure(e);
+    return errorReply(e);
   } finally {
     if (task.type === 'render') {
       task.port.postMessage({ status: 'end' });
