@@ -188,12 +188,15 @@ describe('SanaPipeline decode modes', () => {
     const run = async (opts: object) => {
       const events: ProgressEvent[] = [];
       const r = await pipe.generate('a red cube', { ...size, ...opts, onProgress: (e) => events.push(e) });
-      return { data: r.tensor!.data, event: decodeEvent(events) };
+      return { data: r.tensor!.data, event: decodeEvent(events), events };
     };
     const full = await run({ decode: 'full' });
     const sharded = await run({ decode: 'sharded', decodeMemoryBudget: 64 * 1024 });
     const tiled = await run({ decode: 'tiled', tiling: { tileSampleMinHeight: 64, tileSampleMinWidth: 64, tileSampleStrideHeight: 48, tileSampleStrideWidth: 48 } });
     expect([full.event.mode, sharded.event.mode, tiled.event.mode]).toEqual(['full', 'sharded', 'tiled']);
+    const passes = sharded.events.filter((e) => e.status === 'decode-pass').map((e) => (e as { index: number }).index);
+    expect(passes.length).toBeGreaterThan(2);
+    expect(passes).toEqual(passes.map((_, i) => i)); // one event per pass, in order
     const diff = (a: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - full.data[i])), 0);
     expect(diff(sharded.data)).toBeLessThan(1e-5);
     expect(diff(tiled.data)).toBeGreaterThan(1e-4);

@@ -130,7 +130,7 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
         else if (e.status === 'decode') {
           bar.update({ stage: `decoding (${e.mode})` });
           decodeNote = `${e.mode}: ${e.reason}`;
-        }
+        } else if (e.status === 'decode-pass') bar.update({ stage: `decoding (sharded, pass ${e.index + 1}/${e.count})` });
         else if (e.status === 'done') bar.stop();
       },
     };

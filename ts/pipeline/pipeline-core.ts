@@ -48,6 +48,8 @@ export type ProgressEvent =
   | { status: 'step'; step: number; totalSteps: number; stepMs: number }
   /** the decode mode in use and why (auto says what it chose) */
   | { status: 'decode'; mode: DecodeMode; reason: string }
+  /** sharded decoding: pass `index` (0-based) of `count` starts */
+  | { status: 'decode-pass'; index: number; count: number; label: string }
   | { status: 'done'; timings: Timings }
   | { status: 'warning'; message: string };
 
@@ -325,7 +327,7 @@ export class SanaPipelineCore {
     if (o.outputType === 'latent') {
       result.tensor = { data: latents, shape: [...shape] };
     } else {
-      const decoded = await this.decodeLatents(latents, shape, plan!);
+      const decoded = await this.decodeLatents(latents, shape, plan!, progress);
       let img = decoded;
       let imgShape = [B, 3, shape[2] * f, shape[3] * f];
       if (o.height !== imgShape[2] || o.width !== imgShape[3]) {
@@ -409,13 +411,18 @@ export class SanaPipelineCore {
 
   /** Raw decoder output [B, 3, h·f, w·f] of final latents: vae.decode(latents / scaling_factor), whole,
    * tiled or sharded (in this thread; SanaPool spreads the shards over workers). */
-  async decodeLatents(latents: Float32Array, shape: readonly [number, number, number, number], plan: DecodePlan = { mode: 'full', reason: 'requested' }): Promise<Float32Array> {
+  async decodeLatents(
+    latents: Float32Array, shape: readonly [number, number, number, number], plan: DecodePlan = { mode: 'full', reason: 'requested' }, onProgress?: (e: ProgressEvent) => void,
+  ): Promise<Float32Array> {
     const vae = this.components.vae;
     const sf = vae.config.scalingFactor;
     const z = latents.map((v) => v / sf);
     if (plan.mode === 'full') return vae.decode(z, shape);
     if (plan.mode === 'tiled') return vae.decode(z, shape, { tiling: plan.tiling });
-    const out = await shardedDecode(vae.config, z, shape, async (tasks) => tasks.map((t) => runShardTask(vae, t)), { shardBytes: plan.shardBytes });
+    const out = await shardedDecode(vae.config, z, shape, async (tasks, pass) => {
+      onProgress?.({ status: 'decode-pass', index: pass.index, count: pass.count, label: pass.label });
+      return tasks.map((t) => runShardTask(vae, t));
+    }, { shardBytes: plan.shardBytes });
     if (!out.every(Number.isFinite))
       throw new SanaError('ERR_SANA_NON_FINITE', 'AutoencoderDC.decode produced non-finite values (NaN or Infinity): the latents or weights hold NaN/Inf');
     return out;
