@@ -220,6 +220,7 @@ function shardRects(H: number, W: number, scale: number, bytesPerPixel: number, 
     const n = Math.ceil(Math.max(workers, Math.ceil((H * W * scale * scale * bytesPerPixel) / budget)) / workers) * workers;
     gr = Math.max(1, Math.round(Math.sqrt((n * H) / W)));
     gc = Math.ceil(n / gr);
+    while ((gr * gc) % workers !== 0 && gc < W) gc++;
   }
   if (!(Number.isInteger(gr) && gr >= 1 && Number.isInteger(gc) && gc >= 1))
     throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a shard grid of two positive integers but received ${JSON.stringify(opts.grid)}`);
@@ -269,19 +270,26 @@ export function stepValuesPerPixel(steps: DecoderStep[], k: number): number {
   }
 }
 
-/** Peak bytes of decoding one [C, h, w] latent: the largest step over the whole map (full), or the shared
- * maps plus one task per worker (sharded). For choosing a decode mode, not an exact figure. */
+/** Peak bytes of decoding one [C, h, w] latent: the largest step over the whole map (full), or the largest pair
+ * of shared maps a pass reads and writes plus one shard task per worker (sharded). For choosing a decode mode
+ * and sizing, not an exact figure (weights not included). */
 export function estimateDecodeBytes(config: AutoencoderDcConfig, h: number, w: number, mode: 'full' | 'sharded', opts: ShardOptions & { workers?: number } = {}): number {
   const steps = decoderSteps(config);
+  const areaAfter: number[] = [];
   let area = h * w;
   let full = 0;
-  let maps = 0;
   for (let k = 0; k < steps.length; k++) {
     area *= steps[k].scale ** 2;
+    areaAfter.push(area);
     full = Math.max(full, 4 * area * stepValuesPerPixel(steps, k));
-    if (steps[k].kind === 'evit' || k === steps.length - 1) maps = Math.max(maps, 4 * area * (steps[k].channels + (k > 0 ? steps[k - 1].channels : 0)));
   }
   if (mode === 'full') return full;
+  let maps = 0;
+  for (const p of planPasses(steps)) {
+    const last = (p.to ?? p.from + 1) - 1;
+    const input = p.from === 0 ? config.latentChannels * h * w : steps[p.from - 1].channels * areaAfter[p.from - 1];
+    maps = Math.max(maps, 4 * (input + steps[last].channels * areaAfter[last]));
+  }
   return maps + (opts.workers ?? 1) * Math.min(full, opts.shardBytes ?? DEFAULT_SHARD_BYTES);
 }
 
