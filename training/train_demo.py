@@ -267,7 +267,7 @@ def main():
     elif a.command == 'ae':
         cmd_ae(a.out, a.steps or 600, a.batch, a.seed)
     elif a.command == 'dit':
-        cmd_dit(a.out, a.steps or 4000, a.batch, a.seed, a.save_every)
+        cmd_dit(a.out, a.steps or 12000, a.batch, a.seed, a.save_every)
     else:
         cmd_smoke()
 

@@ -437,7 +437,7 @@ export class SanaPipelineCore {
     const budget = opts.decodeMemoryBudget ?? Math.floor(totalmem() / 4);
     if (!(Number.isFinite(budget) && budget > 0)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive number of bytes for decodeMemoryBudget but received ${describeValue(opts.decodeMemoryBudget)}`);
     const f = vae.spatialCompression;
-    const gib = (b: number) => `${(b / 2 ** 30).toFixed(2)} GiB`;
+    const gib = (b: number) => (b >= 2 ** 30 ? `${(b / 2 ** 30).toFixed(2)} GiB` : `${Math.max(1, Math.round(b / 2 ** 20))} MiB`);
     const full = estimateDecodeBytes(vae.config, h, w, 'full');
     const shardBytes = Math.min(budget, 2 ** 30);
     if (mode === 'tiled') {
