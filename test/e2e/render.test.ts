@@ -5,6 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { PNG } from 'pngjs';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { packageRoot } from '../../ts/paths.js';
@@ -81,7 +82,12 @@ describe('sana generate --decode', () => {
     const r = spawnSync(process.execPath, [cli, 'generate', 'a red circle on a blue background', '--seed', '3', '--decode', mode, '-o', png], { encoding: 'utf8' });
     expect(r.status, r.stderr).toBe(0);
     expect(r.stderr).toMatch(new RegExp(`decode \\d+ ms \\(${mode}: requested`));
-    if (mode !== 'full') expect(readFileSync(png).equals(readFileSync(join(root, 'full.png')))).toBe(true);
+    if (mode !== 'full') {
+      // equal to the full decode within fp32 rounding: a pixel may land on the other side of a uint8 step
+      const [a, b] = [png, join(root, 'full.png')].map((f) => PNG.sync.read(readFileSync(f)).data);
+      expect(a.length).toBe(b.length);
+      expect(a.reduce((m, v, i) => Math.max(m, Math.abs(v - b[i])), 0)).toBeLessThanOrEqual(1);
+    }
   });
 
   it('--decode auto says what it chose; a bad mode is a usage error', () => {
