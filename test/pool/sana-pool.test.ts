@@ -11,6 +11,8 @@ import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { demoModelDir } from '../../ts/paths.js';
 import { createSanaPool, readRenderJobs, SanaPool, slug, type PoolEvent } from '../../ts/pool/sana-pool.js';
 import { maxRelDiff, randomDcae, randomLatents } from '../fixtures/random-dcae.js';
+import { goldenDir } from '../fixtures/tiny-pipeline.js';
+import { SafetensorsFile } from '../../ts/io/safetensors.js';
 import { writeFileSync } from 'node:fs';
 
 const root = mkdtempSync(join(tmpdir(), 'sana-pool-'));
@@ -51,6 +53,24 @@ describe('sharded decode on a pool', () => {
     const out = await pool.decode(z, shape, { grid: [3, 3], onProgress: (e) => e.status === 'task-done' && used.add(e.device) });
     expect(maxRelDiff(out, ref)).toBeLessThan(2e-5);
     expect([...used].sort()).toEqual(pool.devices.map((d) => d.label).sort());
+  });
+
+  it("mode 'tiled': the tiles are tasks on the workers and the blend matches diffusers' tiled output (golden dcae_tiny)", async () => {
+    const golden = join(goldenDir, 'dcae_tiny');
+    const inputs = SafetensorsFile.open(join(golden, 'inputs.safetensors'));
+    const z = inputs.read('tiled_latent_14x20');
+    inputs.close();
+    const outputs = SafetensorsFile.open(join(golden, 'outputs.safetensors'));
+    const expected = outputs.read('tiled_decoded_14x20').data as Float32Array;
+    const untiled = outputs.read('untiled_decoded_14x20').data as Float32Array;
+    outputs.close();
+    await using pool = await createSanaPool({ model: golden, kind: 'vae', devices: 'cpu,wasm' });
+    const used = new Set<string>();
+    const tiling = { tileSampleMinHeight: 64, tileSampleMinWidth: 64, tileSampleStrideHeight: 48, tileSampleStrideWidth: 48 };
+    const out = await pool.decode(z.data as Float32Array, z.info.shape as [number, number, number, number], { mode: 'tiled', tiling, onProgress: (e) => e.status === 'task-done' && used.add(e.device) });
+    expect(used.size).toBe(2);
+    expect(maxRelDiff(out, expected)).toBeLessThan(1e-5);
+    expect(maxRelDiff(out, untiled)).toBeGreaterThan(1e-3); // the seams really are blended, not exact
   });
 
   it('a worker killed mid-task: its shard is retried on the other worker and the image is complete and identical', async () => {

@@ -296,74 +296,10 @@ export class AutoencoderDC {
     }
   }
 
-  /** diffusers' tiled decode: overlapping latent tiles, linear blends of the overlaps (in place, row-major). */
+  /** diffusers' tiled decode: overlapping latent tiles decoded one by one, then blended (blendTiles). */
   private tiledDecode(z: Float32Array, shape: readonly [number, number, number, number], t: TilingOptions): Float32Array {
-    const [B, C, h, w] = shape;
-    const f = this.spatialCompression;
-    const tileH = t.tileSampleMinHeight / f;
-    const tileW = t.tileSampleMinWidth / f;
-    const strideH = t.tileSampleStrideHeight / f;
-    const strideW = t.tileSampleStrideWidth / f;
-    const blendH = t.tileSampleMinHeight - t.tileSampleStrideHeight;
-    const blendW = t.tileSampleMinWidth - t.tileSampleStrideWidth;
-    const Co = this.config.inChannels;
-    type Tile = { data: Float32Array; H: number; W: number };
-    const rows: Tile[][] = [];
-    for (let i = 0; i < h; i += strideH) {
-      const row: Tile[] = [];
-      for (let j = 0; j < w; j += strideW) {
-        const th = Math.min(tileH, h - i);
-        const tw = Math.min(tileW, w - j);
-        const tile = new Float32Array(B * C * th * tw);
-        for (let b = 0; b < B; b++)
-          for (let ch = 0; ch < C; ch++)
-            for (let y = 0; y < th; y++) {
-              const src = ((b * C + ch) * h + i + y) * w + j;
-              tile.set(z.subarray(src, src + tw), ((b * C + ch) * th + y) * tw);
-            }
-        row.push({ data: this.decodeWhole(tile, [B, C, th, tw]), H: th * f, W: tw * f });
-      }
-      rows.push(row);
-    }
-    const H = h * f;
-    const W = w * f;
-    const out = new Float32Array(B * Co * H * W);
-    let y0 = 0;
-    rows.forEach((row, i) => {
-      let x0 = 0;
-      let keptH = 0;
-      row.forEach((tile, j) => {
-        if (i > 0) {
-          const above = rows[i - 1][j];
-          const e = Math.min(above.H, tile.H, blendH);
-          for (let bc = 0; bc < B * Co; bc++)
-            for (let y = 0; y < e; y++)
-              for (let x = 0; x < tile.W; x++) {
-                const k = (bc * tile.H + y) * tile.W + x;
-                tile.data[k] = above.data[(bc * above.H + above.H - e + y) * above.W + x] * (1 - y / e) + tile.data[k] * (y / e);
-              }
-        }
-        if (j > 0) {
-          const left = row[j - 1];
-          const e = Math.min(left.W, tile.W, blendW);
-          for (let bc = 0; bc < B * Co; bc++)
-            for (let y = 0; y < tile.H; y++)
-              for (let x = 0; x < e; x++) {
-                const k = (bc * tile.H + y) * tile.W + x;
-                tile.data[k] = left.data[(bc * left.H + y) * left.W + left.W - e + x] * (1 - x / e) + tile.data[k] * (x / e);
-              }
-        }
-        const kh = Math.min(tile.H, t.tileSampleStrideHeight);
-        const kw = Math.min(tile.W, t.tileSampleStrideWidth);
-        for (let bc = 0; bc < B * Co; bc++)
-          for (let y = 0; y < kh; y++)
-            out.set(tile.data.subarray((bc * tile.H + y) * tile.W, (bc * tile.H + y) * tile.W + kw), (bc * H + y0 + y) * W + x0);
-        x0 += kw;
-        keptH = kh;
-      });
-      y0 += keptH;
-    });
-    return out;
+    const rows = latentTiles(z, shape, this.spatialCompression, t).map((row) => row.map((tile) => this.decodeWhole(tile.z, tile.shape)));
+    return blendTiles(rows, shape, this.spatialCompression, this.config.inChannels, t);
   }
 
   private block(scope: Scope, pre: string, type: BlockType, x: Tensor, act: Act, scales: number[]): Tensor {
@@ -585,6 +521,85 @@ function groupMean(be: Backend, x: Tensor, Cout: number): Tensor {
         out[(b * Cout + k) * HW + p] = Math.fround(s / g);
       }
   return be.tensor([B, Cout, H, W], 'f32', out);
+}
+
+/** The latent tiles of diffusers' tiled decode, row by row: tiles of tile_sample_min / f latents every
+ * tile_sample_stride / f (edge tiles smaller), each a copy [B, C, th, tw]. */
+export function latentTiles(z: Float32Array, shape: readonly [number, number, number, number], f: number, t: TilingOptions): { z: Float32Array; shape: [number, number, number, number] }[][] {
+  const [B, C, h, w] = shape;
+  const tileH = t.tileSampleMinHeight / f;
+  const tileW = t.tileSampleMinWidth / f;
+  const rows = [];
+  for (let i = 0; i < h; i += t.tileSampleStrideHeight / f) {
+    const row = [];
+    for (let j = 0; j < w; j += t.tileSampleStrideWidth / f) {
+      const th = Math.min(tileH, h - i);
+      const tw = Math.min(tileW, w - j);
+      const tile = new Float32Array(B * C * th * tw);
+      for (let b = 0; b < B; b++)
+        for (let ch = 0; ch < C; ch++)
+          for (let y = 0; y < th; y++) {
+            const src = ((b * C + ch) * h + i + y) * w + j;
+            tile.set(z.subarray(src, src + tw), ((b * C + ch) * th + y) * tw);
+          }
+      row.push({ z: tile, shape: [B, C, th, tw] as [number, number, number, number] });
+    }
+    rows.push(row);
+  }
+  return rows;
+}
+
+/** diffusers' blend of decoded tiles [B, Co, th·f, tw·f] (row-major as latentTiles gives them): each tile blends
+ * the (already blended) tile above and to its left into its first min − stride rows / columns with a linear
+ * ramp, in place, then its first stride × stride pixels are kept. */
+export function blendTiles(rows: Float32Array[][], shape: readonly [number, number, number, number], f: number, Co: number, t: TilingOptions): Float32Array {
+  const [B, , h, w] = shape;
+  const blendH = t.tileSampleMinHeight - t.tileSampleStrideHeight;
+  const blendW = t.tileSampleMinWidth - t.tileSampleStrideWidth;
+  const H = h * f;
+  const W = w * f;
+  const tiles = rows.map((row, i) => row.map((data, j) => ({
+    data, H: Math.min(t.tileSampleMinHeight, H - i * t.tileSampleStrideHeight), W: Math.min(t.tileSampleMinWidth, W - j * t.tileSampleStrideWidth),
+  })));
+  const out = new Float32Array(B * Co * H * W);
+  let y0 = 0;
+  tiles.forEach((row, i) => {
+    let x0 = 0;
+    let keptH = 0;
+    row.forEach((tile, j) => {
+      if (tile.data.length !== B * Co * tile.H * tile.W)
+        throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `blendTiles: tile (${i}, ${j}) has ${tile.data.length} values, expected [${B}, ${Co}, ${tile.H}, ${tile.W}]`);
+      if (i > 0) {
+        const above = tiles[i - 1][j];
+        const e = Math.min(above.H, tile.H, blendH);
+        for (let bc = 0; bc < B * Co; bc++)
+          for (let y = 0; y < e; y++)
+            for (let x = 0; x < tile.W; x++) {
+              const k = (bc * tile.H + y) * tile.W + x;
+              tile.data[k] = above.data[(bc * above.H + above.H - e + y) * above.W + x] * (1 - y / e) + tile.data[k] * (y / e);
+            }
+      }
+      if (j > 0) {
+        const left = row[j - 1];
+        const e = Math.min(left.W, tile.W, blendW);
+        for (let bc = 0; bc < B * Co; bc++)
+          for (let y = 0; y < tile.H; y++)
+            for (let x = 0; x < e; x++) {
+              const k = (bc * tile.H + y) * tile.W + x;
+              tile.data[k] = left.data[(bc * left.H + y) * left.W + left.W - e + x] * (1 - x / e) + tile.data[k] * (x / e);
+            }
+      }
+      const kh = Math.min(tile.H, t.tileSampleStrideHeight);
+      const kw = Math.min(tile.W, t.tileSampleStrideWidth);
+      for (let bc = 0; bc < B * Co; bc++)
+        for (let y = 0; y < kh; y++)
+          out.set(tile.data.subarray((bc * tile.H + y) * tile.W, (bc * tile.H + y) * tile.W + kw), (bc * H + y0 + y) * W + x0);
+      x0 += kw;
+      keptH = kh;
+    });
+    y0 += keptH;
+  });
+  return out;
 }
 
 /** A copy of `r` (in x's coordinates) of a one-image NCHW map. */

@@ -30,6 +30,8 @@ export interface ModelRef {
 export type PoolTask =
   | { type: 'load'; model: ModelRef }
   | { type: 'shard'; model: ModelRef; task: ShardTask }
+  /** one tile of a tiled decode: latents [B, C, th, tw] (already divided by the scaling factor), decoded whole */
+  | { type: 'tile'; model: ModelRef; z: Float32Array; shape: [number, number, number, number] }
   | { type: 'render'; model: ModelRef; prompt: string; options: Omit<GenerateOptions, 'signal' | 'onProgress'>; file: string; port: MessagePort };
 
 const device = workerData as DeviceConfig;
@@ -61,6 +63,8 @@ export default async function run(task: PoolTask): Promise<unknown> {
       }
       case 'shard':
         return { result: runShardTask((await model(task.model)).vae, task.task) };
+      case 'tile':
+        return { result: (await model(task.model)).vae.decode(task.z, task.shape) };
       case 'render': {
         const m = await model(task.model);
         if (!m.pipeline) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'render needs a pipeline folder, not a DC-AE folder');

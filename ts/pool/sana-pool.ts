@@ -1,6 +1,6 @@
 /**
  * SanaPool: one piscina worker per device (CPU workers with a share of the cores, wasm, or CUDA devices where a
- * CUDA backend exists), each holding its own loaded model. Work is split into tasks — decode shards, or whole
+ * CUDA backend exists), each holding its own loaded model. Work is split into tasks — decode shards or tiles, or whole
  * images of a batch render — handed to whichever device is free; a task whose worker crashed or failed is
  * retried on another device up to a limit, then the run fails with an error naming the task. An AbortSignal
  * stops a run at once (running tasks' workers are terminated and replaced).
@@ -16,7 +16,7 @@ import type { BackendInfo } from '../backends/backend.js';
 import { probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
-import { readAutoencoderDcConfig, type AutoencoderDcConfig } from '../models/autoencoder-dc.js';
+import { blendTiles, latentTiles, readAutoencoderDcConfig, type AutoencoderDcConfig, type TilingOptions } from '../models/autoencoder-dc.js';
 import { shardedDecode, type ShardOptions } from '../models/dcae-sharded.js';
 import { demoModelDir, packageRoot } from '../paths.js';
 import type { GenerateOptions, ProgressEvent, Timings } from '../pipeline/pipeline-core.js';
@@ -157,11 +157,27 @@ export class SanaPool {
   }
 
   /**
-   * Exact sharded decode of latents z [B, C, h, w] (already divided by the scaling factor, as
-   * AutoencoderDC.decode takes them), the shards spread over the devices. Returns [B, 3, h·f, w·f].
+   * Decodes latents z [B, C, h, w] (already divided by the scaling factor, as AutoencoderDC.decode takes them)
+   * with the work spread over the devices: 'sharded' (default; exact, each pass's shards are tasks) or 'tiled'
+   * (diffusers' tiled decode: each tile is a task, the blend runs here). Returns [B, 3, h·f, w·f].
    */
-  async decode(z: Float32Array, shape: readonly [number, number, number, number], opts: ShardOptions & { signal?: AbortSignal; onProgress?: (e: PoolEvent) => void } = {}): Promise<Float32Array> {
-    const { signal, onProgress, ...shard } = opts;
+  async decode(
+    z: Float32Array, shape: readonly [number, number, number, number],
+    opts: ShardOptions & { mode?: 'sharded' | 'tiled'; tiling?: TilingOptions; signal?: AbortSignal; onProgress?: (e: PoolEvent) => void } = {},
+  ): Promise<Float32Array> {
+    const { signal, onProgress, mode = 'sharded', tiling, ...shard } = opts;
+    if (mode === 'tiled') {
+      if (!tiling) throw new SanaError('ERR_SANA_INVALID_OPTION', "Expected tile sizes for tiling with mode 'tiled' but received undefined");
+      const f = 2 ** (this.vaeConfig.decoderBlockOutChannels.length - 1);
+      const rows = latentTiles(z, shape, f, tiling);
+      const flat = rows.flat();
+      onProgress?.({ status: 'pass', index: 0, count: 1, label: 'tiles', tasks: flat.length });
+      const specs = flat.map((t, i): TaskSpec => ({ label: `tile ${i + 1}/${flat.length}`, make: () => ({ task: { type: 'tile', model: this.model, z: t.z, shape: t.shape } }) }));
+      const decoded = await this.schedule<Float32Array>(specs, { signal, onEvent: onProgress });
+      let k = 0;
+      return blendTiles(rows.map((row) => row.map(() => decoded[k++])), shape, f, this.vaeConfig.inChannels, tiling);
+    }
+    if (mode !== 'sharded') throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected sharded or tiled for mode but received ${describeValue(mode)}`);
     return shardedDecode(this.vaeConfig, z, shape, async (tasks, pass) => {
       onProgress?.({ status: 'pass', index: pass.index, count: pass.count, label: pass.label, tasks: tasks.length });
       const specs = tasks.map((task, i): TaskSpec => ({ label: `${pass.label} shard ${i + 1}/${tasks.length}`, make: () => ({ task: { type: 'shard', model: this.model, task } }) }));
