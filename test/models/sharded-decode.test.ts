@@ -68,3 +68,24 @@ describe.each(backends.map((b) => [b.name, b] as const))('sharded decode on %s',
     });
   });
 });
+
+describe('sharded decode: bad input', () => {
+  it('a non-finite result gives ERR_SANA_NON_FINITE, never a NaN image; wrong shapes and grids are named', async () => {
+    const be = backends[0];
+    const vae = AutoencoderDC.fromFolder(join(goldenDir, 'dcae_tiny'), be);
+    const run = (z: Float32Array, shape: [number, number, number, number]) => shardedDecode(vae.config, z, shape, async (tasks) => tasks.map((t) => runShardTask(vae, t)), { grid: [2, 2] });
+    const z = randomLatents(16 * 4 * 4, 1);
+    // a shard of the last pass that comes back with a NaN (as a faulty device would give it)
+    const poisoned = shardedDecode(vae.config, z, [1, 16, 4, 4], async (tasks, pass) => tasks.map((t) => {
+      const r = runShardTask(vae, t);
+      if (pass.index === pass.count - 1 && t.kind === 'local') new Float32Array(t.output.buffer, 4 * t.output.offset, 1)[0] = NaN;
+      return r;
+    }), { grid: [2, 2] });
+    await expect(poisoned).rejects.toMatchObject({ code: 'ERR_SANA_NON_FINITE' });
+    await expect(run(z, [1, 8, 4, 4])).rejects.toMatchObject({ code: 'ERR_SANA_INVALID_ARGUMENT', message: expect.stringMatching(/Expected latents \[B, 16, h, w\]/) });
+    await expect(run(randomLatents(256, 2), [1, 16, 4, 4], )).resolves.toHaveLength(3 * 32 * 32);
+    await expect(shardedDecode(vae.config, randomLatents(256, 2), [1, 16, 4, 4], async (tasks) => tasks.map((t) => runShardTask(vae, t)), { grid: [0, 2] }))
+      .rejects.toMatchObject({ code: 'ERR_SANA_INVALID_OPTION' });
+    vae.dispose();
+  });
+});

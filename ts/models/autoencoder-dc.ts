@@ -5,7 +5,7 @@
  * Formulas and key names: ../shared/design/sana-spec.md §3.
  */
 import type { Backend } from '../backends/backend.js';
-import { SanaError } from '../errors.js';
+import { describeValue, SanaError } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import type { JsonValue } from '../io/json.js';
 import { WeightStore } from '../io/weights.js';
@@ -521,6 +521,14 @@ function groupMean(be: Backend, x: Tensor, Cout: number): Tensor {
         out[(b * Cout + k) * HW + p] = Math.fround(s / g);
       }
   return be.tensor([B, Cout, H, W], 'f32', out);
+}
+
+/** Throws ERR_SANA_INVALID_OPTION unless every tile size and stride is a positive multiple of f and no stride exceeds its tile. */
+export function checkTiling(t: TilingOptions, f: number): void {
+  for (const [k, v] of Object.entries(t))
+    if (!(Number.isInteger(v) && v > 0 && v % f === 0)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive multiple of ${f} pixels for tiling.${k} but received ${describeValue(v)}`);
+  if (t.tileSampleStrideHeight > t.tileSampleMinHeight || t.tileSampleStrideWidth > t.tileSampleMinWidth)
+    throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected tiling strides no larger than the tiles but received ${JSON.stringify(t)}`);
 }
 
 /** The latent tiles of diffusers' tiled decode, row by row: tiles of tile_sample_min / f latents every

@@ -146,7 +146,10 @@ export async function shardedDecode(
       input = output;
     }
   }
-  return new Float32Array(out);
+  const image = new Float32Array(out);
+  if (!image.every(Number.isFinite))
+    throw new SanaError('ERR_SANA_NON_FINITE', 'AutoencoderDC sharded decode produced non-finite values (NaN or Infinity): the latents or weights hold NaN/Inf');
+  return image;
 }
 
 type Pass = { kind: 'local'; from: number; to: number; label: string } | { kind: 'evit'; from: number; to?: undefined; label: string };

@@ -13,7 +13,7 @@ import type { Tokenizer } from '@huggingface/tokenizers';
 import type { Backend, BackendInfo } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
-import type { TilingOptions } from '../models/autoencoder-dc.js';
+import { checkTiling, type TilingOptions } from '../models/autoencoder-dc.js';
 import { estimateDecodeBytes, runShardTask, shardedDecode } from '../models/dcae-sharded.js';
 import type { LoadOptions } from '../models/params.js';
 import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
@@ -419,13 +419,10 @@ export class SanaPipelineCore {
     const z = latents.map((v) => v / sf);
     if (plan.mode === 'full') return vae.decode(z, shape);
     if (plan.mode === 'tiled') return vae.decode(z, shape, { tiling: plan.tiling });
-    const out = await shardedDecode(vae.config, z, shape, async (tasks, pass) => {
+    return shardedDecode(vae.config, z, shape, async (tasks, pass) => {
       onProgress?.({ status: 'decode-pass', index: pass.index, count: pass.count, label: pass.label });
       return tasks.map((t) => runShardTask(vae, t));
     }, { shardBytes: plan.shardBytes });
-    if (!out.every(Number.isFinite))
-      throw new SanaError('ERR_SANA_NON_FINITE', 'AutoencoderDC.decode produced non-finite values (NaN or Infinity): the latents or weights hold NaN/Inf');
-    return out;
   }
 
   /** The decode mode for latents of h × w, with the reason (see GenerateOptions.decode). */
@@ -447,10 +444,7 @@ export class SanaPipelineCore {
         tileSampleMinHeight: t.tileSampleMinHeight ?? (big ? 1024 : 512), tileSampleMinWidth: t.tileSampleMinWidth ?? (big ? 1024 : 512),
         tileSampleStrideHeight: t.tileSampleStrideHeight ?? (big ? 896 : 448), tileSampleStrideWidth: t.tileSampleStrideWidth ?? (big ? 896 : 448),
       };
-      for (const [k, v] of Object.entries(tiling))
-        if (!(Number.isInteger(v) && v > 0 && v % f === 0)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive multiple of ${f} pixels for tiling.${k} but received ${describeValue(v)}`);
-      if (tiling.tileSampleStrideHeight > tiling.tileSampleMinHeight || tiling.tileSampleStrideWidth > tiling.tileSampleMinWidth)
-        throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected tiling strides no larger than the tiles but received ${JSON.stringify(tiling)}`);
+      checkTiling(tiling, f);
       return { mode, reason: `requested: tiles ${tiling.tileSampleMinWidth}/${tiling.tileSampleMinHeight} px, stride ${tiling.tileSampleStrideWidth}/${tiling.tileSampleStrideHeight} px (seams are blended, not exact)`, tiling };
     }
     if (mode === 'full') return { mode, reason: `requested (about ${gib(full)})` };

@@ -16,7 +16,7 @@ import type { BackendInfo } from '../backends/backend.js';
 import { probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
-import { blendTiles, latentTiles, readAutoencoderDcConfig, type AutoencoderDcConfig, type TilingOptions } from '../models/autoencoder-dc.js';
+import { blendTiles, checkTiling, latentTiles, readAutoencoderDcConfig, type AutoencoderDcConfig, type TilingOptions } from '../models/autoencoder-dc.js';
 import { shardedDecode, type ShardOptions } from '../models/dcae-sharded.js';
 import { demoModelDir, packageRoot } from '../paths.js';
 import type { GenerateOptions, ProgressEvent, Timings } from '../pipeline/pipeline-core.js';
@@ -169,6 +169,7 @@ export class SanaPool {
     if (mode === 'tiled') {
       if (!tiling) throw new SanaError('ERR_SANA_INVALID_OPTION', "Expected tile sizes for tiling with mode 'tiled' but received undefined");
       const f = 2 ** (this.vaeConfig.decoderBlockOutChannels.length - 1);
+      checkTiling(tiling, f);
       const rows = latentTiles(z, shape, f, tiling);
       const flat = rows.flat();
       onProgress?.({ status: 'pass', index: 0, count: 1, label: 'tiles', tasks: flat.length });
