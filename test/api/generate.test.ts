@@ -218,6 +218,7 @@ describe('SanaPipeline decode modes', () => {
       [{ decode: 'tiled', tiling: { tileSampleMinHeight: 60 } }, /Expected a positive multiple of 8 pixels for tiling.tileSampleMinHeight but received 60/],
       [{ decode: 'tiled', tiling: { tileSampleStrideWidth: 1024 } }, /Expected tiling strides no larger than the tiles/],
       [{ decodeMemoryBudget: -1 }, /Expected a positive number of bytes for decodeMemoryBudget but received -1/],
+      [{ decode: 'sharded', tiling: { tileSampleMinHeight: 64 } }, /Expected decode 'tiled' with tiling but received "sharded"/],
     ] as const) {
       const events: ProgressEvent[] = [];
       const err = await pipe.generate('a', { ...base, ...(opt as object), onProgress: (e) => events.push(e) }).catch((e) => e);

@@ -93,6 +93,11 @@ describe('sana generate --decode', () => {
   it('--decode auto says what it chose; a bad mode is a usage error', () => {
     const r = spawnSync(process.execPath, [cli, 'generate', 'a red circle on a blue background', '-o', join(root, 'auto.png')], { encoding: 'utf8' });
     expect(r.stderr).toMatch(/\(full: auto: a full decode needs about \d+ MiB, within the [\d.]+ GiB budget\)/);
+    const tiled = spawnSync(process.execPath, [cli, 'generate', 'a red circle on a blue background', '--tile', '32/16', '-o', join(root, 'tile.png')], { encoding: 'utf8' });
+    expect(tiled.stderr).toMatch(/\(tiled: requested: tiles 32\/32 px, stride 16\/16 px/); // --tile implies --decode tiled
+    const conflict = spawnSync(process.execPath, [cli, 'generate', 'x', '--tile', '32/16', '--decode', 'full'], { encoding: 'utf8' });
+    expect(conflict.status).toBe(2);
+    expect(conflict.stderr).toMatch(/Expected decode 'tiled' with tiling but received "full"/);
     const bad = spawnSync(process.execPath, [cli, 'generate', 'x', '--decode', 'tiles'], { encoding: 'utf8' });
     expect(bad.status).toBe(2);
     expect(bad.stderr).toMatch(/Expected one of auto, full, tiled, sharded but received "tiles"/);

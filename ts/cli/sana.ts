@@ -123,7 +123,7 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
       negativePrompt: opts.negative, width, height, steps: opts.steps, guidanceScale: opts.guidance, seed: opts.seed,
       scheduler: opts.scheduler, numImagesPerPrompt: opts.numImages, useResolutionBinning: opts.binning ? undefined : false,
       maxSequenceLength: opts.maxSequenceLength, complexHumanInstruction: opts.chi ? undefined : null,
-      decode: opts.decode, tiling: tiling(opts.tile),
+      decode: opts.tile ? (opts.decode ?? 'tiled') : opts.decode, tiling: tiling(opts.tile), // --tile implies --decode tiled
       onProgress: (e) => {
         if (e.status === 'encode') bar.start(opts.steps ?? 20, 0, { stage: 'encoding the prompt' });
         else if (e.status === 'step') bar.update(e.step, { stage: `${(e.stepMs / 1000).toFixed(2)} s/step` });
@@ -234,7 +234,7 @@ function program(): Command {
     .option('--no-chi', "leave out Sana's complex human instruction before the prompt")
     .option('--max-sequence-length <n>', 'text tokens the transformer sees (default 300)', integer(2, 4096))
     .option('--decode <mode>', 'DC-AE decode: auto (default: full if it fits a quarter of the memory, else sharded), full, tiled or sharded (exact, bounded memory)', choice('auto', 'full', 'tiled', 'sharded'))
-    .option('--tile <size/stride>', 'tiled decode: tile and stride in pixels (default 512/448; 1024/896 from 4096 px)', tile)
+    .option('--tile <size/stride>', 'tiled decode (implies --decode tiled): tile and stride in pixels (default 512/448; 1024/896 from 4096 px)', tile)
     .option('-o, --output <file>', 'PNG file (several images: file-1.png, file-2.png, ...)', 'out.png')
     .addHelpText('after', '\nExamples:\n  sana generate "a red fox in the snow" --model ./Sana_600M_1024px_diffusers --size 1024x1024 --seed 42 -o fox.png\n  sana info --model ./Sana_600M_1024px_diffusers\n  sana backends\n')
     .action(generate);

@@ -431,6 +431,8 @@ export class SanaPipelineCore {
     const mode = opts.decode ?? 'auto';
     if (!['auto', 'full', 'tiled', 'sharded'].includes(mode))
       throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected one of auto, full, tiled, sharded for decode but received ${describeValue(mode)}`);
+    if (opts.tiling !== undefined && mode !== 'tiled')
+      throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected decode 'tiled' with tiling but received ${describeValue(mode)}`);
     const budget = opts.decodeMemoryBudget ?? Math.floor(totalmem() / 4);
     if (!(Number.isFinite(budget) && budget > 0)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive number of bytes for decodeMemoryBudget but received ${describeValue(opts.decodeMemoryBudget)}`);
     const f = vae.spatialCompression;
