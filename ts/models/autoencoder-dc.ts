@@ -615,10 +615,14 @@ export function cropTensor(be: Backend, x: Tensor, r: Rect): Tensor {
   const [B, C, H, W] = x.shape;
   if (B !== 1 || r.y0 < 0 || r.x0 < 0 || r.y1 > H || r.x1 > W || r.y0 >= r.y1 || r.x0 >= r.x1)
     throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `crop: Expected a non-empty rectangle inside [1, C, ${H}, ${W}] but received ${JSON.stringify(r)} of ${JSON.stringify(x.shape)}`);
+  return cropMap(be, x.data as Float32Array, C, H, W, r);
+}
+
+/** A new [1, C, h, w] tensor holding rectangle `r` of the C × H × W float map `src` (tensor or shared memory). */
+export function cropMap(be: Backend, src: Float32Array, C: number, H: number, W: number, r: Rect): Tensor {
   const h = r.y1 - r.y0;
   const w = r.x1 - r.x0;
   const out = be.empty([1, C, h, w]);
-  const src = x.data as Float32Array;
   const dst = out.data as Float32Array;
   for (let c = 0; c < C; c++)
     for (let y = 0; y < h; y++) {

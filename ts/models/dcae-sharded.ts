@@ -14,7 +14,7 @@
  */
 import { SanaError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { type AutoencoderDC, type AutoencoderDcConfig, cropTensor, type DecoderStep, decoderSteps, type Rect } from './autoencoder-dc.js';
+import { type AutoencoderDC, type AutoencoderDcConfig, cropMap, cropTensor, type DecoderStep, decoderSteps, type Rect } from './autoencoder-dc.js';
 
 /** A one-image NCHW float32 map in shared memory: `C × H × W` values from float index `offset`. */
 export interface MapRef {
@@ -307,17 +307,7 @@ function sumStates(shares: (Float32Array | null)[]): Float32Array {
 }
 
 function readRect(vae: AutoencoderDC, m: MapRef, r: Rect): Tensor {
-  const h = r.y1 - r.y0;
-  const w = r.x1 - r.x0;
-  const t = vae.backend.empty([1, m.C, h, w]);
-  const dst = t.data as Float32Array;
-  const src = new Float32Array(m.buffer, m.offset * 4, m.C * m.H * m.W);
-  for (let c = 0; c < m.C; c++)
-    for (let y = 0; y < h; y++) {
-      const s = (c * m.H + r.y0 + y) * m.W + r.x0;
-      dst.set(src.subarray(s, s + w), (c * h + y) * w);
-    }
-  return t;
+  return cropMap(vae.backend, new Float32Array(m.buffer, m.offset * 4, m.C * m.H * m.W), m.C, m.H, m.W, r);
 }
 
 function writeRect(t: Tensor, m: MapRef, r: Rect): void {

@@ -59,7 +59,7 @@ export default async function run(task: PoolTask): Promise<unknown> {
     switch (task.type) {
       case 'load': {
         const m = await model(task.model);
-        return { threadId, backendInfo: m.vae.backend.info };
+        return { result: { backendInfo: m.vae.backend.info } };
       }
       case 'shard':
         return { result: runShardTask((await model(task.model)).vae, task.task) };

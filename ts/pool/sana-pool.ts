@@ -238,9 +238,9 @@ export class SanaPool {
   /** Runs one task on one device (no retry): loading, and the building block of schedule(). */
   async runOn<T>(device: number, task: PoolTask, extra: { transferList?: TransferListItem[]; signal?: AbortSignal } = {}): Promise<T> {
     if (this.disposed) throw new SanaError('ERR_SANA_DISPOSED', 'the pool was disposed');
-    const reply = (await this.workers[device].run(task, { transferList: extra.transferList, signal: extra.signal })) as Reply<T> | { error: { code: SanaErrorCode; message: string } };
+    const reply = (await this.workers[device].run(task, { transferList: extra.transferList, signal: extra.signal })) as Reply<T>;
     if ('error' in reply) throw new SanaError(reply.error.code, `${this.devices[device].label}: ${reply.error.message}`);
-    return ('result' in reply ? reply.result : reply) as T;
+    return reply.result;
   }
 
   /**
