@@ -7,8 +7,9 @@
 export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | { [key: string]: JsonValue };
 
 export interface JsonOptions {
-  /** integer literals become BigInt (exact beyond 2^53); others stay numbers */
-  bigints?: boolean;
+  /** integer literals as BigInt: 'all' of them, or only those beyond ±(2^53 − 1) that a number would round
+   * ('unsafe'; configs: a rounded 2^64 must not pass for a valid size, and messages print it exactly) */
+  bigints?: 'all' | 'unsafe';
   /** accept NaN, Infinity, -Infinity as numbers (Python's json.dumps writes them) */
   nonFinite?: boolean;
   /** a repeated key in one object is an error (default true) */
@@ -16,6 +17,8 @@ export interface JsonOptions {
 }
 
 export class JsonSyntaxError extends Error {}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
 
 export function parseJson(text: string, opts: JsonOptions = {}): JsonValue {
   const rejectDuplicates = opts.rejectDuplicates ?? true;
@@ -89,7 +92,10 @@ export function parseJson(text: string, opts: JsonOptions = {}): JsonValue {
     const m = /^-?(?:0|[1-9]\d*)(\.\d+)?([eE][+-]?\d+)?/.exec(text.slice(i, i + 400));
     if (!m) return fail('invalid number');
     i += m[0].length;
-    if (opts.bigints && !m[1] && !m[2]) return BigInt(m[0]);
+    if (opts.bigints && !m[1] && !m[2]) {
+      const big = BigInt(m[0]);
+      if (opts.bigints === 'all' || big > MAX_SAFE || big < -MAX_SAFE) return big;
+    }
     return Number(m[0]);
   }
 
@@ -170,4 +176,13 @@ export function parseJson(text: string, opts: JsonOptions = {}): JsonValue {
 
 export function isObject(v: JsonValue | undefined): v is { [key: string]: JsonValue } {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** JSON text of a parsed value for messages, BigInts in exact digits (JSON.stringify throws on them). */
+export function formatJson(v: JsonValue | undefined): string {
+  if (v === undefined) return 'nothing';
+  if (typeof v === 'bigint') return v.toString();
+  if (Array.isArray(v)) return `[${v.map(formatJson).join(',')}]`;
+  if (isObject(v)) return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}:${formatJson(x)}`).join(',')}}`;
+  return JSON.stringify(v);
 }

@@ -8,11 +8,12 @@
  * integer shapes and offsets, bytes = product(shape) × dtype size, and the tensors, sorted by offset, tile the
  * buffer exactly (no gap, overlap, alias or trailing byte).
  */
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync } from 'node:fs';
 import { basename } from 'node:path';
 
 import { SanaError } from '../errors.js';
-import { isObject, JsonSyntaxError, parseJson, type JsonValue } from './json.js';
+import { openRegularFile, readExactly } from './files.js';
+import { formatJson, isObject, JsonSyntaxError, parseJson, type JsonValue } from './json.js';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL';
 
@@ -65,14 +66,9 @@ export class SafetensorsFile {
 
   /** Opens and validates a file; throws ERR_SANA_MODEL_FORMAT naming the file (and tensor) on any defect. */
   static open(path: string): SafetensorsFile {
-    let fd: number;
+    const { fd, size } = openRegularFile(path, basename(path));
     try {
-      fd = openSync(path, 'r');
-    } catch (e) {
-      throw formatError(path, `cannot open: ${(e as Error).message}`, e);
-    }
-    try {
-      const { tensors, metadata } = readHeader(path, fd);
+      const { tensors, metadata } = readHeader(path, fd, size);
       return new SafetensorsFile(path, fd, tensors, metadata);
     } catch (e) {
       closeSync(fd);
@@ -86,13 +82,7 @@ export class SafetensorsFile {
     if (!info) throw formatError(this.path, `no tensor named ${JSON.stringify(name)}`);
     if (this.fd === null) throw new SanaError('ERR_SANA_DISPOSED', `${basename(this.path)}: file was closed`);
     const buf = new ArrayBuffer(info.byteLength);
-    const bytes = new Uint8Array(buf);
-    let done = 0;
-    while (done < info.byteLength) {
-      const got = readSync(this.fd, bytes, done, info.byteLength - done, info.offset + done);
-      if (got === 0) throw formatError(this.path, `tensor ${JSON.stringify(name)} is truncated (file changed while open?)`);
-      done += got;
-    }
+    readExactly(this.fd, new Uint8Array(buf), info.offset, `${basename(this.path)}: tensor ${JSON.stringify(name)}`);
     return { info, data: typedArray(info.dtype, buf) };
   }
 
@@ -104,12 +94,7 @@ export class SafetensorsFile {
     if (this.fd === null) throw new SanaError('ERR_SANA_DISPOSED', `${basename(this.path)}: file was closed`);
     if (start < 0 || start + target.byteLength > info.byteLength)
       throw formatError(this.path, `tensor ${JSON.stringify(name)} has ${info.byteLength} bytes; cannot read ${target.byteLength} from ${start}`);
-    let done = 0;
-    while (done < target.byteLength) {
-      const got = readSync(this.fd, target, done, target.byteLength - done, info.offset + start + done);
-      if (got === 0) throw formatError(this.path, `tensor ${JSON.stringify(name)} is truncated (file changed while open?)`);
-      done += got;
-    }
+    readExactly(this.fd, target, info.offset + start, `${basename(this.path)}: tensor ${JSON.stringify(name)}`);
     return info;
   }
 
@@ -141,16 +126,16 @@ function typedArray(dtype: SafetensorsDType, buf: ArrayBuffer): TensorData {
   }
 }
 
-function readHeader(path: string, fd: number): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
-  const size = BigInt(fstatSync(fd).size);
+function readHeader(path: string, fd: number, fileSize: number): { tensors: Map<string, TensorInfo>; metadata: Record<string, string> } {
+  const size = BigInt(fileSize);
   if (size < 8n) throw formatError(path, `file of ${size} bytes is too small for the 8-byte header length`);
   const lenBytes = Buffer.alloc(8);
-  readSync(fd, lenBytes, 0, 8, 0);
+  readExactly(fd, lenBytes, 0, basename(path));
   const headerLen = lenBytes.readBigUInt64LE(0);
   if (headerLen > MAX_HEADER) throw formatError(path, `header length ${headerLen} exceeds the 100,000,000-byte limit`);
   if (8n + headerLen > size) throw formatError(path, `header length ${headerLen} runs past the end of the ${size}-byte file`);
   const headerBytes = Buffer.alloc(Number(headerLen));
-  readSync(fd, headerBytes, 0, headerBytes.length, 8);
+  readExactly(fd, headerBytes, 8, basename(path));
 
   let text: string;
   try {
@@ -160,7 +145,7 @@ function readHeader(path: string, fd: number): { tensors: Map<string, TensorInfo
   }
   let header: JsonValue;
   try {
-    header = parseJson(text, { bigints: true, rejectDuplicates: true });
+    header = parseJson(text, { bigints: 'all', rejectDuplicates: true });
   } catch (e) {
     if (e instanceof JsonSyntaxError) throw formatError(path, `header is not valid JSON: ${e.message}`, e);
     throw e;
@@ -186,21 +171,21 @@ function readHeader(path: string, fd: number): { tensors: Map<string, TensorInfo
     const { dtype, shape, data_offsets: offsets } = entry;
     if (dtype === undefined) throw formatError(path, `${where}: missing dtype`);
     if (typeof dtype !== 'string' || !(dtype in DTYPE_SIZE))
-      throw formatError(path, `${where}: unknown dtype ${JSON.stringify(dtype)} (expected one of ${Object.keys(DTYPE_SIZE).join(', ')})`);
+      throw formatError(path, `${where}: unknown dtype ${formatJson(dtype)} (expected one of ${Object.keys(DTYPE_SIZE).join(', ')})`);
     if (shape === undefined) throw formatError(path, `${where}: missing shape`);
     if (!Array.isArray(shape) || !shape.every((d) => typeof d === 'bigint' && d >= 0n))
-      throw formatError(path, `${where}: shape must be a list of non-negative integers, got ${stringify(shape)}`);
+      throw formatError(path, `${where}: shape must be a list of non-negative integers, got ${formatJson(shape)}`);
     if (offsets === undefined) throw formatError(path, `${where}: missing data_offsets`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((d) => typeof d === 'bigint' && d >= 0n))
-      throw formatError(path, `${where}: data_offsets must be two non-negative integers, got ${stringify(offsets)}`);
+      throw formatError(path, `${where}: data_offsets must be two non-negative integers, got ${formatJson(offsets)}`);
     const [begin, end] = offsets as bigint[];
     let count = 1n;
     for (const d of shape as bigint[]) count *= d;
     const bytes = count * BigInt(DTYPE_SIZE[dtype as SafetensorsDType]);
-    if (bytes > MAX_TENSOR_BYTES) throw formatError(path, `${where}: ${dtype} ${stringify(shape)} is ${bytes} bytes, too large to address`);
+    if (bytes > MAX_TENSOR_BYTES) throw formatError(path, `${where}: ${dtype} ${formatJson(shape)} is ${bytes} bytes, too large to address`);
     if (end < begin) throw formatError(path, `${where}: data_offsets [${begin}, ${end}] end before they begin`);
     if (end - begin !== bytes)
-      throw formatError(path, `${where}: ${dtype} ${stringify(shape)} needs ${bytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
+      throw formatError(path, `${where}: ${dtype} ${formatJson(shape)} needs ${bytes} bytes but data_offsets [${begin}, ${end}] span ${end - begin}`);
     if (end > bufferSize)
       throw formatError(path, `${where}: data_offsets [${begin}, ${end}] run past the ${bufferSize}-byte data buffer (file truncated?)`);
     tensors.set(name, {
@@ -230,6 +215,3 @@ function readHeader(path: string, fd: number): { tensors: Map<string, TensorInfo
   return { tensors, metadata };
 }
 
-function stringify(v: JsonValue): string {
-  return JSON.stringify(v, (_k, x) => (typeof x === 'bigint' ? Number(x) : x));
-}

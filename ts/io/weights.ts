@@ -4,10 +4,11 @@
  * variant names (`<base>.fp16.safetensors`, `<base>.safetensors.index.bf16.json`). Every shard is
  * validated when opened; tensor data is read on demand.
  */
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { basename, join, resolve, sep } from 'node:path';
 
 import { SanaError } from '../errors.js';
+import { entryKind, readTextFile, requireFolder } from './files.js';
 import { isObject, JsonSyntaxError, parseJson } from './json.js';
 import { SafetensorsFile, type TensorData, type TensorInfo } from './safetensors.js';
 
@@ -18,6 +19,8 @@ function formatError(message: string, cause?: unknown): SanaError {
 export class WeightStore {
   private constructor(
     readonly dir: string,
+    /** the file the tensor names come from: the single weights file or the shard index */
+    readonly source: string,
     private readonly files: SafetensorsFile[],
     private readonly where: Map<string, SafetensorsFile>,
   ) {}
@@ -26,19 +29,20 @@ export class WeightStore {
   static open(dir: string, base: string, variant?: string): WeightStore {
     const single = variant ? `${base}.${variant}.safetensors` : `${base}.safetensors`;
     const index = variant ? `${base}.safetensors.index.${variant}.json` : `${base}.safetensors.index.json`;
-    if (existsSync(join(dir, single))) {
+    requireFolder(dir, basename(dir));
+    if (entryKind(join(dir, single), single) !== 'missing') {
       const f = SafetensorsFile.open(join(dir, single));
-      return new WeightStore(dir, [f], new Map([...f.tensors.keys()].map((k) => [k, f])));
+      return new WeightStore(dir, single, [f], new Map([...f.tensors.keys()].map((k) => [k, f])));
     }
-    if (existsSync(join(dir, index))) return WeightStore.openSharded(dir, index);
-    const present = existsSync(dir) ? readdirSync(dir).filter((f) => f.endsWith('.safetensors') || f.endsWith('.json')) : [];
+    if (entryKind(join(dir, index), index) !== 'missing') return WeightStore.openSharded(dir, index);
+    const present = readdirSync(dir).filter((f) => f.endsWith('.safetensors') || f.endsWith('.json'));
     throw formatError(`${basename(dir)}: no weights: neither ${single} nor ${index} in ${dir} (found: ${present.join(', ') || 'nothing'})`);
   }
 
   private static openSharded(dir: string, index: string): WeightStore {
     let parsed;
     try {
-      parsed = parseJson(readFileSync(join(dir, index), 'utf8'), { rejectDuplicates: true });
+      parsed = parseJson(readTextFile(join(dir, index), index), { rejectDuplicates: true });
     } catch (e) {
       if (e instanceof JsonSyntaxError) throw formatError(`${index}: not valid JSON: ${e.message}`, e);
       throw e;
@@ -56,7 +60,7 @@ export class WeightStore {
           throw formatError(`${index}: weight_map sends ${tensor} to ${file}, outside the model folder`);
         let shard = shards.get(file);
         if (!shard) {
-          if (!existsSync(full)) throw formatError(`${index}: shard ${file} (holding ${tensor}) is missing from ${dir}`);
+          if (entryKind(full, `${index}: shard ${file}`) === 'missing') throw formatError(`${index}: shard ${file} (holding ${tensor}) is missing from ${dir}`);
           shard = SafetensorsFile.open(full);
           shards.set(file, shard);
         }
@@ -67,7 +71,16 @@ export class WeightStore {
       for (const s of shards.values()) s.close();
       throw e;
     }
-    return new WeightStore(dir, [...shards.values()], where);
+    return new WeightStore(dir, index, [...shards.values()], where);
+  }
+
+  /** Why `name` is not in this checkpoint, naming the file(s) looked in (and a shard that holds the tensor
+   * although the index does not list it). */
+  describeMissing(name: string): string {
+    if (!this.source.endsWith('.json')) return `${this.source} has no tensor ${name}`;
+    const holder = this.files.find((f) => f.tensors.has(name));
+    const shards = this.files.map((f) => basename(f.path)).join(', ');
+    return `the weight_map of ${this.source} does not list ${name}` + (holder ? ` (shard ${basename(holder.path)} holds it)` : ` (shards read: ${shards})`);
   }
 
   names(): string[] {
@@ -80,13 +93,13 @@ export class WeightStore {
 
   read(name: string): { info: TensorInfo; data: TensorData } {
     const f = this.where.get(name);
-    if (!f) throw formatError(`${basename(this.dir)}: missing tensor ${name}`);
+    if (!f) throw formatError(`${basename(this.dir)}: ${this.describeMissing(name)}`);
     return f.read(name);
   }
 
   readInto(name: string, target: Uint8Array, start = 0): TensorInfo {
     const f = this.where.get(name);
-    if (!f) throw formatError(`${basename(this.dir)}: missing tensor ${name}`);
+    if (!f) throw formatError(`${basename(this.dir)}: ${this.describeMissing(name)}`);
     return f.readInto(name, target, start);
   }
 

@@ -38,6 +38,7 @@ export interface AutoencoderDcConfig {
 }
 
 const ACTS: Record<string, Act> = { silu: 'silu', swish: 'silu', relu: 'relu' };
+const DEFAULT_QKV_MULTISCALES = [[], [], [], [5], [5], [5]];
 
 export function readAutoencoderDcConfig(cfg: ConfigReader): AutoencoderDcConfig {
   const cls = cfg.raw._class_name;
@@ -61,10 +62,11 @@ export function readAutoencoderDcConfig(cfg: ConfigReader): AutoencoderDcConfig 
     });
   };
   const multiscales = (key: string, n: number): number[][] => {
-    const v = cfg.raw[key] ?? Array(n).fill([]);
+    // diffusers indexes its default ((), (), (), (5,), (5,), (5,)) per stage: it covers at most 6 stages
+    const v = cfg.raw[key] ?? (n <= DEFAULT_QKV_MULTISCALES.length ? DEFAULT_QKV_MULTISCALES.slice(0, n) : undefined);
     cfg.ignore(key);
     if (!Array.isArray(v) || v.length !== n || !v.every((s) => Array.isArray(s) && s.every((k) => typeof k === 'number' && Number.isInteger(k) && k % 2 === 1)))
-      throw cfg.error(key, `a list of ${n} lists of odd kernel sizes`, v);
+      throw cfg.error(key, `a list of ${n} lists of odd kernel sizes (one per stage; the default covers ${DEFAULT_QKV_MULTISCALES.length})`, v);
     return v as number[][];
   };
   const blockTypes = { ResBlock: 'ResBlock', EfficientViTBlock: 'EfficientViTBlock' } as const;
@@ -72,6 +74,9 @@ export function readAutoencoderDcConfig(cfg: ConfigReader): AutoencoderDcConfig 
   const decOut = intList('decoder_block_out_channels', [128, 256, 512, 512, 1024, 1024], 1);
   const encLayers = intList('encoder_layers_per_block', [2, 2, 2, 3, 3, 3], 0);
   const decLayers = intList('decoder_layers_per_block', [3, 3, 3, 3, 3, 3], 0);
+  for (const [key, list] of [['encoder_block_out_channels', encOut], ['decoder_block_out_channels', decOut]] as const) cfg.recordCount(key, list.length, list);
+  for (const [key, list] of [['encoder_layers_per_block', encLayers], ['decoder_layers_per_block', decLayers]] as const)
+    cfg.recordCount(key, list.reduce((a, b) => a + b, 0), list);
   if (encLayers.length !== encOut.length) throw cfg.error('encoder_layers_per_block', `${encOut.length} entries (one per encoder_block_out_channels)`, encLayers);
   if (decLayers.length !== decOut.length) throw cfg.error('decoder_layers_per_block', `${decOut.length} entries (one per decoder_block_out_channels)`, decLayers);
   if (encLayers[0] === 0 || decLayers[0] === 0 || encLayers.at(-1) === 0 || decLayers.at(-1) === 0)
@@ -172,6 +177,7 @@ export class AutoencoderDC {
     const config = readAutoencoderDcConfig(cfg);
     const store = WeightStore.open(dir, 'diffusion_pytorch_model', opts.variant);
     try {
+      cfg.checkCounts(store.names().length, store.source);
       const hasEncoder = store.names().some((n) => n.startsWith('encoder.'));
       const specs = [...decoderSpecs(config), ...(hasEncoder ? encoderSpecs(config) : [])];
       // bf16's 8-bit mantissa costs 1–3 % relative L2 error through the DC-AE's ~40 weight layers on the
@@ -660,13 +666,16 @@ function fuseQkv(be: Backend, params: Params, specs: ParamSpec[]): Map<string, T
   return fused;
 }
 
-function effVitSpecs(pre: string, C: number, hd: number, scales: number[]): ParamSpec[] {
+function effVitSpecs(pre: string, C: number, hd: number, scales: number[], from: string): ParamSpec[] {
   const heads = C / hd;
   const inner = heads * hd;
-  const m = (name: string, shape: number[]): ParamSpec => ({ name: `${pre}.${name}`, shape });
-  const v = (name: string, n: number): ParamSpec => ({ name: `${pre}.${name}`, shape: [n], vector: true });
+  const attn = `${from}, attention_head_dim = ${hd}, qkv_multiscales = ${JSON.stringify(scales)}`;
+  const m = (name: string, shape: number[], group?: string): ParamSpec => ({ name: `${pre}.${name}`, shape, from: attn, group });
+  const v = (name: string, n: number): ParamSpec => ({ name: `${pre}.${name}`, shape: [n], vector: true, from });
+  // fuseQkv concatenates q, k and v into one weight
+  const qkv = `${pre}.attn.to_qkv`;
   return [
-    m('attn.to_q.weight', [inner, C]), m('attn.to_k.weight', [inner, C]), m('attn.to_v.weight', [inner, C]),
+    m('attn.to_q.weight', [inner, C], qkv), m('attn.to_k.weight', [inner, C], qkv), m('attn.to_v.weight', [inner, C], qkv),
     ...scales.flatMap((k, s) => [m(`attn.to_qkv_multiscale.${s}.proj_in.weight`, [3 * inner, 1, k, k]), m(`attn.to_qkv_multiscale.${s}.proj_out.weight`, [3 * inner, hd, 1, 1])]),
     m('attn.to_out.weight', [C, inner * (1 + scales.length)]), v('attn.norm_out.weight', C), v('attn.norm_out.bias', C),
     m('conv_out.conv_inverted.weight', [8 * C, C, 1, 1]), v('conv_out.conv_inverted.bias', 8 * C),
@@ -675,11 +684,11 @@ function effVitSpecs(pre: string, C: number, hd: number, scales: number[]): Para
   ];
 }
 
-function resSpecs(pre: string, C: number): ParamSpec[] {
+function resSpecs(pre: string, C: number, from: string): ParamSpec[] {
   return [
-    { name: `${pre}.conv1.weight`, shape: [C, C, 3, 3] }, { name: `${pre}.conv1.bias`, shape: [C], vector: true },
-    { name: `${pre}.conv2.weight`, shape: [C, C, 3, 3] },
-    { name: `${pre}.norm.weight`, shape: [C], vector: true }, { name: `${pre}.norm.bias`, shape: [C], vector: true },
+    { name: `${pre}.conv1.weight`, shape: [C, C, 3, 3], from }, { name: `${pre}.conv1.bias`, shape: [C], vector: true, from },
+    { name: `${pre}.conv2.weight`, shape: [C, C, 3, 3], from },
+    { name: `${pre}.norm.weight`, shape: [C], vector: true, from }, { name: `${pre}.norm.bias`, shape: [C], vector: true, from },
   ];
 }
 
@@ -687,21 +696,25 @@ function resSpecs(pre: string, C: number): ParamSpec[] {
 export function decoderSpecs(c: AutoencoderDcConfig): ParamSpec[] {
   const ch = c.decoderBlockOutChannels;
   const n = ch.length;
+  const stage = (i: number) => `decoder_block_out_channels[${i}] = ${ch[i]}`;
   const specs: ParamSpec[] = [
-    { name: 'decoder.conv_in.weight', shape: [ch[n - 1], c.latentChannels, 3, 3] }, { name: 'decoder.conv_in.bias', shape: [ch[n - 1]], vector: true },
-    { name: 'decoder.norm_out.weight', shape: [ch[0]], vector: true }, { name: 'decoder.norm_out.bias', shape: [ch[0]], vector: true },
-    { name: 'decoder.conv_out.weight', shape: [c.inChannels, ch[0], 3, 3] }, { name: 'decoder.conv_out.bias', shape: [c.inChannels], vector: true },
+    { name: 'decoder.conv_in.weight', shape: [ch[n - 1], c.latentChannels, 3, 3], from: `${stage(n - 1)}, latent_channels = ${c.latentChannels}` },
+    { name: 'decoder.conv_in.bias', shape: [ch[n - 1]], vector: true, from: stage(n - 1) },
+    { name: 'decoder.norm_out.weight', shape: [ch[0]], vector: true, from: stage(0) }, { name: 'decoder.norm_out.bias', shape: [ch[0]], vector: true, from: stage(0) },
+    { name: 'decoder.conv_out.weight', shape: [c.inChannels, ch[0], 3, 3], from: `${stage(0)}, in_channels = ${c.inChannels}` },
+    { name: 'decoder.conv_out.bias', shape: [c.inChannels], vector: true, from: `in_channels = ${c.inChannels}` },
   ];
   for (let i = 0; i < n; i++) {
     let k = 0;
     const pre = `decoder.up_blocks.${i}`;
     if (i < n - 1) {
       const convOut = c.upsampleInterpolate ? ch[i] : ch[i] * 4;
-      specs.push({ name: `${pre}.0.conv.weight`, shape: [convOut, ch[i + 1], 3, 3] }, { name: `${pre}.0.conv.bias`, shape: [convOut], vector: true });
+      const from = `${stage(i)}, ${stage(i + 1)}, upsample_block_type = ${c.upsampleInterpolate ? 'interpolate' : 'pixel_shuffle'}`;
+      specs.push({ name: `${pre}.0.conv.weight`, shape: [convOut, ch[i + 1], 3, 3], from }, { name: `${pre}.0.conv.bias`, shape: [convOut], vector: true, from });
       k = 1;
     }
     for (let l = 0; l < c.decoderLayersPerBlock[i]; l++, k++)
-      specs.push(...(c.decoderBlockTypes[i] === 'ResBlock' ? resSpecs(`${pre}.${k}`, ch[i]) : effVitSpecs(`${pre}.${k}`, ch[i], c.attentionHeadDim, c.decoderQkvMultiscales[i])));
+      specs.push(...(c.decoderBlockTypes[i] === 'ResBlock' ? resSpecs(`${pre}.${k}`, ch[i], stage(i)) : effVitSpecs(`${pre}.${k}`, ch[i], c.attentionHeadDim, c.decoderQkvMultiscales[i], stage(i))));
   }
   return specs;
 }
@@ -709,18 +722,22 @@ export function decoderSpecs(c: AutoencoderDcConfig): ParamSpec[] {
 function encoderSpecs(c: AutoencoderDcConfig): ParamSpec[] {
   const ch = c.encoderBlockOutChannels;
   const n = ch.length;
+  const stage = (i: number) => `encoder_block_out_channels[${i}] = ${ch[i]}`;
   const specs: ParamSpec[] = [
-    { name: 'encoder.conv_in.weight', shape: [ch[0], c.inChannels, 3, 3] }, { name: 'encoder.conv_in.bias', shape: [ch[0]], vector: true },
-    { name: 'encoder.conv_out.weight', shape: [c.latentChannels, ch[n - 1], 3, 3] }, { name: 'encoder.conv_out.bias', shape: [c.latentChannels], vector: true },
+    { name: 'encoder.conv_in.weight', shape: [ch[0], c.inChannels, 3, 3], from: `${stage(0)}, in_channels = ${c.inChannels}` },
+    { name: 'encoder.conv_in.bias', shape: [ch[0]], vector: true, from: stage(0) },
+    { name: 'encoder.conv_out.weight', shape: [c.latentChannels, ch[n - 1], 3, 3], from: `${stage(n - 1)}, latent_channels = ${c.latentChannels}` },
+    { name: 'encoder.conv_out.bias', shape: [c.latentChannels], vector: true, from: `latent_channels = ${c.latentChannels}` },
   ];
   for (let i = 0; i < n; i++) {
     const pre = `encoder.down_blocks.${i}`;
     let k = 0;
     for (; k < c.encoderLayersPerBlock[i]; k++)
-      specs.push(...(c.encoderBlockTypes[i] === 'ResBlock' ? resSpecs(`${pre}.${k}`, ch[i]) : effVitSpecs(`${pre}.${k}`, ch[i], c.attentionHeadDim, c.encoderQkvMultiscales[i])));
+      specs.push(...(c.encoderBlockTypes[i] === 'ResBlock' ? resSpecs(`${pre}.${k}`, ch[i], stage(i)) : effVitSpecs(`${pre}.${k}`, ch[i], c.attentionHeadDim, c.encoderQkvMultiscales[i], stage(i))));
     if (i < n - 1) {
       const convOut = c.downsamplePixelUnshuffle ? ch[i + 1] / 4 : ch[i + 1];
-      specs.push({ name: `${pre}.${k}.conv.weight`, shape: [convOut, ch[i], 3, 3] }, { name: `${pre}.${k}.conv.bias`, shape: [convOut], vector: true });
+      const from = `${stage(i)}, ${stage(i + 1)}, downsample_block_type = ${c.downsamplePixelUnshuffle ? 'pixel_unshuffle' : 'conv'}`;
+      specs.push({ name: `${pre}.${k}.conv.weight`, shape: [convOut, ch[i], 3, 3], from }, { name: `${pre}.${k}.conv.bias`, shape: [convOut], vector: true, from });
     }
   }
   return specs;

@@ -38,15 +38,16 @@ export function readGemma2Config(cfg: ConfigReader): Gemma2Config {
     vocabSize: cfg.int('vocab_size', 256000, 1),
     hiddenSize: cfg.int('hidden_size', 2304, 1),
     intermediateSize: cfg.int('intermediate_size', 9216, 1),
-    numHiddenLayers: cfg.int('num_hidden_layers', 26, 0),
+    numHiddenLayers: cfg.count('num_hidden_layers', 26, 0),
     numAttentionHeads: cfg.int('num_attention_heads', 8, 1),
     numKeyValueHeads: cfg.int('num_key_value_heads', 4, 1),
     headDim: cfg.int('head_dim', 256, 2),
     rmsNormEps: cfg.number('rms_norm_eps', 1e-6, (v) => v > 0 && v < 1, 'a number in (0, 1)'),
     ropeTheta: cfg.number('rope_theta', 10000, (v) => v > 1, 'a number > 1'),
     queryPreAttnScalar: cfg.number('query_pre_attn_scalar', 256, (v) => v > 0, 'a positive number'),
-    slidingWindow: cfg.nullableNumber('sliding_window', (v) => Number.isInteger(v) && v > 0, 'null or a positive integer'),
-    attnLogitSoftcapping: cfg.nullableNumber('attn_logit_softcapping'),
+    // Gemma2Config: sliding_window = 4096, attn_logit_softcapping = 50.0 (null turns either off)
+    slidingWindow: cfg.nullableNumber('sliding_window', 4096, (v) => Number.isInteger(v) && v > 0, 'null or a positive integer'),
+    attnLogitSoftcapping: cfg.nullableNumber('attn_logit_softcapping', 50),
   };
   // transformers reads hidden_activation (hidden_act is the legacy name); both must name the tanh GELU
   for (const key of ['hidden_activation', 'hidden_act']) {
@@ -76,6 +77,7 @@ export class Gemma2Model {
     const config = readGemma2Config(cfg);
     const store = WeightStore.open(dir, 'model', opts.variant);
     try {
+      cfg.checkCounts(store.names().length, store.source);
       // Gemma2ForCausalLM checkpoints prefix every key with "model." and add a tied lm_head: accept both
       const prefix = store.info('embed_tokens.weight') ? '' : store.info('model.embed_tokens.weight') ? 'model.' : '';
       const specs = paramSpecs(config, prefix);
@@ -158,22 +160,27 @@ export class Gemma2Model {
 
 function paramSpecs(c: Gemma2Config, prefix: string): ParamSpec[] {
   const H = c.hiddenSize;
-  const m = (name: string, shape: number[]): ParamSpec => ({ name: prefix + name, shape });
-  const v = (name: string): ParamSpec => ({ name: prefix + name, shape: [H], vector: true });
-  const specs: ParamSpec[] = [m('embed_tokens.weight', [c.vocabSize, H]), v('norm.weight')];
+  // the config values behind each shape, for mismatch messages
+  const hidden = `hidden_size = ${H}`;
+  const q = `${hidden}, num_attention_heads = ${c.numAttentionHeads}, head_dim = ${c.headDim}`;
+  const kv = `${hidden}, num_key_value_heads = ${c.numKeyValueHeads}, head_dim = ${c.headDim}`;
+  const mlp = `${hidden}, intermediate_size = ${c.intermediateSize}`;
+  const m = (name: string, shape: number[], from: string): ParamSpec => ({ name: prefix + name, shape, from });
+  const v = (name: string): ParamSpec => ({ name: prefix + name, shape: [H], vector: true, from: hidden });
+  const specs: ParamSpec[] = [m('embed_tokens.weight', [c.vocabSize, H], `vocab_size = ${c.vocabSize}, ${hidden}`), v('norm.weight')];
   for (let l = 0; l < c.numHiddenLayers; l++) {
     const p = `layers.${l}.`;
     specs.push(
       v(`${p}input_layernorm.weight`),
-      m(`${p}self_attn.q_proj.weight`, [c.numAttentionHeads * c.headDim, H]),
-      m(`${p}self_attn.k_proj.weight`, [c.numKeyValueHeads * c.headDim, H]),
-      m(`${p}self_attn.v_proj.weight`, [c.numKeyValueHeads * c.headDim, H]),
-      m(`${p}self_attn.o_proj.weight`, [H, c.numAttentionHeads * c.headDim]),
+      m(`${p}self_attn.q_proj.weight`, [c.numAttentionHeads * c.headDim, H], q),
+      m(`${p}self_attn.k_proj.weight`, [c.numKeyValueHeads * c.headDim, H], kv),
+      m(`${p}self_attn.v_proj.weight`, [c.numKeyValueHeads * c.headDim, H], kv),
+      m(`${p}self_attn.o_proj.weight`, [H, c.numAttentionHeads * c.headDim], q),
       v(`${p}post_attention_layernorm.weight`),
       v(`${p}pre_feedforward_layernorm.weight`),
-      m(`${p}mlp.gate_proj.weight`, [c.intermediateSize, H]),
-      m(`${p}mlp.up_proj.weight`, [c.intermediateSize, H]),
-      m(`${p}mlp.down_proj.weight`, [H, c.intermediateSize]),
+      m(`${p}mlp.gate_proj.weight`, [c.intermediateSize, H], mlp),
+      m(`${p}mlp.up_proj.weight`, [c.intermediateSize, H], mlp),
+      m(`${p}mlp.down_proj.weight`, [H, c.intermediateSize], mlp),
       v(`${p}post_feedforward_layernorm.weight`),
     );
   }

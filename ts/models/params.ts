@@ -27,6 +27,11 @@ export interface ParamSpec {
   shape: number[];
   /** decoded to f32 regardless of the stored dtype (biases, norms, tables) */
   vector?: boolean;
+  /** the config values that set this shape, for messages (e.g. "num_attention_heads = 2, attention_head_dim = 4") */
+  from?: string;
+  /** weights one fused kernel reads together, in one dtype: stored in mixed dtypes (merged or LoRA-fused
+   * files), they are held as fp32 */
+  group?: string;
 }
 
 const STORED: Record<string, DType | undefined> = { F32: 'f32', F16: 'f16', BF16: 'bf16' };
@@ -64,6 +69,24 @@ function convertInto(backend: Backend, store: WeightStore, s: ParamSpec, stored:
   return t;
 }
 
+/** Holds every group whose members ended up in different dtypes (as stored, or an f16 conversion that
+ * kept one tensor fp32) as fp32, so the fused kernel that reads them together can run. */
+function unifyGroups(backend: Backend, specs: ParamSpec[], tensors: Map<string, Tensor>, notes: string[]): void {
+  const groups = new Map<string, string[]>();
+  for (const s of specs) if (s.group) groups.set(s.group, [...(groups.get(s.group) ?? []), s.name]);
+  for (const [group, names] of groups) {
+    const dtypes = new Set(names.map((n) => tensors.get(n)!.dtype));
+    if (dtypes.size < 2) continue;
+    for (const n of names) {
+      const t = tensors.get(n)!;
+      if (t.dtype === 'f32') continue;
+      tensors.set(n, backend.tensor(t.shape, 'f32', t.toFloat32()));
+      t.dispose();
+    }
+    notes.push(`${group}: weights stored in mixed dtypes (${[...dtypes].join(', ')}) are held as fp32 (one fused kernel reads them together)`);
+  }
+}
+
 export class Params {
   private constructor(
     private readonly tensors: Map<string, Tensor>,
@@ -81,9 +104,9 @@ export class Params {
     const where = `${component} (${basename(store.dir)})`;
     for (const s of specs) {
       const info = store.info(s.name);
-      if (!info) throw new SanaError('ERR_SANA_MODEL_FORMAT', `${where}: missing tensor ${s.name} (expected shape ${JSON.stringify(s.shape)})`);
+      if (!info) throw new SanaError('ERR_SANA_MODEL_FORMAT', `${where}: missing tensor ${s.name} (expected shape ${JSON.stringify(s.shape)}): ${store.describeMissing(s.name)}`);
       if (info.shape.length !== s.shape.length || info.shape.some((d, i) => d !== s.shape[i]))
-        throw new SanaError('ERR_SANA_MODEL_FORMAT', `${where}: tensor ${s.name} has shape ${JSON.stringify(info.shape)} but the config needs ${JSON.stringify(s.shape)}`);
+        throw new SanaError('ERR_SANA_MODEL_FORMAT', `${where}: tensor ${s.name} has shape ${JSON.stringify(info.shape)} but the config needs ${JSON.stringify(s.shape)}${s.from ? ` (from ${s.from} in config.json)` : ''}`);
       if (!STORED[info.dtype]) throw new SanaError('ERR_SANA_MODEL_FORMAT', `${where}: tensor ${s.name} has dtype ${info.dtype}; weights must be F32, F16 or BF16`);
     }
     const wanted = new Set(specs.map((s) => s.name));
@@ -104,6 +127,7 @@ export class Params {
         }
         onBytesRead?.(store.info(s.name)!.byteLength);
       }
+      unifyGroups(backend, specs, tensors, notes);
     } catch (e) {
       for (const t of tensors.values()) t.dispose();
       throw e;

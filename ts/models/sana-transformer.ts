@@ -41,7 +41,7 @@ export function readSanaTransformerConfig(cfg: ConfigReader): SanaTransformerCon
     outChannels: 0,
     numAttentionHeads: cfg.int('num_attention_heads', 70, 1),
     attentionHeadDim: cfg.int('attention_head_dim', 32, 1),
-    numLayers: cfg.int('num_layers', 20, 0),
+    numLayers: cfg.count('num_layers', 20, 0),
     numCrossAttentionHeads: cfg.int('num_cross_attention_heads', 20, 1),
     crossAttentionHeadDim: cfg.int('cross_attention_head_dim', 112, 1),
     crossAttentionDim: cfg.int('cross_attention_dim', 2240, 1),
@@ -51,14 +51,16 @@ export function readSanaTransformerConfig(cfg: ConfigReader): SanaTransformerCon
     sampleSize: cfg.int('sample_size', 32, 1),
     patchSize: cfg.int('patch_size', 1, 1),
     normEps: cfg.number('norm_eps', 1e-6, (v) => v > 0 && v < 1, 'a number in (0, 1)'),
-    interpolationScale: cfg.nullableNumber('interpolation_scale'),
+    interpolationScale: cfg.nullableNumber('interpolation_scale', null),
     guidanceEmbeds: cfg.bool('guidance_embeds', false),
     guidanceEmbedsScale: cfg.number('guidance_embeds_scale', 0.1),
     qkNorm: cfg.choice('qk_norm', ['rms_norm_across_heads', null] as const, null),
     timestepScale: cfg.number('timestep_scale', 1.0),
   };
+  // diffusers: `out_channels: Optional[int] = 32`, then `out_channels = out_channels or in_channels`
   const out = cfg.raw.out_channels;
-  c.outChannels = out === undefined || out === null ? c.inChannels : cfg.int('out_channels', undefined, 1);
+  cfg.ignore('out_channels');
+  c.outChannels = out === null || out === 0 ? c.inChannels : cfg.int('out_channels', 32, 1);
   cfg.number('dropout', 0, (v) => v >= 0 && v < 1, 'a number in [0, 1)'); // inference: dropout is identity
   if (cfg.bool('norm_elementwise_affine', false)) throw cfg.error('norm_elementwise_affine', 'false (Sana norms have no affine parameters)', true);
   const width = c.numAttentionHeads * c.attentionHeadDim;
@@ -135,6 +137,7 @@ export class SanaTransformer2DModel {
     const config = readSanaTransformerConfig(cfg);
     const store = WeightStore.open(dir, 'diffusion_pytorch_model', opts.variant);
     try {
+      cfg.checkCounts(store.names().length, store.source);
       const specs = paramSpecs(config);
       const params = Params.load(backend, store, specs, 'SanaTransformer2DModel', opts.weightDtype, opts.onBytesRead);
       // every GEMM weight except the patch embedding (used through a reshape) and the depth-wise kernels
@@ -339,19 +342,26 @@ function paramSpecs(c: SanaTransformerConfig): ParamSpec[] {
   const Dx = c.numCrossAttentionHeads * c.crossAttentionHeadDim;
   const F = Math.floor(c.mlpRatio * D);
   const p = c.patchSize;
-  const m = (name: string, shape: number[]): ParamSpec => ({ name, shape });
-  const v = (name: string, shape: number[]): ParamSpec => ({ name, shape, vector: true });
+  // the config values behind each shape, for mismatch messages
+  const width = `num_attention_heads = ${c.numAttentionHeads}, attention_head_dim = ${c.attentionHeadDim}`;
+  const cross = `${width}, num_cross_attention_heads = ${c.numCrossAttentionHeads}, cross_attention_head_dim = ${c.crossAttentionHeadDim}`;
+  const m = (name: string, shape: number[], from = width, group?: string): ParamSpec => ({ name, shape, from, group });
+  const v = (name: string, shape: number[], from = width): ParamSpec => ({ name, shape, vector: true, from });
   const mlp = (prefix: string) => [m(`${prefix}.linear_1.weight`, [D, 256]), v(`${prefix}.linear_1.bias`, [D]), m(`${prefix}.linear_2.weight`, [D, D]), v(`${prefix}.linear_2.bias`, [D])];
+  const patch = `${width}, in_channels = ${c.inChannels}, patch_size = ${p}`;
+  const output = `${width}, out_channels = ${c.outChannels}, patch_size = ${p}`;
   const specs: ParamSpec[] = [
-    m('patch_embed.proj.weight', [D, c.inChannels, p, p]), v('patch_embed.proj.bias', [D]),
-    m('caption_projection.linear_1.weight', [D, c.captionChannels]), v('caption_projection.linear_1.bias', [D]),
+    m('patch_embed.proj.weight', [D, c.inChannels, p, p], patch), v('patch_embed.proj.bias', [D]),
+    m('caption_projection.linear_1.weight', [D, c.captionChannels], `${width}, caption_channels = ${c.captionChannels}`), v('caption_projection.linear_1.bias', [D]),
     m('caption_projection.linear_2.weight', [D, D]), v('caption_projection.linear_2.bias', [D]),
     v('caption_norm.weight', [D]),
     ...(c.guidanceEmbeds ? [...mlp('time_embed.timestep_embedder'), ...mlp('time_embed.guidance_embedder')] : mlp('time_embed.emb.timestep_embedder')),
     m('time_embed.linear.weight', [6 * D, D]), v('time_embed.linear.bias', [6 * D]),
     v('scale_shift_table', [2, D]),
-    m('proj_out.weight', [p * p * c.outChannels, D]), v('proj_out.bias', [p * p * c.outChannels]),
+    m('proj_out.weight', [p * p * c.outChannels, D], output), v('proj_out.bias', [p * p * c.outChannels], output),
   ];
+  const kv = `${cross}, cross_attention_dim = ${c.crossAttentionDim}`;
+  const ff = `${width}, mlp_ratio = ${c.mlpRatio}`;
   for (let l = 0; l < c.numLayers; l++) {
     const b = `transformer_blocks.${l}`;
     specs.push(v(`${b}.scale_shift_table`, [6, D]));
@@ -361,15 +371,16 @@ function paramSpecs(c: SanaTransformerConfig): ParamSpec[] {
     }
     specs.push(m(`${b}.attn1.to_out.0.weight`, [D, D]), v(`${b}.attn1.to_out.0.bias`, [D]));
     if (c.qkNorm)
-      specs.push(v(`${b}.attn1.norm_q.weight`, [D]), v(`${b}.attn1.norm_k.weight`, [D]), v(`${b}.attn2.norm_q.weight`, [Dx]), v(`${b}.attn2.norm_k.weight`, [Dx]));
+      specs.push(v(`${b}.attn1.norm_q.weight`, [D]), v(`${b}.attn1.norm_k.weight`, [D]), v(`${b}.attn2.norm_q.weight`, [Dx], cross), v(`${b}.attn2.norm_k.weight`, [Dx], cross));
     specs.push(
-      m(`${b}.attn2.to_q.weight`, [Dx, D]), v(`${b}.attn2.to_q.bias`, [Dx]),
-      m(`${b}.attn2.to_k.weight`, [Dx, c.crossAttentionDim]), v(`${b}.attn2.to_k.bias`, [Dx]),
-      m(`${b}.attn2.to_v.weight`, [Dx, c.crossAttentionDim]), v(`${b}.attn2.to_v.bias`, [Dx]),
-      m(`${b}.attn2.to_out.0.weight`, [D, Dx]), v(`${b}.attn2.to_out.0.bias`, [D]),
-      m(`${b}.ff.conv_inverted.weight`, [2 * F, D, 1, 1]), v(`${b}.ff.conv_inverted.bias`, [2 * F]),
-      m(`${b}.ff.conv_depth.weight`, [2 * F, 1, 3, 3]), v(`${b}.ff.conv_depth.bias`, [2 * F]),
-      m(`${b}.ff.conv_point.weight`, [D, F, 1, 1]),
+      m(`${b}.attn2.to_q.weight`, [Dx, D], cross), v(`${b}.attn2.to_q.bias`, [Dx], cross),
+      m(`${b}.attn2.to_k.weight`, [Dx, c.crossAttentionDim], kv), v(`${b}.attn2.to_k.bias`, [Dx], cross),
+      m(`${b}.attn2.to_v.weight`, [Dx, c.crossAttentionDim], kv), v(`${b}.attn2.to_v.bias`, [Dx], cross),
+      m(`${b}.attn2.to_out.0.weight`, [D, Dx], cross), v(`${b}.attn2.to_out.0.bias`, [D]),
+      // the fused Mix-FFN kernel reads these three together
+      m(`${b}.ff.conv_inverted.weight`, [2 * F, D, 1, 1], ff, `${b}.ff`), v(`${b}.ff.conv_inverted.bias`, [2 * F], ff),
+      m(`${b}.ff.conv_depth.weight`, [2 * F, 1, 3, 3], ff, `${b}.ff`), v(`${b}.ff.conv_depth.bias`, [2 * F], ff),
+      m(`${b}.ff.conv_point.weight`, [D, F, 1, 1], ff, `${b}.ff`),
     );
   }
   return specs;

@@ -3,11 +3,12 @@
  * folder (text_encoder/, transformer/, vae/, scheduler/, tokenizer/). Every entry is validated before
  * any weights are read; each component validates its own config and weights.
  */
-import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
 import type { Backend } from '../backends/backend.js';
 import { describeValue, SanaError } from '../errors.js';
+import { entryKind, readTextFile, requireFolder } from '../io/files.js';
 import { isObject, JsonSyntaxError, parseJson, type JsonValue } from '../io/json.js';
 import { AutoencoderDC } from '../models/autoencoder-dc.js';
 import { Gemma2Model } from '../models/gemma2.js';
@@ -43,13 +44,14 @@ function fail(message: string): never {
 
 /** Reads and validates model_index.json: the class of every component, and that its folder exists. */
 export function readModelIndex(dir: string): { classes: Record<string, string | null>; warnings: string[] } {
+  requireFolder(dir, 'model folder');
   const path = join(dir, 'model_index.json');
+  if (entryKind(path, 'model_index.json') === 'missing') fail(`not found in ${dir} (a diffusers pipeline folder has one at its top)`);
   let raw: JsonValue;
   try {
-    raw = parseJson(readFileSync(path, 'utf8'), { rejectDuplicates: false });
+    raw = parseJson(readTextFile(path, 'model_index.json'), { rejectDuplicates: false });
   } catch (e) {
     if (e instanceof JsonSyntaxError) fail(`not valid JSON: ${e.message}`);
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') fail(`not found in ${dir} (a diffusers pipeline folder has one at its top)`);
     throw e;
   }
   if (!isObject(raw)) fail('not a JSON object');
@@ -65,7 +67,9 @@ export function readModelIndex(dir: string): { classes: Record<string, string | 
     if (!allowed.includes(cls as string | null))
       fail(`Expected ${allowed.map((a) => describeValue(a)).join(' or ')} for the class of ${name} but received ${describeValue(cls)}`);
     classes[name] = cls as string | null;
-    if (cls !== null && !existsSync(join(dir, name))) fail(`lists ${name} (${cls}) but the folder ${join(dir, name)} is missing`);
+    const where = cls === null ? undefined : entryKind(join(dir, name), `model_index.json: ${name}`);
+    if (where === 'missing') fail(`lists ${name} (${cls}) but the folder ${join(dir, name)} is missing`);
+    if (where === 'file') fail(`lists ${name} (${cls}) but ${join(dir, name)} is a file, not a folder`);
   }
   for (const [name, entry] of Object.entries(raw)) {
     if (name.startsWith('_') || name in COMPONENTS) continue;
@@ -77,8 +81,15 @@ export function readModelIndex(dir: string): { classes: Record<string, string | 
 
 /** Bytes of the safetensors files in a component folder: the total that load progress counts toward. */
 function weightBytes(dir: string): number {
-  if (!existsSync(dir)) return 0;
-  return readdirSync(dir).filter((f) => f.endsWith('.safetensors')).reduce((sum, f) => sum + statSync(join(dir, f)).size, 0);
+  if (entryKind(dir, dir) !== 'dir') return 0; // the component's loader reports what is wrong
+  const size = (f: string) => {
+    try {
+      return statSync(join(dir, f)).size;
+    } catch {
+      return 0; // e.g. a dangling link: the weight store names it
+    }
+  };
+  return readdirSync(dir).filter((f) => f.endsWith('.safetensors')).reduce((sum, f) => sum + size(f), 0);
 }
 
 /** Loads every component of a pipeline folder; on any error nothing stays allocated. `onProgress` reports

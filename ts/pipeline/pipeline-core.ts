@@ -4,7 +4,6 @@
  * denoising loop, decoding and image output — diffusers' order and fp32 arithmetic (sana-spec.md §5).
  * Its lower steps (encodeTokenIds, denoise, decodeLatents) are public for tests and advanced use.
  */
-import { existsSync } from 'node:fs';
 import { totalmem } from 'node:os';
 import { join } from 'node:path';
 
@@ -13,6 +12,7 @@ import type { Tokenizer } from '@huggingface/tokenizers';
 import type { Backend, BackendInfo } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
+import { entryKind } from '../io/files.js';
 import { checkTiling, type TilingOptions } from '../models/autoencoder-dc.js';
 import { estimateDecodeBytes, runShardTask, shardedDecode } from '../models/dcae-sharded.js';
 import type { LoadOptions } from '../models/params.js';
@@ -151,7 +151,7 @@ export class SanaPipelineCore {
     try {
       const backends = { textEncoder: await pick('textEncoder'), transformer: await pick('transformer'), vae: await pick('vae') };
       const tokenizerDir = join(dir, 'tokenizer');
-      const tokenizer = existsSync(join(tokenizerDir, 'tokenizer.json')) ? loadTokenizer(tokenizerDir) : null;
+      const tokenizer = entryKind(join(tokenizerDir, 'tokenizer.json'), 'tokenizer/tokenizer.json') === 'missing' ? null : loadTokenizer(tokenizerDir);
       return new SanaPipelineCore(loadSanaComponents(dir, backends, opts), [...owned.values()], tokenizer);
     } catch (e) {
       for (const b of owned.values()) b.dispose();

@@ -5,12 +5,12 @@
  * output keeps positions [0, −(N−1) … −1]. The negative prompt gets neither CHI nor selection.
  * Tokenizers come from tokenizer/tokenizer.json through @huggingface/tokenizers.
  */
-import { existsSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 
 import { Tokenizer } from '@huggingface/tokenizers';
 
 import { describeValue, SanaError } from '../errors.js';
+import { entryKind, readTextFile } from '../io/files.js';
 
 /** diffusers' default complex_human_instruction (data, verbatim). */
 export const COMPLEX_HUMAN_INSTRUCTION: readonly string[] = [
@@ -38,14 +38,16 @@ export interface TokenizedPrompts {
 export function loadTokenizer(dir: string): Tokenizer {
   const file = join(dir, 'tokenizer.json');
   const read = (path: string) => {
+    const text = readTextFile(path, `tokenizer/${basename(path)}`);
     try {
-      return JSON.parse(readFileSync(path, 'utf8'));
+      return JSON.parse(text);
     } catch (e) {
       throw new SanaError('ERR_SANA_MODEL_FORMAT', `${path}: cannot read the tokenizer (${(e as Error).message})`, { cause: e });
     }
   };
   const json = read(file);
-  const config = existsSync(join(dir, 'tokenizer_config.json')) ? read(join(dir, 'tokenizer_config.json')) : {};
+  const configFile = join(dir, 'tokenizer_config.json');
+  const config = entryKind(configFile, 'tokenizer/tokenizer_config.json') === 'missing' ? {} : read(configFile);
   try {
     return new Tokenizer(json, config);
   } catch (e) {
