@@ -53,6 +53,14 @@ export interface GlumbconvWeights {
   wPoint: Tensor;
 }
 
+/** Tensor memory a backend holds now: live tensors (weights and activations alike) and their bytes, and
+ * the most bytes held at once since it was created. */
+export interface BackendMemory {
+  tensors: number;
+  bytes: number;
+  peakBytes: number;
+}
+
 /** One compute backend. Tensors belong to the backend that made them; ops check it. */
 export interface Backend {
   readonly name: BackendName;
@@ -92,6 +100,8 @@ export interface Backend {
   activation(x: Tensor, act: Activation, out?: Tensor): Tensor;
   /** Rotate-half RoPE on [B, L, heads, dim]; out may be x. */
   rope(x: View4 | Tensor, opts?: { positions?: Int32Array; theta?: number; out?: View4 | Tensor }): Tensor;
+
+  memory(): BackendMemory;
 
   /** Frees the backend's context; tensors already made stay valid until disposed. */
   dispose(): void;

@@ -6,6 +6,7 @@ import type {
   AttentionOptions,
   Backend,
   BackendInfo,
+  BackendMemory,
   BackendName,
   Conv2dOptions,
   GlumbconvWeights,
@@ -55,11 +56,37 @@ export abstract class KernelBackend implements Backend {
   abstract readonly name: BackendName;
   protected disposedFlag = false;
   selection?: BackendInfo['selection'];
+  private readonly usage: BackendMemory = { tensors: 0, bytes: 0, peakBytes: 0 };
 
   protected constructor(protected readonly raw: RawKernels) {}
 
   /** Memory for `bytes` bytes holding `dtype` elements. */
   protected abstract allocStorage(dtype: DType, size: number): Storage;
+
+  /** allocStorage, counted in memory() until freed. */
+  private storage(op: string, dtype: DType, size: number): Storage {
+    const s = this.call(op, () => this.allocStorage(dtype, size));
+    const bytes = storageBytes(dtype, size);
+    const u = this.usage;
+    u.tensors++;
+    u.bytes += bytes;
+    u.peakBytes = Math.max(u.peakBytes, u.bytes);
+    let freed = false;
+    return {
+      array: () => s.array(),
+      free: () => {
+        if (freed) return;
+        freed = true;
+        u.tensors--;
+        u.bytes -= bytes;
+        s.free();
+      },
+    };
+  }
+
+  memory(): BackendMemory {
+    return { ...this.usage };
+  }
   protected abstract releaseContext(): void;
 
   get info(): BackendInfo {
@@ -94,7 +121,7 @@ export abstract class KernelBackend implements Backend {
   empty(shape: readonly number[], dtype: DType = 'f32'): Tensor {
     this.checkShape('empty', shape);
     const size = shape.reduce((a, b) => a * b, 1);
-    return new Tensor(this, [...shape], dtype, this.call('alloc', () => this.allocStorage(dtype, size)));
+    return new Tensor(this, [...shape], dtype, this.storage('alloc', dtype, size));
   }
 
   tensor(shape: readonly number[], dtype: DType = 'f32', data?: ArrayLike<number> | TensorArray): Tensor {
@@ -133,7 +160,7 @@ export abstract class KernelBackend implements Backend {
       throw invalidArgument(op, 'a linear weight [out, in] (or a 1×1 conv weight [out, in, 1, 1])', 'w.shape', w.shape);
     const [N, K] = w.shape;
     const packedSize = Math.ceil(N / 32) * 32 * K;
-    const t = new Tensor(this, [N, K], 'f32', this.call(op, () => this.allocStorage('f32', packedSize)), 'packed32');
+    const t = new Tensor(this, [N, K], 'f32', this.storage(op, 'f32', packedSize), 'packed32');
     try {
       this.call(op, () => this.raw.packWeight(w.data as F32, N, K, t.data as F32));
     } catch (e) {

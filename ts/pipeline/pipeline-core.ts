@@ -9,7 +9,7 @@ import { join } from 'node:path';
 
 import type { Tokenizer } from '@huggingface/tokenizers';
 
-import type { Backend, BackendInfo } from '../backends/backend.js';
+import type { Backend, BackendInfo, BackendMemory, BackendName } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
 import { entryKind } from '../io/files.js';
@@ -105,6 +105,8 @@ export interface GenerateResult {
   timings: Timings;
 }
 
+export type PipelineMemory = (BackendMemory & { backend: BackendName; components: ('textEncoder' | 'transformer' | 'vae')[] })[];
+
 export interface DecodePlan {
   mode: DecodeMode;
   reason: string;
@@ -163,6 +165,18 @@ export class SanaPipelineCore {
   get backendInfo(): Record<'textEncoder' | 'transformer' | 'vae', BackendInfo> {
     const c = this.components;
     return { textEncoder: c.textEncoder.backend.info, transformer: c.transformer.backend.info, vae: c.vae.backend.info };
+  }
+
+  /** Tensor memory of each backend in use (weights and live activations), with the components it runs. */
+  memory(): PipelineMemory {
+    const c = this.components;
+    const byBackend = new Map<Backend, PipelineMemory[number]>();
+    for (const [component, model] of [['textEncoder', c.textEncoder], ['transformer', c.transformer], ['vae', c.vae]] as const) {
+      const entry = byBackend.get(model.backend) ?? { backend: model.backend.name, components: [], ...model.backend.memory() };
+      entry.components.push(component);
+      byBackend.set(model.backend, entry);
+    }
+    return [...byBackend.values()];
   }
 
   dispose(): void {

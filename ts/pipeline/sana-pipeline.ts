@@ -12,10 +12,10 @@ import type { BackendInfo } from '../backends/backend.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { demoModelDir, packageRoot } from '../paths.js';
 import { GeneratedImage } from './image.js';
-import type { CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, ProgressEvent } from './pipeline-core.js';
+import type { CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, PipelineMemory, ProgressEvent } from './pipeline-core.js';
 import type { END, WorkerTask } from './worker.js';
 
-export type { GenerateResult, ProgressEvent, Timings } from './pipeline-core.js';
+export type { GenerateResult, PipelineMemory, ProgressEvent, Timings } from './pipeline-core.js';
 export type GenerateOptions = Omit<CoreGenerateOptions, 'signal'> & { signal?: AbortSignal };
 
 export interface PipelineOptions extends Omit<CoreLoadOptions, 'backend' | 'onProgress'> {
@@ -103,6 +103,15 @@ export class SanaPipeline {
     } finally {
       release();
     }
+  }
+
+  /** Tensor memory held by each backend in the worker (weights plus live activations; after a generate only
+   * the weights), with the components it runs: for services that watch for leaks. */
+  async memory(): Promise<PipelineMemory> {
+    const pool = this.pool;
+    if (!pool) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
+    await this.busy;
+    return unwrap(await pool.run({ type: 'memory' } satisfies WorkerTask) as Reply<{ memory: PipelineMemory }>).memory;
   }
 
   /** Frees the models and ends the worker. */

@@ -12,6 +12,7 @@ import { SanaPipelineCore, type CoreLoadOptions, type GenerateOptions, type Prog
 export type WorkerTask =
   | { type: 'load'; dir: string; options: Omit<CoreLoadOptions, 'onProgress'>; port: MessagePort }
   | { type: 'generate'; prompt: string | string[]; options: Omit<GenerateOptions, 'signal' | 'onProgress'>; abort: SharedArrayBuffer; port: MessagePort }
+  | { type: 'memory' }
   | { type: 'dispose' };
 
 let pipe: SanaPipelineCore | null = null;
@@ -39,6 +40,9 @@ export default async function run(task: WorkerTask): Promise<unknown> {
         });
         return { result: { ...result, images: result.images.map((i) => ({ width: i.width, height: i.height, data: i.data })) } };
       }
+      case 'memory':
+        if (!pipe) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
+        return { memory: pipe.memory() };
       case 'dispose':
         pipe?.dispose();
         pipe = null;
@@ -47,7 +51,7 @@ export default async function run(task: WorkerTask): Promise<unknown> {
   } catch (e) {
     return errorReply(e);
   } finally {
-    if (task.type !== 'dispose') {
+    if (task.type === 'load' || task.type === 'generate') {
       task.port.postMessage(END); // the caller waits for it: progress and the result travel on different channels
       task.port.close();
     }

@@ -28,7 +28,8 @@ export interface ModelRef {
 }
 
 export type PoolTask =
-  | { type: 'load'; model: ModelRef }
+  /** force: load again even if this model is loaded (its files may have changed) */
+  | { type: 'load'; model: ModelRef; force?: boolean }
   | { type: 'shard'; model: ModelRef; task: ShardTask }
   /** one tile of a tiled decode: latents [B, C, th, tw] (already divided by the scaling factor), decoded whole */
   | { type: 'tile'; model: ModelRef; z: Float32Array; shape: [number, number, number, number] }
@@ -38,9 +39,9 @@ const device = workerData as DeviceConfig;
 let backend: Backend | null = null;
 let loaded: { key: string; pipeline?: SanaPipelineCore; vae: AutoencoderDC } | null = null;
 
-async function model(ref: ModelRef): Promise<NonNullable<typeof loaded>> {
+async function model(ref: ModelRef, force = false): Promise<NonNullable<typeof loaded>> {
   const key = JSON.stringify(ref);
-  if (loaded?.key === key) return loaded;
+  if (loaded?.key === key && !force) return loaded;
   loaded?.pipeline?.dispose();
   if (loaded && !loaded.pipeline) loaded.vae.dispose();
   loaded = null;
@@ -58,7 +59,7 @@ export default async function run(task: PoolTask): Promise<unknown> {
   try {
     switch (task.type) {
       case 'load': {
-        const m = await model(task.model);
+        const m = await model(task.model, task.force);
         return { result: { backendInfo: m.vae.backend.info } };
       }
       case 'shard':

@@ -34,6 +34,8 @@ export interface SanaPoolOptions {
   maxAttempts?: number;
   /** weights held as stored ('auto') or as bf16 / f16 */
   dtype?: 'auto' | 'bf16' | 'f16';
+  /** load events of each device (load-start, load-retry, load-done) */
+  onProgress?: (e: PoolEvent) => void;
 }
 
 export interface Device {
@@ -49,6 +51,9 @@ export type PoolEvent =
   | { status: 'task-done'; task: number; label: string; device: string; ms: number }
   | { status: 'task-retry'; task: number; label: string; device: string; error: string }
   | { status: 'pass'; index: number; count: number; label: string; tasks: number }
+  | { status: 'load-start'; device: string; attempt: number }
+  | { status: 'load-retry'; device: string; attempt: number; error: string }
+  | { status: 'load-done'; device: string; ms: number }
   | { status: 'image-skipped'; index: number; file: string }
   | { status: 'worker'; task: number; device: string; event: ProgressEvent };
 
@@ -122,8 +127,7 @@ export async function createSanaPool(opts: SanaPoolOptions = {}): Promise<SanaPo
   const model: ModelRef = { kind, dir, weightDtype: opts.dtype === 'auto' ? undefined : opts.dtype };
   const pool = new SanaPool(devices, model, vaeConfig, maxAttempts);
   try {
-    const infos = await Promise.all(devices.map((_, d) => pool.runOn<{ backendInfo: BackendInfo }>(d, { type: 'load', model })));
-    infos.forEach((info, d) => (devices[d].backendInfo = info.backendInfo));
+    await pool.load({ onProgress: opts.onProgress });
     return pool;
   } catch (e) {
     await pool.dispose();
@@ -149,6 +153,32 @@ export class SanaPool {
   /** Live worker threads (0 after dispose). */
   get threadCount(): number {
     return this.workers.reduce((n, w) => n + w.threads.length, 0);
+  }
+
+  /**
+   * Loads the model on every device (again with `force`, e.g. after its files changed on disk). A worker that
+   * dies while loading is replaced and the load tried again, up to maxAttempts, then the call fails with
+   * ERR_SANA_WORKER_FAILED naming the device; a broken model folder fails at once (every try would).
+   */
+  async load(opts: { force?: boolean; onProgress?: (e: PoolEvent) => void } = {}): Promise<void> {
+    await Promise.all(this.devices.map(async (dev, d) => {
+      for (let attempt = 1; ; attempt++) {
+        const t0 = performance.now();
+        const loading = this.runOn<{ backendInfo: BackendInfo }>(d, { type: 'load', model: this.model, force: opts.force });
+        opts.onProgress?.({ status: 'load-start', device: dev.label, attempt });
+        try {
+          dev.backendInfo = (await loading).backendInfo;
+          opts.onProgress?.({ status: 'load-done', device: dev.label, ms: performance.now() - t0 });
+          return;
+        } catch (e) {
+          if (e instanceof SanaError && !RETRYABLE.includes(e.code)) throw e;
+          const message = (e as Error).message;
+          if (attempt >= this.maxAttempts)
+            throw new SanaError('ERR_SANA_WORKER_FAILED', `${dev.label}: loading ${this.model.dir} failed ${attempt} time(s): ${message}`, { cause: e });
+          opts.onProgress?.({ status: 'load-retry', device: dev.label, attempt, error: message });
+        }
+      }
+    }));
   }
 
   /** Terminates a device's worker as a crash would (fault drills and tests); its task is retried elsewhere. */
