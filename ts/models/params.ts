@@ -83,7 +83,7 @@ function unifyGroups(backend: Backend, specs: ParamSpec[], tensors: Map<string, 
       tensors.set(n, backend.tensor(t.shape, 'f32', t.toFloat32()));
       t.dispose();
     }
-    notes.push(`${group}: weights stored in mixed dtypes (${[...dtypes].join(', ')}) are held as fp32 (one fused kernel reads them together)`);
+    notes.push(`${group}: weights in mixed dtypes (${[...dtypes].join(', ')}) are held as fp32 (one fused kernel reads them together)`);
   }
 }
 
