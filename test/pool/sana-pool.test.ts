@@ -170,6 +170,39 @@ describe('batch rendering through the API', () => {
     expect(pool.threadCount).toBeLessThanOrEqual(2);
   });
 
+  it('a worker killed while loading: the load is reported, retried on its replacement, and the pool renders afterwards', async () => {
+    const events: PoolEvent[] = [];
+    await pool.load({
+      force: true,
+      onProgress: (e) => {
+        events.push(e);
+        if (e.status === 'load-start' && e.device === 'cpu#0' && e.attempt === 1) void pool.terminateWorker(0);
+      },
+    });
+    expect(events).toContainEqual(expect.objectContaining({ status: 'load-retry', device: 'cpu#0', attempt: 1 }));
+    expect(events.filter((e) => e.status === 'load-done').map((e) => (e as { device: string }).device).sort()).toEqual(['cpu#0', 'cpu#1']);
+    const summary = await pool.render(prompts.slice(0, 2).map((prompt) => ({ prompt })), { outDir: join(root, 'reloaded'), steps: 2 });
+    expect(summary.rendered.length).toBe(2);
+  });
+
+  it('a worker that dies on every load try: ERR_SANA_WORKER_FAILED naming the device after maxAttempts; the pool still renders', async () => {
+    let tries = 0;
+    const load = pool.load({
+      force: true,
+      onProgress: (e) => {
+        if (e.status === 'load-start' && e.device === 'cpu#1') {
+          tries++;
+          void pool.terminateWorker(1);
+        }
+      },
+    });
+    await expect(load).rejects.toMatchObject({ code: 'ERR_SANA_WORKER_FAILED', message: expect.stringMatching(/^cpu#1: loading .* failed 3 time\(s\)/) });
+    expect(tries).toBe(pool.maxAttempts);
+    // the replacement worker loads the model with its first task
+    const summary = await pool.render(prompts.slice(2, 4).map((prompt) => ({ prompt })), { outDir: join(root, 'after-failed-load'), steps: 2 });
+    expect(summary.rendered.length).toBe(2);
+  });
+
   it('reads prompt files: text with comments, JSON Lines with per-image settings, and names the bad line', () => {
     const txt = join(root, 'p.txt');
     writeFileSync(txt, '# my prompts\na red circle on a blue background\n\n  a green square  \n');

@@ -146,8 +146,21 @@ export class SanaPool {
     readonly vaeConfig: AutoencoderDcConfig,
     readonly maxAttempts: number,
   ) {
+    this.workers = devices.map((_, d) => this.startWorker(d));
+  }
+
+  private startWorker(d: number): Piscina {
     const filename = join(packageRoot(), 'dist', 'ts', 'pool', 'pool-worker.js');
-    this.workers = devices.map((d) => new Piscina({ filename, workerData: d.config, minThreads: 1, maxThreads: 1, idleTimeout: Infinity }));
+    const w = new Piscina({ filename, workerData: this.devices[d].config, minThreads: 1, maxThreads: 1, idleTimeout: Infinity });
+    // piscina does not replace a worker that dies before it is ready (e.g. killed while starting, right after an
+    // abort replaced it), and the tasks queued for it then wait forever: give the device a fresh piscina, and
+    // destroying the old one rejects those tasks, so that they are retried
+    w.on('workerDestroy', () => setImmediate(() => {
+      if (this.disposed || this.workers[d] !== w || w.threads.length > 0) return;
+      this.workers[d] = this.startWorker(d);
+      void w.destroy();
+    }));
+    return w;
   }
 
   /** Live worker threads (0 after dispose). */
