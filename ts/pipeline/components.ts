@@ -8,7 +8,7 @@ import { join } from 'node:path';
 
 import type { Backend } from '../backends/backend.js';
 import { describeValue, SanaError } from '../errors.js';
-import { entryKind, readTextFile, requireFolder } from '../io/files.js';
+import { entryKind, readTextFile } from '../io/files.js';
 import { isObject, JsonSyntaxError, parseJson, type JsonValue } from '../io/json.js';
 import { AutoencoderDC } from '../models/autoencoder-dc.js';
 import { Gemma2Model } from '../models/gemma2.js';
@@ -44,7 +44,9 @@ function fail(message: string): never {
 
 /** Reads and validates model_index.json: the class of every component, and that its folder exists. */
 export function readModelIndex(dir: string): { classes: Record<string, string | null>; warnings: string[] } {
-  requireFolder(dir, 'model folder');
+  const folder = entryKind(dir, 'model folder');
+  if (folder === 'missing') fail(`not found in ${dir} (the folder does not exist)`);
+  if (folder === 'file') fail(`${dir} is a file; a pipeline folder holds model_index.json`);
   const path = join(dir, 'model_index.json');
   if (entryKind(path, 'model_index.json') === 'missing') fail(`not found in ${dir} (a diffusers pipeline folder has one at its top)`);
   let raw: JsonValue;
