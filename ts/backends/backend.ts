@@ -101,6 +101,7 @@ export interface Backend {
   /** Rotate-half RoPE on [B, L, heads, dim]; out may be x. */
   rope(x: View4 | Tensor, opts?: { positions?: Int32Array; theta?: number; out?: View4 | Tensor }): Tensor;
 
+  /** The tensor memory this backend holds now (every tensor it made that is not yet disposed). */
   memory(): BackendMemory;
 
   /** Frees the backend's context; tensors already made stay valid until disposed. */

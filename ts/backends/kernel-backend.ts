@@ -62,6 +62,7 @@ export abstract class KernelBackend implements Backend {
 
   /** Memory for `bytes` bytes holding `dtype` elements. */
   protected abstract allocStorage(dtype: DType, size: number): Storage;
+  protected abstract releaseContext(): void;
 
   /** allocStorage, counted in memory() until freed. */
   private storage(op: string, dtype: DType, size: number): Storage {
@@ -87,7 +88,6 @@ export abstract class KernelBackend implements Backend {
   memory(): BackendMemory {
     return { ...this.usage };
   }
-  protected abstract releaseContext(): void;
 
   get info(): BackendInfo {
     const i = this.call('info', () => this.raw.info());
