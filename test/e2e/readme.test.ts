@@ -8,13 +8,14 @@ import { PNG } from 'pngjs';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { demoModelDir, packageRoot } from '../../ts/paths.js';
+import { golden, needs } from '../fixtures/shared.js';
 import { tinyPipeline } from '../fixtures/tiny-pipeline.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sana-readme-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('README', () => {
-  it('the CLI examples of "Text to image" run (on the tiny pipeline instead of the 600M folder)', () => {
+  it.skipIf(!golden.present)(needs(golden, 'the CLI examples of "Text to image" run (on the tiny pipeline instead of the 600M folder)'), () => {
     const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
     const block = /## Text to image[\s\S]*?```sh\n([\s\S]*?)```/.exec(readme)?.[1] ?? '';
     const commands = block.split('\n').map((l) => l.replace(/#.*$/, '').trim()).filter((l) => l.startsWith('npx sana '));
@@ -29,7 +30,7 @@ describe('README', () => {
     expect(PNG.sync.read(readFileSync(join(dir, 'fox.png'))).width).toBe(64);
   });
 
-  it('the API example runs and writes fox.png', () => {
+  it.skipIf(!golden.present)(needs(golden, 'the API example runs and writes fox.png'), () => {
     const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
     const example = /## Text to image[\s\S]*?```js\n([\s\S]*?)```/.exec(readme)?.[1];
     expect(example).toBeDefined();

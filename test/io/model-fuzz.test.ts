@@ -12,8 +12,9 @@ import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { Gemma2Model } from '../../ts/models/gemma2.js';
 import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
 import { loadSanaComponents } from '../../ts/pipeline/components.js';
+import { fuzz, reportSkipped } from '../fixtures/shared.js';
 
-const fuzzDir = process.env.SANA_FUZZ_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'fuzz');
+const fuzzDir = fuzz.dir;
 
 interface FuzzCase {
   id: string;
@@ -28,7 +29,7 @@ interface FuzzCase {
   mentions_any?: string[];
 }
 
-const cases: FuzzCase[] = JSON.parse(readFileSync(join(fuzzDir, 'cases.json'), 'utf8')).cases.filter((c: FuzzCase) => c.level !== 'file');
+const cases: FuzzCase[] = fuzz.present ? JSON.parse(readFileSync(join(fuzzDir, 'cases.json'), 'utf8')).cases.filter((c: FuzzCase) => c.level !== 'file') : [];
 const work = mkdtempSync(join(tmpdir(), 'sana-fuzz-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 const backend = await createBackend('auto');
@@ -117,6 +118,7 @@ function caught(fn: () => unknown): SanaError {
 }
 
 describe('loader on the fuzz corpus (models and pipelines)', () => {
+  reportSkipped(fuzz, 'the model and pipeline cases of the fuzz corpus');
   for (const c of cases) {
     it(`${c.id} [${c.expected}]: ${c.defect.slice(0, 90)}`, () => {
       const run = RUNNERS[c.component ?? ''];

@@ -7,8 +7,9 @@ import { describe, expect, it } from 'vitest';
 import { SanaError } from '../../ts/errors.js';
 import { SafetensorsFile } from '../../ts/io/safetensors.js';
 import { bf16ToF32, f16ToF32 } from '../../ts/tensor/dtype.js';
+import { fuzz, needs } from '../fixtures/shared.js';
 
-const fuzzDir = process.env.SANA_FUZZ_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'fuzz');
+const fuzzDir = fuzz.dir;
 
 interface FuzzCase {
   id: string;
@@ -21,7 +22,7 @@ interface FuzzCase {
   tensors?: Record<string, { dtype: string; shape: number[]; values: (number | string)[] }>;
 }
 
-const cases: FuzzCase[] = JSON.parse(readFileSync(join(fuzzDir, 'cases.json'), 'utf8')).cases;
+const cases: FuzzCase[] = fuzz.present ? JSON.parse(readFileSync(join(fuzzDir, 'cases.json'), 'utf8')).cases : [];
 const fileCases = cases.filter((c) => c.level === 'file');
 
 /** The case file's value notation: "NaN", "Infinity", "-0", big integers as decimal strings. */
@@ -43,7 +44,7 @@ function decoded(dtype: string, data: ArrayLike<number | bigint>): (number | big
   );
 }
 
-describe('safetensors reader on the fuzz corpus', () => {
+describe.skipIf(!fuzz.present)(needs(fuzz, 'safetensors reader on the fuzz corpus'), () => {
   it('covers every file-level case', () => expect(fileCases.length).toBe(68));
 
   it.each(fileCases.map((c) => ({ ...c, name: `${c.id}: ${c.defect.slice(0, 80)}` })))('$name', (c) => {

@@ -11,7 +11,7 @@ import { createBackend, probeBackends } from '../../ts/backends/registry.js';
 import type { JsonValue } from '../../ts/io/json.js';
 import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { runShardTask, shardedDecode, type ShardOptions } from '../../ts/models/dcae-sharded.js';
-import { goldenDir } from '../fixtures/tiny-pipeline.js';
+import { golden, needs, reportSkipped } from '../fixtures/shared.js';
 import { maxRelDiff, randomDcae, randomLatents } from '../fixtures/random-dcae.js';
 import { demoModelDir } from '../../ts/paths.js';
 
@@ -28,8 +28,9 @@ const MIXED: Record<string, JsonValue> = {
   encoder_qkv_multiscales: [[], [], [], []],
 };
 
+const GOLDEN_DECODER = 'golden dcae_tiny (f8, EfficientViT ×2 stages)';
 const DECODERS: { name: string; dir: () => string }[] = [
-  { name: 'golden dcae_tiny (f8, EfficientViT ×2 stages)', dir: () => join(goldenDir, 'dcae_tiny') },
+  ...(golden.present ? [{ name: GOLDEN_DECODER, dir: () => join(golden.dir, 'dcae_tiny') }] : []),
   { name: 'random mixed (f8, EfficientViT at full resolution, pixel-shuffle)', dir: () => randomDcae(join(root, 'mixed'), MIXED, 7) },
   { name: 'demo model VAE (f16)', dir: () => join(demoModelDir(), 'vae') },
 ];
@@ -69,10 +70,12 @@ describe.each(backends.map((b) => [b.name, b] as const))('sharded decode on %s',
   });
 });
 
+reportSkipped(golden, `sharded decode of ${GOLDEN_DECODER}`);
+
 describe('sharded decode: bad input', () => {
-  it('a non-finite result gives ERR_SANA_NON_FINITE, never a NaN image; wrong shapes and grids are named', async () => {
+  it.skipIf(!golden.present)(needs(golden, 'a non-finite result gives ERR_SANA_NON_FINITE, never a NaN image; wrong shapes and grids are named'), async () => {
     const be = backends[0];
-    const vae = AutoencoderDC.fromFolder(join(goldenDir, 'dcae_tiny'), be);
+    const vae = AutoencoderDC.fromFolder(join(golden.dir, 'dcae_tiny'), be);
     const run = (z: Float32Array, shape: [number, number, number, number]) => shardedDecode(vae.config, z, shape, async (tasks) => tasks.map((t) => runShardTask(vae, t)), { grid: [2, 2] });
     const z = randomLatents(16 * 4 * 4, 1);
     // a shard of the last pass that comes back with a NaN (as a faulty device would give it)

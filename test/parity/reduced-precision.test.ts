@@ -6,9 +6,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import type { Backend } from '../../ts/backends/backend.js';
 import { createBackend, probeBackends } from '../../ts/backends/registry.js';
+import { golden, reportSkipped } from '../fixtures/shared.js';
 import { caseReader, OPS, type RunEntry } from './golden-ops.js';
 
-const goldenDir = process.env.SANA_GOLDEN_DIR ?? join(import.meta.dirname, '..', '..', '..', 'shared', 'golden');
+const goldenDir = golden.dir;
 const MODEL_OPS = ['SanaTransformer2DModel.forward', 'Gemma2Model.forward', 'AutoencoderDC.decode', 'AutoencoderDC.encode'];
 
 const backends: Backend[] = [];
@@ -27,7 +28,7 @@ function relL2(a: ArrayLike<number | bigint>, e: ArrayLike<number | bigint>): nu
 }
 
 const entries: { caseName: string; caseDir: string; entry: RunEntry }[] = [];
-for (const caseName of readdirSync(goldenDir).sort()) {
+for (const caseName of golden.present ? readdirSync(goldenDir).sort() : []) {
   const caseDir = join(goldenDir, caseName);
   if (!existsSync(join(caseDir, 'case.json'))) continue;
   for (const entry of JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8')).run as RunEntry[])
@@ -35,7 +36,8 @@ for (const caseName of readdirSync(goldenDir).sort()) {
 }
 
 describe('reduced-precision weights (relative L2 ≤ 1e-2)', () => {
-  it('finds model cases', () => expect(entries.length).toBeGreaterThan(5));
+  reportSkipped(golden, 'the golden model cases with bf16 and f16 weights');
+  it.skipIf(!golden.present)('finds model cases', () => expect(entries.length).toBeGreaterThan(5));
   for (const weightDtype of ['bf16', 'f16'] as const)
     for (const backend of backends)
       it.each(entries.map((e) => ({ ...e, name: `${e.caseName}/${e.entry.id}` })))(`${weightDtype} on ${backend.name}: $name`, async ({ caseDir, entry }) => {

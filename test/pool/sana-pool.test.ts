@@ -11,7 +11,7 @@ import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { demoModelDir } from '../../ts/paths.js';
 import { createSanaPool, readRenderJobs, SanaPool, slug, type PoolEvent } from '../../ts/pool/sana-pool.js';
 import { maxRelDiff, randomDcae, randomLatents } from '../fixtures/random-dcae.js';
-import { goldenDir } from '../fixtures/tiny-pipeline.js';
+import { golden as goldenFixture, needs } from '../fixtures/shared.js';
 import { SafetensorsFile } from '../../ts/io/safetensors.js';
 import { writeFileSync } from 'node:fs';
 
@@ -55,8 +55,8 @@ describe('sharded decode on a pool', () => {
     expect([...used].sort()).toEqual(pool.devices.map((d) => d.label).sort());
   });
 
-  it("mode 'tiled': the tiles are tasks on the workers and the blend matches diffusers' tiled output (golden dcae_tiny)", async () => {
-    const golden = join(goldenDir, 'dcae_tiny');
+  it.skipIf(!goldenFixture.present)(needs(goldenFixture, "mode 'tiled': the tiles are tasks on the workers and the blend matches diffusers' tiled output (golden dcae_tiny)"), async () => {
+    const golden = join(goldenFixture.dir, 'dcae_tiny');
     const inputs = SafetensorsFile.open(join(golden, 'inputs.safetensors'));
     const z = inputs.read('tiled_latent_14x20');
     inputs.close();

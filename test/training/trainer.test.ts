@@ -4,6 +4,8 @@ import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 
+import { golden, needs } from '../fixtures/shared.js';
+
 const python = '/usr/bin/python3';
 const root = join(import.meta.dirname, '..', '..');
 const probe = spawnSync(python, ['-c', 'import torch, numpy'], { encoding: 'utf8' });
@@ -15,8 +17,8 @@ function run(args: string[]) {
 }
 
 describe.skipIf(missing !== null)(`training/ (PyTorch)${missing ? ` — skipped: ${missing}` : ''}`, () => {
-  it('the PyTorch AutoencoderDC and SanaTransformer2DModel load the golden weights strictly and match diffusers', () => {
-    const r = run(['training/selftest.py', join(root, '..', 'shared', 'golden')]);
+  it.skipIf(!golden.present)(needs(golden, 'the PyTorch AutoencoderDC and SanaTransformer2DModel load the golden weights strictly and match diffusers'), () => {
+    const r = run(['training/selftest.py', golden.dir]);
     expect(r.out).toContain('selftest ok');
     expect(r.status).toBe(0);
   });
