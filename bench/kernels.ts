@@ -1,7 +1,7 @@
 // npm run bench:kernels — time and throughput of every op × kernel variant × backend at Sana's shapes,
 // plus onnxruntime-node's MatMul on the DiT's GEMM shapes measured in the same run (one-node models built
 // here). Prints one JSON line per result (with a fingerprint) and a markdown table at the end.
-// Options: --quick (fewer shapes/variants), --ops=linear,attention,... (subset).
+// Options: --quick (fewer shapes/variants), --ops=linear,attention,fresh,... (subset; 'fresh' = fresh vs reused outputs).
 import { execSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { cpus } from 'node:os';
@@ -9,6 +9,7 @@ import { cpus } from 'node:os';
 import * as ort from 'onnxruntime-node';
 
 import type { Backend } from '../ts/backends/backend.js';
+import { DEFAULT_CACHE_BYTES } from '../ts/backends/block-cache.js';
 import { createBackend, probeBackends } from '../ts/backends/registry.js';
 import { view4, type Tensor } from '../ts/tensor/tensor.js';
 
@@ -343,6 +344,66 @@ for (const o of ops) {
   }
 }
 
+// ---- fresh vs reused outputs of memory-bound ops at the DiT's sizes: what the block cache saves ----
+interface FreshBench {
+  op: string;
+  shape: string;
+  bytes: number;
+  setup(b: Backend): { run(out?: Tensor): Tensor; free(): void };
+}
+const freshOps: FreshBench[] = [
+  {
+    op: 'residual', shape: '[2, 2048, 1152] + gate', bytes: 3 * 2 * 2048 * 1152 * 4,
+    setup: (b) => {
+      const ts = tensors(b, [[[2, 2048, 1152], 1], [[2, 2048, 1152], 2], [[2, 1152], 3]]);
+      return { run: (out) => b.residual(ts[0], ts[1], { gate: ts[2], out }), free: free(ts) };
+    },
+  },
+  {
+    op: 'layerNorm', shape: '[2, 2048, 1152] + adaLN', bytes: 2 * 2 * 2048 * 1152 * 4,
+    setup: (b) => {
+      const ts = tensors(b, [[[2, 2048, 1152], 1], [[2, 1152], 2], [[2, 1152], 3]]);
+      return { run: (out) => b.layerNorm(ts[0], { eps: 1e-6, scale: ts[1], shift: ts[2], out }), free: free(ts) };
+    },
+  },
+  {
+    op: 'activation', shape: 'silu [2048·5760]', bytes: 2 * 2048 * 5760 * 4,
+    setup: (b) => {
+      const ts = tensors(b, [[[2048 * 5760], 1]]);
+      return { run: (out) => b.activation(ts[0], 'silu', out), free: free(ts) };
+    },
+  },
+];
+const freshSummary: string[] = [];
+if (want('fresh'))
+  for (const o of freshOps)
+    for (const c of configs(false)) {
+      const b = use(c);
+      const s = o.setup(b);
+      const out = s.run();
+      // interleaved rounds, as for the GEMM: reused out, fresh output from the cache, fresh output without it
+      const modes = [
+        { dtype: 'f32 out reused', run: () => void s.run(out) },
+        { dtype: 'f32 fresh (cached)', run: () => s.run().dispose(), before: () => b.setCacheLimit(DEFAULT_CACHE_BYTES) },
+        { dtype: 'f32 fresh (no cache)', run: () => s.run().dispose(), before: () => b.setCacheLimit(0) },
+      ];
+      const samples = modes.map(() => [] as number[]);
+      for (let r = 0; r < (quick ? 5 : 15); r++)
+        modes.forEach((m, i) => {
+          m.before?.();
+          m.run(); // warm: the cache holds the block from here on
+          const t0 = performance.now();
+          m.run();
+          samples[i].push(performance.now() - t0);
+        });
+      b.setCacheLimit(DEFAULT_CACHE_BYTES);
+      out.dispose();
+      s.free();
+      const ms = samples.map((x) => x.sort((p, q) => p - q)[x.length >> 1]);
+      modes.forEach((m, i) => emit({ op: o.op, shape: o.shape, backend: b.name, variant: c.variant, threads: c.threads, dtype: m.dtype, ms: ms[i], gbps: o.bytes / ms[i] / 1e6 }));
+      freshSummary.push(`${o.op} ${o.shape} on ${b.name} (${c.threads} threads): fresh/reused ${(ms[1] / ms[0]).toFixed(2)}× with the cache, ${(ms[2] / ms[0]).toFixed(2)}× without`);
+    }
+
 // ---- markdown summary ----
 const fmt = (v: number | undefined, d = 1) => (v === undefined ? '' : v.toFixed(d));
 console.log(`\n## Kernel benchmark — commit ${commit}, ${cpuModel}, ${hw} threads, Node ${process.version}\n`);
@@ -353,4 +414,5 @@ for (const r of rows) {
   const ratio = peer && r.backend !== 'onnxruntime-node' ? `${(peer.ms / r.ms).toFixed(2)}×` : '';
   console.log(`| ${r.op} | ${r.shape} | ${r.backend} | ${r.variant} | ${r.threads} | ${r.dtype} | ${fmt(r.ms, 2)} | ${fmt(r.gflops)} | ${fmt(r.gbps)} | ${ratio} |`);
 }
+if (freshSummary.length) console.log(`\nFresh outputs vs a reused out (target ≤ 1.2× with the cache):\n${freshSummary.map((l) => `- ${l}`).join('\n')}`);
 for (const b of backends) b.dispose();

@@ -1,5 +1,6 @@
 import type { DType, TensorArray } from '../tensor/dtype.js';
 import type { Tensor, View4 } from '../tensor/tensor.js';
+import type { CacheCounters, Usage } from './block-cache.js';
 
 export type BackendName = 'cpu' | 'wasm' | 'cuda';
 export type Activation = 'none' | 'relu' | 'silu' | 'gelu-tanh';
@@ -53,12 +54,11 @@ export interface GlumbconvWeights {
   wPoint: Tensor;
 }
 
-/** Tensor memory a backend holds now: live tensors (weights and activations alike) and their bytes, and
- * the most bytes held at once since it was created. */
-export interface BackendMemory {
-  tensors: number;
+/** Tensor memory a backend holds now (ts/backends/block-cache.ts): live tensors and their bytes (weights +
+ * activations, by usage), freed activation blocks kept for reuse, the most live bytes at once, and how many
+ * blocks were obtained from the system so far (a steady state adds none). */
+export interface BackendMemory extends CacheCounters {
   bytes: number;
-  peakBytes: number;
 }
 
 /** One compute backend. Tensors belong to the backend that made them; ops check it. */
@@ -69,12 +69,13 @@ export interface Backend {
   /** Selects a kernel variant by name (tests and benchmarks force each in turn). */
   setVariant(variant: string): void;
 
-  /** A tensor of the given shape: filled from `data` (f32 values are encoded to f16/bf16) or zeroed. */
-  tensor(shape: readonly number[], dtype?: DType, data?: ArrayLike<number> | TensorArray): Tensor;
+  /** A tensor of the given shape: filled from `data` (f32 values are encoded to f16/bf16) or zeroed.
+   * `usage` 'weight' (model parameters: freed at once on dispose) or 'activation' (default: from the cache). */
+  tensor(shape: readonly number[], dtype?: DType, data?: ArrayLike<number> | TensorArray, usage?: Usage): Tensor;
   /** A tensor from already-encoded storage words (Float32Array for f32, Uint16Array for f16/bf16). */
-  tensorFromRaw(shape: readonly number[], dtype: DType, raw: TensorArray): Tensor;
+  tensorFromRaw(shape: readonly number[], dtype: DType, raw: TensorArray, usage?: Usage): Tensor;
   /** Allocated, contents unspecified (outputs). */
-  empty(shape: readonly number[], dtype?: DType): Tensor;
+  empty(shape: readonly number[], dtype?: DType, usage?: Usage): Tensor;
 
   /** An fp32 linear weight [N, K] repacked once for the GEMM (no per-call packing); use it in place of w. */
   packWeight(w: Tensor): Tensor;
@@ -103,6 +104,10 @@ export interface Backend {
 
   /** The tensor memory this backend holds now (every tensor it made that is not yet disposed). */
   memory(): BackendMemory;
+  /** Most bytes of freed activation blocks kept for reuse (default 256 MiB; 0 = none). */
+  setCacheLimit(bytes: number): void;
+  /** Releases the cached activation blocks now (e.g. after a one-off large decode). */
+  trimCache(): void;
 
   /** Frees the backend's context; tensors already made stay valid until disposed. */
   dispose(): void;

@@ -1,6 +1,7 @@
 import { fromKernelError, invalidArgument, SanaError } from '../errors.js';
 import { bytesPerElement, dtypeCode, encode, type DType, type TensorArray } from '../tensor/dtype.js';
 import { contiguousStrides, Tensor, type Storage, type View4 } from '../tensor/tensor.js';
+import { BlockCache, type Usage } from './block-cache.js';
 import type {
   Activation,
   AttentionOptions,
@@ -56,7 +57,7 @@ export abstract class KernelBackend implements Backend {
   abstract readonly name: BackendName;
   protected disposedFlag = false;
   selection?: BackendInfo['selection'];
-  private readonly usage: BackendMemory = { tensors: 0, bytes: 0, peakBytes: 0 };
+  private readonly blocks = new BlockCache((dtype, size) => this.call('alloc', () => this.allocStorage(dtype, size)));
 
   protected constructor(protected readonly raw: RawKernels) {}
 
@@ -64,29 +65,19 @@ export abstract class KernelBackend implements Backend {
   protected abstract allocStorage(dtype: DType, size: number): Storage;
   protected abstract releaseContext(): void;
 
-  /** allocStorage, counted in memory() until freed. */
-  private storage(op: string, dtype: DType, size: number): Storage {
-    const s = this.call(op, () => this.allocStorage(dtype, size));
-    const bytes = storageBytes(dtype, size);
-    const u = this.usage;
-    u.tensors++;
-    u.bytes += bytes;
-    u.peakBytes = Math.max(u.peakBytes, u.bytes);
-    let freed = false;
-    return {
-      array: () => s.array(),
-      free: () => {
-        if (freed) return;
-        freed = true;
-        u.tensors--;
-        u.bytes -= bytes;
-        s.free();
-      },
-    };
+  memory(): BackendMemory {
+    const c = this.blocks.counters;
+    return { ...c, bytes: c.weightBytes + c.activationBytes };
   }
 
-  memory(): BackendMemory {
-    return { ...this.usage };
+  setCacheLimit(bytes: number): void {
+    if (!(Number.isSafeInteger(bytes) && bytes >= 0)) throw new SanaError('ERR_SANA_INVALID_OPTION', `setCacheLimit: Expected a byte count >= 0 for bytes but received ${bytes}`);
+    this.blocks.limit = bytes;
+    if (this.blocks.counters.cachedBytes > bytes) this.blocks.trim();
+  }
+
+  trimCache(): void {
+    this.blocks.trim();
   }
 
   get info(): BackendInfo {
@@ -113,19 +104,20 @@ export abstract class KernelBackend implements Backend {
   dispose(): void {
     if (this.disposedFlag) return;
     this.disposedFlag = true;
+    this.blocks.close();
     this.releaseContext();
   }
 
   // ---- tensors ----
 
-  empty(shape: readonly number[], dtype: DType = 'f32'): Tensor {
+  empty(shape: readonly number[], dtype: DType = 'f32', usage: Usage = 'activation'): Tensor {
     this.checkShape('empty', shape);
     const size = shape.reduce((a, b) => a * b, 1);
-    return new Tensor(this, [...shape], dtype, this.storage('alloc', dtype, size));
+    return new Tensor(this, [...shape], dtype, this.blocks.take(dtype, size, usage));
   }
 
-  tensor(shape: readonly number[], dtype: DType = 'f32', data?: ArrayLike<number> | TensorArray): Tensor {
-    const t = this.empty(shape, dtype);
+  tensor(shape: readonly number[], dtype: DType = 'f32', data?: ArrayLike<number> | TensorArray, usage: Usage = 'activation'): Tensor {
+    const t = this.empty(shape, dtype, usage);
     if (data === undefined) {
       t.data.fill(0);
     } else {
@@ -138,10 +130,10 @@ export abstract class KernelBackend implements Backend {
     return t;
   }
 
-  tensorFromRaw(shape: readonly number[], dtype: DType, raw: TensorArray): Tensor {
+  tensorFromRaw(shape: readonly number[], dtype: DType, raw: TensorArray, usage: Usage = 'activation'): Tensor {
     const want = dtype === 'f32' ? Float32Array : Uint16Array;
     if (!(raw instanceof want)) throw invalidArgument('tensorFromRaw', `a ${want.name} for dtype ${dtype}`, 'raw', raw);
-    const t = this.empty(shape, dtype);
+    const t = this.empty(shape, dtype, usage);
     if (raw.length !== t.size) {
       t.dispose();
       throw invalidArgument('tensorFromRaw', `${t.size} elements for shape ${JSON.stringify(shape)}`, 'raw', raw);
@@ -160,7 +152,7 @@ export abstract class KernelBackend implements Backend {
       throw invalidArgument(op, 'a linear weight [out, in] (or a 1×1 conv weight [out, in, 1, 1])', 'w.shape', w.shape);
     const [N, K] = w.shape;
     const packedSize = Math.ceil(N / 32) * 32 * K;
-    const t = new Tensor(this, [N, K], 'f32', this.storage(op, 'f32', packedSize), 'packed32');
+    const t = new Tensor(this, [N, K], 'f32', this.blocks.take('f32', packedSize, 'weight'), 'packed32');
     try {
       this.call(op, () => this.raw.packWeight(w.data as F32, N, K, t.data as F32));
     } catch (e) {

@@ -12,6 +12,8 @@ export interface BackendProbe {
 export interface CreateBackendOptions {
   /** Kernel threads (cpu); 0 or undefined = all available cores. */
   threads?: number;
+  /** Most bytes of freed activation blocks the backend keeps for reuse (default 256 MiB; 0 = none). */
+  cacheBytes?: number;
 }
 
 const ORDER: BackendName[] = ['cuda', 'cpu', 'wasm'];
@@ -46,6 +48,7 @@ export async function createBackend(requested: 'auto' | BackendName = 'auto', op
     const backend = probe.name === 'cpu' ? CpuBackend.create() : await WasmBackend.create();
     backend.selection = { requested, skipped };
     if (opts.threads !== undefined) backend.setThreads(opts.threads);
+    if (opts.cacheBytes !== undefined) backend.setCacheLimit(opts.cacheBytes);
     return backend;
   }
   throw new SanaError('ERR_SANA_BACKEND_UNAVAILABLE', `no backend is available: ${skipped.map((s) => `${s.name}: ${s.reason}`).join('; ')}`);

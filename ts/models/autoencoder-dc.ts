@@ -661,7 +661,7 @@ function fuseQkv(be: Backend, params: Params, specs: ParamSpec[]): Map<string, T
       if (t.dtype !== dtype) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: ${pre}.to_q/to_k/to_v have different dtypes`);
       data.set(t.data, i * inner * C);
     });
-    fused.set(`${pre}.to_qkv`, be.tensorFromRaw([3 * inner, C, 1, 1], dtype, data));
+    fused.set(`${pre}.to_qkv`, be.tensorFromRaw([3 * inner, C, 1, 1], dtype, data, 'weight'));
   }
   return fused;
 }

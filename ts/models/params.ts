@@ -56,7 +56,7 @@ function convertInto(backend: Backend, store: WeightStore, s: ParamSpec, stored:
         break;
       }
   }
-  const t = backend.empty(s.shape, want);
+  const t = backend.empty(s.shape, want, 'weight');
   try {
     for (let i = 0; i < size; i += CHUNK) {
       const n = Math.min(CHUNK, size - i);
@@ -80,7 +80,7 @@ function unifyGroups(backend: Backend, specs: ParamSpec[], tensors: Map<string, 
     for (const n of names) {
       const t = tensors.get(n)!;
       if (t.dtype === 'f32') continue;
-      tensors.set(n, backend.tensor(t.shape, 'f32', t.toFloat32()));
+      tensors.set(n, backend.tensor(t.shape, 'f32', t.toFloat32(), 'weight'));
       t.dispose();
     }
     notes.push(`${group}: weights in mixed dtypes (${[...dtypes].join(', ')}) are held as fp32 (one fused kernel reads them together)`);
@@ -118,7 +118,7 @@ export class Params {
         const want = s.vector ? 'f32' : (weightDtype ?? stored);
         if (want === stored) {
           // the common case: file bytes go straight into the tensor's memory
-          const t = backend.empty(s.shape, stored);
+          const t = backend.empty(s.shape, stored, 'weight');
           tensors.set(s.name, t);
           const d = t.data;
           store.readInto(s.name, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
