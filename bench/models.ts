@@ -1,18 +1,23 @@
-// npm run bench:models — the real Sana shapes of ../shared/peer against onnxruntime-node in the same run:
-//   * sana_transformer_medium_2l (600M widths, 2 layers): forward time ours vs ORT, max |diff| to the
-//     torch output, fp32 and bf16-weight modes;
-//   * sana_600m_full_1024 (the full 28-layer 600M transformer): resident memory after loading the weights
-//     in fp32 and in bf16 mode (each in a fresh process).
-// Weights are generated once by ../shared/peer/make-weights.mjs into .peer/ (git-ignored, ~2.6 GB).
-// Options: --skip-full (no 600M memory figures), --threads=N.
+// npm run bench:models — the real Sana shapes of ../shared/peer against onnxruntime-node in the same run
+// (interleaved rounds; ours also without the activation block cache, in the same rounds), each with the
+// max |diff| of both to the torch output:
+//   * sana_transformer_medium_2l (600M widths, 2 layers): fp32 and bf16-weight modes;
+//   * sana_600m_full_1024: the full 28-layer 600M transformer forward (batch 2, 1024 tokens, 300 text tokens);
+//   * dcae_f32c32_decoder_512: the real DC-AE f32c32 decoder, 16×16 latent → 512² image;
+//   * resident memory after loading the full 600M weights in fp32 and bf16 mode (a fresh process each).
+// Weights are generated once by ../shared/peer/make-weights.mjs into .peer/ (git-ignored, ~3.2 GB).
+// Options: --skip-full (the medium case only), --threads=N.
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as ort from 'onnxruntime-node';
 
+import { DEFAULT_CACHE_BYTES } from '../ts/backends/block-cache.js';
 import { createBackend } from '../ts/backends/registry.js';
 import { SafetensorsFile } from '../ts/io/safetensors.js';
+import type { Backend } from '../ts/backends/backend.js';
+import { AutoencoderDC } from '../ts/models/autoencoder-dc.js';
 import { SanaTransformer2DModel } from '../ts/models/sana-transformer.js';
 import { packageRoot } from '../ts/paths.js';
 
@@ -31,26 +36,19 @@ function materialise(name: string): string {
   return dir;
 }
 
-function readInputs(dir: string) {
-  const f = SafetensorsFile.open(join(dir, 'inputs.safetensors'));
-  const get = (k: string) => f.read(k);
-  const hs = get('hidden_states');
-  const ehs = get('encoder_hidden_states');
-  const mask = get('encoder_attention_mask');
-  const t = get('timestep');
-  f.close();
-  const out = SafetensorsFile.open(join(dir, 'outputs.safetensors'));
-  const expected = out.read('output').data as Float32Array;
-  out.close();
-  return { hs, ehs, mask, t, expected };
-}
-
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function medium(): Promise<void> {
-  const dir = materialise('sana_transformer_medium_2l');
-  const { hs, ehs, mask, t, expected } = readInputs(dir);
-  const backend = await createBackend('cpu', { threads });
+/** One model call of a peer case, ours and ORT's: the stored inputs as ORT feeds and as our call. */
+interface PeerCall {
+  feeds: Record<string, ort.Tensor>;
+  expected: Float32Array;
+  load(backend: Backend, weightDtype: 'bf16' | undefined): { run(): Float32Array; dispose(): void };
+}
+
+function transformerCall(dir: string): PeerCall {
+  const f = SafetensorsFile.open(join(dir, 'inputs.safetensors'));
+  const [hs, ehs, mask, t] = ['hidden_states', 'encoder_hidden_states', 'encoder_attention_mask', 'timestep'].map((k) => f.read(k));
+  f.close();
   const input = {
     hiddenStates: hs.data as Float32Array,
     shape: hs.info.shape as [number, number, number, number],
@@ -59,38 +57,82 @@ async function medium(): Promise<void> {
     encoderAttentionMask: Array.from(mask.data as BigInt64Array, Number),
     timestep: t.data as Float32Array,
   };
+  return {
+    feeds: {
+      hidden_states: new ort.Tensor('float32', input.hiddenStates, hs.info.shape),
+      encoder_hidden_states: new ort.Tensor('float32', input.encoderHiddenStates, ehs.info.shape),
+      timestep: new ort.Tensor('float32', input.timestep, t.info.shape),
+      encoder_attention_mask: new ort.Tensor('int64', mask.data as BigInt64Array, mask.info.shape),
+    },
+    expected: readOutput(dir),
+    load: (backend, weightDtype) => {
+      const model = SanaTransformer2DModel.fromFolder(dir, backend, { weightDtype });
+      return { run: () => model.forward(input), dispose: () => model.dispose() };
+    },
+  };
+}
+
+function decoderCall(dir: string): PeerCall {
+  const f = SafetensorsFile.open(join(dir, 'inputs.safetensors'));
+  const z = f.read('latent');
+  f.close();
+  const shape = z.info.shape as [number, number, number, number];
+  return {
+    feeds: { latent: new ort.Tensor('float32', z.data as Float32Array, shape) },
+    expected: readOutput(dir),
+    load: (backend, weightDtype) => {
+      const vae = AutoencoderDC.fromFolder(dir, backend, { weightDtype });
+      return { run: () => vae.decode(z.data as Float32Array, shape), dispose: () => vae.dispose() };
+    },
+  };
+}
+
+function readOutput(dir: string): Float32Array {
+  const out = SafetensorsFile.open(join(dir, 'outputs.safetensors'));
+  const expected = out.read('output').data as Float32Array;
+  out.close();
+  return expected;
+}
+
+/** Ours (with the activation block cache, and without it in the same rounds) against ORT on one peer case:
+ * median of `rounds` interleaved runs after a warm-up each, max |diff| of both to the torch output. */
+async function versusOrt(name: string, call: (dir: string) => PeerCall, weightDtypes: ('bf16' | undefined)[], rounds: number): Promise<void> {
+  const dir = materialise(name);
+  const c = call(dir);
+  const backend = await createBackend('cpu', { threads });
   const sess = await ort.InferenceSession.create(join(dir, 'model.onnx'), {
     intraOpNumThreads: backend.info.threads, interOpNumThreads: 1, executionMode: 'sequential', graphOptimizationLevel: 'all',
   });
-  const feeds = {
-    hidden_states: new ort.Tensor('float32', input.hiddenStates, hs.info.shape),
-    encoder_hidden_states: new ort.Tensor('float32', input.encoderHiddenStates, ehs.info.shape),
-    timestep: new ort.Tensor('float32', input.timestep, t.info.shape),
-    encoder_attention_mask: new ort.Tensor('int64', mask.data as BigInt64Array, mask.info.shape),
+  const ortOut = (await sess.run(c.feeds)).output.data as Float32Array;
+  const maxDiff = (a: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - c.expected[i])), 0);
+  const timed = (fn: () => unknown) => {
+    const t0 = performance.now();
+    fn();
+    return performance.now() - t0;
   };
-  const ortOut = (await sess.run(feeds)).output.data as Float32Array;
-  const maxDiff = (a: Float32Array) => a.reduce((m, v, i) => Math.max(m, Math.abs(v - expected[i])), 0);
-  for (const weightDtype of [undefined, 'bf16'] as const) {
-    const model = SanaTransformer2DModel.fromFolder(dir, backend, { weightDtype });
-    const ours = model.forward(input);
-    const samples = { ours: [] as number[], ort: [] as number[] };
-    for (let r = 0; r < 3; r++) {
+  for (const weightDtype of weightDtypes) {
+    const model = c.load(backend, weightDtype);
+    const ours = model.run();
+    const samples = { ours: [] as number[], ort: [] as number[], oursNoCache: [] as number[] };
+    for (let r = 0; r < rounds; r++) {
       await sleep(50); // ORT's spinning threads go idle first
-      let t0 = performance.now();
-      model.forward(input);
-      samples.ours.push(performance.now() - t0);
-      t0 = performance.now();
-      await sess.run(feeds);
+      samples.ours.push(timed(() => model.run()));
+      const t0 = performance.now();
+      await sess.run(c.feeds);
       samples.ort.push(performance.now() - t0);
       await sleep(50);
+      // every activation a fresh allocation, as before the cache
+      backend.setCacheLimit(0);
+      samples.oursNoCache.push(timed(() => model.run()));
+      backend.setCacheLimit(DEFAULT_CACHE_BYTES);
+      model.run(); // refill the cache
     }
     const med = (a: number[]) => a.sort((x, y) => x - y)[a.length >> 1];
-    const row = {
-      bench: 'sana_transformer_medium_2l forward', weights: weightDtype ?? 'fp32', threads: backend.info.threads, variant: backend.info.variant,
-      oursMs: med(samples.ours), ortMs: med(samples.ort), ratio: med(samples.ort) / med(samples.ours),
-      maxAbsDiffOurs: maxDiff(ours), maxAbsDiffOrt: maxDiff(ortOut),
-    };
-    console.log(JSON.stringify(row));
+    console.log(JSON.stringify({
+      bench: name, weights: weightDtype ?? 'fp32', threads: backend.info.threads, variant: backend.info.variant, rounds,
+      oursMs: med(samples.ours), ortMs: med(samples.ort), ortOverOurs: med(samples.ort) / med(samples.ours),
+      oursNoCacheMs: med(samples.oursNoCache), maxAbsDiffOurs: maxDiff(ours), maxAbsDiffOrt: maxDiff(ortOut),
+    }));
     model.dispose();
   }
   await sess.release();
@@ -114,5 +156,9 @@ function fullMemory(): void {
   }
 }
 
-await medium();
-if (!args.includes('--skip-full')) fullMemory();
+await versusOrt('sana_transformer_medium_2l', transformerCall, [undefined, 'bf16'], 3);
+if (!args.includes('--skip-full')) {
+  await versusOrt('sana_600m_full_1024', transformerCall, [undefined], 3);
+  await versusOrt('dcae_f32c32_decoder_512', decoderCall, [undefined], 3);
+  fullMemory();
+}

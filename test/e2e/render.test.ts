@@ -69,7 +69,7 @@ describe('sana render', () => {
   it('usage errors exit 2 with the reason', () => {
     const r = spawnSync(process.execPath, [cli, 'render', file, '--devices', 'cpu,tpu'], { encoding: 'utf8' });
     expect(r.status).toBe(2);
-    expect(r.stderr).toMatch(/Expected cpu, wasm or cuda:N for a device but received "tpu"/);
+    expect(r.stderr).toMatch(/Expected one of cuda:N, cpu, wasm for a device but received "tpu"/);
     const missing = spawnSync(process.execPath, [cli, 'render', join(root, 'nope.txt')], { encoding: 'utf8' });
     expect(missing.status).toBe(2);
     expect(missing.stderr).toMatch(/cannot read the prompts file .*nope\.txt \(ENOENT\)/);

@@ -2,7 +2,9 @@ import type { DType, TensorArray } from '../tensor/dtype.js';
 import type { Tensor, View4 } from '../tensor/tensor.js';
 import type { CacheCounters, Usage } from './block-cache.js';
 
-export type BackendName = 'cpu' | 'wasm' | 'cuda';
+/** Every backend this package knows (ts/backends/registry.ts registers each with its probe and priority). */
+export const BACKEND_NAMES = ['cuda', 'cpu', 'wasm'] as const;
+export type BackendName = (typeof BACKEND_NAMES)[number];
 export type Activation = 'none' | 'relu' | 'silu' | 'gelu-tanh';
 
 export interface BackendInfo {
@@ -65,6 +67,8 @@ export interface BackendMemory extends CacheCounters {
 export interface Backend {
   readonly name: BackendName;
   readonly info: BackendInfo;
+  /** why the registry chose this backend (set by createBackend) */
+  selection?: BackendInfo['selection'];
   setThreads(threads: number): void;
   /** Selects a kernel variant by name (tests and benchmarks force each in turn). */
   setVariant(variant: string): void;

@@ -6,11 +6,11 @@ import { writeFile } from 'node:fs/promises';
 import { MultiBar, SingleBar } from 'cli-progress';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 
-import { createBackend, probeBackends } from '../backends/registry.js';
+import { backendNames, createBackend, deviceForms, probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
 import { demoModelDir } from '../paths.js';
 import { inspectPipeline } from '../pipeline/inspect.js';
-import type { DecodeMode } from '../pipeline/pipeline-core.js';
+import type { BackendChoice, DecodeMode } from '../pipeline/pipeline-core.js';
 import { SanaPipeline, type GenerateOptions } from '../pipeline/sana-pipeline.js';
 import { createSanaPool, readRenderJobs } from '../pool/sana-pool.js';
 
@@ -96,7 +96,7 @@ interface GenerateCliOptions {
   guidance?: number;
   seed?: bigint;
   scheduler?: 'flow-dpm-solver' | 'flow-euler';
-  backend?: 'auto' | 'cpu' | 'wasm';
+  backend?: BackendChoice;
   threads?: number;
   numImages?: number;
   maxSequenceLength?: number;
@@ -227,7 +227,7 @@ function program(): Command {
     .option('--guidance <scale>', 'classifier-free guidance scale (default 4.5; <= 1 turns it off)', number)
     .option('--seed <n>', 'seed of the initial noise (torch.Generator-compatible)', seed)
     .option('--scheduler <name>', 'flow-dpm-solver (default) or flow-euler', choice('flow-dpm-solver', 'flow-euler'))
-    .option('--backend <name>', 'auto (default), cpu or wasm', choice('auto', 'cpu', 'wasm'))
+    .option('--backend <name>', `auto (default) or one of ${backendNames().join(', ')}`, choice('auto', ...backendNames()))
     .option('--threads <n>', 'compute threads (default: all cores)', integer(1, 256))
     .option('--num-images <n>', 'images per prompt', integer(1, 64))
     .option('--no-binning', 'generate at the exact size instead of the nearest aspect-ratio bin')
@@ -242,7 +242,7 @@ function program(): Command {
     .description('batch render: the prompts of a file spread over a pool of workers, one PNG each; rerun to resume')
     .argument('<prompts>', 'a .txt file (one prompt per line, # comments) or .jsonl ({"prompt", "seed"?, "negativePrompt"?, "width"?, "height"?, "steps"?, "guidanceScale"?} per line)')
     .option('--model <dir>', 'diffusers-layout pipeline folder (default: the built-in demo model)', demoModelDir())
-    .option('--devices <list>', 'one worker per entry: cpu, wasm or cuda:N, e.g. cpu,cpu (default: one CPU worker per two cores)')
+    .option('--devices <list>', `one worker per entry (${deviceForms()}), e.g. cpu,cpu (default: one CPU worker per two cores)`)
     .option('--out <dir>', 'output folder: <index>-seed<seed>-<prompt slug>.png; existing files are skipped', 'renders')
     .option('--size <WxH>', 'output size, e.g. 1024x768', size)
     .option('--steps <n>', 'denoising steps (default 20)', integer(1, 1000))

@@ -15,6 +15,7 @@ import { describeValue, SanaError } from '../errors.js';
 import { entryKind } from '../io/files.js';
 import { checkTiling, type TilingOptions } from '../models/autoencoder-dc.js';
 import { estimateDecodeBytes, runShardTask, shardedDecode } from '../models/dcae-sharded.js';
+import type { TextConditioning } from '../models/sana-transformer.js';
 import type { LoadOptions } from '../models/params.js';
 import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../schedulers/flow-euler.js';
@@ -33,7 +34,7 @@ export interface PromptEncoding {
   length: number;
 }
 
-export type BackendChoice = 'auto' | 'cpu' | 'wasm';
+export type BackendChoice = 'auto' | BackendName;
 export type ComponentBackends = { textEncoder?: BackendChoice; transformer?: BackendChoice; vae?: BackendChoice };
 
 export interface CoreLoadOptions extends LoadOptions {
@@ -246,21 +247,33 @@ export class SanaPipelineCore {
    */
   denoise(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
     opts: { steps: number; guidanceScale: number; onStep?: (s: DenoiseStep) => void }): Float32Array {
-    return this.denoiseSteps(latents, shape, cond, uncond, { ...opts, from: 0, to: opts.steps, scheduler: this.components.scheduler });
+    const text = this.prepareText(shape[0], cond, uncond, opts.guidanceScale);
+    try {
+      return this.denoiseSteps(latents, shape, text, { ...opts, from: 0, to: opts.steps, scheduler: this.components.scheduler });
+    } finally {
+      text.dispose();
+    }
   }
 
-  /** Steps [from, to) of an n-step schedule (from = 0 resets the scheduler). */
-  private denoiseSteps(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
-    opts: { steps: number; guidanceScale: number; from: number; to: number; scheduler: FlowDpmSolver | FlowEuler; onStep?: (s: DenoiseStep) => void }): Float32Array {
-    const { transformer } = this.components;
-    const scheduler = opts.scheduler;
-    const [B, C, h, w] = shape;
-    const cfg = opts.guidanceScale > 1;
+  /** The transformer's text conditioning of the model batch: [uncond; cond] with guidance, else cond.
+   * Made once per generation; the caller disposes it. */
+  private prepareText(B: number, cond: PromptEncoding, uncond: PromptEncoding | null, guidanceScale: number): TextConditioning {
+    const cfg = guidanceScale > 1;
     if (cond.batch !== B) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} prompt rows for the latents' batch but received ${cond.batch}`);
     if (cfg && (!uncond || uncond.batch !== B || uncond.length !== cond.length))
       throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} negative prompt rows of length ${cond.length} with guidance but received ${uncond ? `${uncond.batch} of ${uncond.length}` : 'none'}`);
     const text = cfg ? concat(uncond!.embeds, cond.embeds) : cond.embeds;
     const mask = cfg ? [...uncond!.mask, ...cond.mask] : cond.mask;
+    return this.components.transformer.prepareText(text, cond.length, mask, cfg ? 2 * B : B);
+  }
+
+  /** Steps [from, to) of an n-step schedule (from = 0 resets the scheduler). */
+  private denoiseSteps(latents: Float32Array, shape: readonly [number, number, number, number], text: TextConditioning,
+    opts: { steps: number; guidanceScale: number; from: number; to: number; scheduler: FlowDpmSolver | FlowEuler; onStep?: (s: DenoiseStep) => void }): Float32Array {
+    const { transformer } = this.components;
+    const scheduler = opts.scheduler;
+    const [B, C, h, w] = shape;
+    const cfg = opts.guidanceScale > 1;
     const MB = cfg ? 2 * B : B;
     const per = C * h * w;
     if (opts.from === 0) scheduler.setTimesteps(opts.steps);
@@ -269,7 +282,7 @@ export class SanaPipelineCore {
       const t = scheduler.timesteps[i];
       const input = cfg ? concat(x, x) : x;
       const v = transformer.forward({
-        hiddenStates: input, shape: [MB, C, h, w], encoderHiddenStates: text, textLength: cond.length, encoderAttentionMask: mask,
+        hiddenStates: input, shape: [MB, C, h, w], text,
         timestep: new Float32Array(MB).fill(t * transformer.config.timestepScale),
       });
       let guided = v;
@@ -324,15 +337,20 @@ export class SanaPipelineCore {
     }
     const stepMs: number[] = [];
     let last = performance.now();
-    for (let i = 0; i < o.steps; i++) {
-      // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
-      await new Promise((r) => setImmediate(r));
-      abortIfAsked();
-      latents = this.denoiseSteps(latents, shape, condN, uncondN, { steps: o.steps, guidanceScale: o.guidance, from: i, to: i + 1, scheduler: o.scheduler });
-      const now = performance.now();
-      stepMs.push(now - last);
-      last = now;
-      progress({ status: 'step', step: i + 1, totalSteps: o.steps, stepMs: stepMs[i] });
+    const text = this.prepareText(shape[0], condN, uncondN, o.guidance);
+    try {
+      for (let i = 0; i < o.steps; i++) {
+        // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
+        await new Promise((r) => setImmediate(r));
+        abortIfAsked();
+        latents = this.denoiseSteps(latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, from: i, to: i + 1, scheduler: o.scheduler });
+        const now = performance.now();
+        stepMs.push(now - last);
+        last = now;
+        progress({ status: 'step', step: i + 1, totalSteps: o.steps, stepMs: stepMs[i] });
+      }
+    } finally {
+      text.dispose();
     }
     abortIfAsked();
     if (plan) progress({ status: 'decode', mode: plan.mode, reason: plan.reason });

@@ -12,14 +12,14 @@ import type { BackendInfo } from '../backends/backend.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { demoModelDir, packageRoot } from '../paths.js';
 import { GeneratedImage } from './image.js';
-import type { CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, PipelineMemory, ProgressEvent } from './pipeline-core.js';
+import type { BackendChoice, ComponentBackends, CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, PipelineMemory, ProgressEvent } from './pipeline-core.js';
 import type { END, WorkerTask } from './worker.js';
 
 export type { GenerateResult, PipelineMemory, ProgressEvent, Timings } from './pipeline-core.js';
 export type GenerateOptions = Omit<CoreGenerateOptions, 'signal'> & { signal?: AbortSignal };
 
 export interface PipelineOptions extends Omit<CoreLoadOptions, 'backend' | 'onProgress'> {
-  backend?: 'auto' | 'cpu' | 'wasm' | { textEncoder?: 'auto' | 'cpu' | 'wasm'; transformer?: 'auto' | 'cpu' | 'wasm'; vae?: 'auto' | 'cpu' | 'wasm' };
+  backend?: BackendChoice | ComponentBackends;
   /** weights in memory: as stored ('auto', default), or fp32 checkpoints held as 'bf16' / 'f16' (half the
    * memory; activations stay fp32). Same as weightDtype. */
   dtype?: 'auto' | 'bf16' | 'f16';

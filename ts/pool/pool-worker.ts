@@ -16,7 +16,9 @@ import type { LoadOptions } from '../models/params.js';
 import { SanaPipelineCore, type GenerateOptions } from '../pipeline/pipeline-core.js';
 
 export interface DeviceConfig {
-  backend: Exclude<BackendName, 'cuda'>;
+  backend: BackendName;
+  /** device index of a device backend (cuda:N) */
+  device: number;
   threads: number;
 }
 
@@ -45,7 +47,7 @@ async function model(ref: ModelRef, force = false): Promise<NonNullable<typeof l
   loaded?.pipeline?.dispose();
   if (loaded && !loaded.pipeline) loaded.vae.dispose();
   loaded = null;
-  backend ??= await createBackend(device.backend, { threads: device.threads });
+  backend ??= await createBackend(device.backend, { threads: device.threads, device: device.device });
   if (ref.kind === 'vae') {
     loaded = { key, vae: AutoencoderDC.fromFolder(ref.dir, backend, { weightDtype: ref.weightDtype }) };
   } else {

@@ -13,7 +13,7 @@ import { MessageChannel, type TransferListItem } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 
 import type { BackendInfo } from '../backends/backend.js';
-import { probeBackends } from '../backends/registry.js';
+import { parseDevice, probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { blendTiles, checkTiling, latentTiles, readAutoencoderDcConfig, type AutoencoderDcConfig, type TilingOptions } from '../models/autoencoder-dc.js';
@@ -26,7 +26,7 @@ export interface SanaPoolOptions {
   /** a pipeline folder (diffusers layout; default: the built-in demo model), or with kind 'vae' a DC-AE folder */
   model?: string;
   kind?: 'pipeline' | 'vae';
-  /** 'cpu', 'wasm' or 'cuda:N' per worker (e.g. ['cpu', 'cpu'] or 'cpu,cpu'); default: one CPU worker per two cores */
+  /** a device per worker ('cpu', 'wasm', 'cuda:N': ts/backends/registry.ts parses them) (e.g. ['cpu', 'cpu'] or 'cpu,cpu'); default: one CPU worker per two cores */
   devices?: string | string[];
   /** kernel threads of each CPU worker (default: the cores divided among the CPU workers) */
   threadsPerWorker?: number;
@@ -95,22 +95,20 @@ interface TaskSpec {
 export function parseDevices(spec: string | string[] | undefined, threadsPerWorker?: number): Device[] {
   const cores = availableParallelism();
   const names = spec === undefined ? Array<string>(Math.max(1, Math.floor(cores / 2))).fill('cpu') : (typeof spec === 'string' ? spec.split(',') : spec).map((s) => s.trim());
-  if (names.length === 0 || names.some((n) => n === '')) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a list of devices (cpu, wasm, cuda:N) for devices but received ${describeValue(spec)}`);
-  const cpus = names.filter((n) => n === 'cpu').length;
+  if (names.length === 0 || names.some((n) => n === '')) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a list of devices (e.g. cpu,cpu) for devices but received ${describeValue(spec)}`);
+  const parsed = names.map(parseDevice);
+  const cpus = parsed.filter((d) => d.name === 'cpu').length;
   if (threadsPerWorker !== undefined && !(Number.isInteger(threadsPerWorker) && threadsPerWorker >= 1))
     throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a positive integer for threadsPerWorker but received ${describeValue(threadsPerWorker)}`);
   const share = threadsPerWorker ?? Math.max(1, Math.floor(cores / Math.max(cpus, 1)));
   const counts = new Map<string, number>();
-  return names.map((n) => {
-    const cuda = /^cuda:(\d+)$/.exec(n);
-    if (cuda) {
-      const probe = probeBackends().find((p) => p.name === 'cuda');
-      throw new SanaError('ERR_SANA_BACKEND_UNAVAILABLE', `device ${n} is unavailable: ${probe?.reason ?? 'no CUDA backend'}`);
-    }
-    if (n !== 'cpu' && n !== 'wasm') throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected cpu, wasm or cuda:N for a device but received ${describeValue(n)}`);
-    const k = counts.get(n) ?? 0;
-    counts.set(n, k + 1);
-    return { label: `${n}#${k}`, config: { backend: n, threads: n === 'cpu' ? share : 1 } };
+  const probes = probeBackends();
+  return parsed.map((d) => {
+    const probe = probes.find((p) => p.name === d.name)!;
+    if (!probe.available) throw new SanaError('ERR_SANA_BACKEND_UNAVAILABLE', `device ${d.label} is unavailable: ${probe.reason}`);
+    const k = counts.get(d.label) ?? 0;
+    counts.set(d.label, k + 1);
+    return { label: `${d.label}#${k}`, config: { backend: d.name, device: d.device, threads: d.name === 'cpu' ? share : 1 } };
   });
 }
 
