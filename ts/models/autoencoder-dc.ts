@@ -165,7 +165,6 @@ export class AutoencoderDC {
     readonly backend: Backend,
     readonly config: AutoencoderDcConfig,
     private readonly p: Params,
-    private readonly fused: Map<string, Tensor>,
     readonly hasEncoder: boolean,
     readonly warnings: string[],
   ) {}
@@ -184,12 +183,17 @@ export class AutoencoderDC {
       // golden cases, f16's 11 bits < 0.2 %: the same memory, so reduced-precision mode holds DC-AE weights as f16
       const weightDtype = opts.weightDtype === 'bf16' ? 'f16' : opts.weightDtype;
       const params = Params.load(backend, store, specs, 'AutoencoderDC', weightDtype, opts.onBytesRead);
-      const fused = fuseQkv(backend, params, specs);
+      // the real q/k/v of a head are consecutive [q|k|v] channel blocks of one fused [3C, C, 1, 1] projection
+      for (const s of specs)
+        if (s.name.endsWith('.attn.to_q.weight')) {
+          const pre = s.name.slice(0, -'.to_q.weight'.length);
+          params.fuse(backend, `${pre}.to_qkv`, ['to_q', 'to_k', 'to_v'].map((n) => `${pre}.${n}.weight`), [3 * s.shape[0], s.shape[1], 1, 1]);
+        }
       const warnings = [
         ...(opts.weightDtype === 'bf16' ? ['reduced-precision mode: AutoencoderDC weights are held as f16 (same memory as bf16, 8× finer mantissa)'] : []),
         ...params.warnings(cfg),
       ];
-      return new AutoencoderDC(backend, config, params, fused, hasEncoder, warnings);
+      return new AutoencoderDC(backend, config, params, hasEncoder, warnings);
     } finally {
       store.close();
     }
@@ -201,7 +205,6 @@ export class AutoencoderDC {
 
   dispose(): void {
     this.p.dispose();
-    for (const t of this.fused.values()) t.dispose();
   }
 
   /** Image [B, in_channels, h·f, w·f] from latents [B, latent_channels, h, w]. Throws ERR_SANA_NON_FINITE on NaN/Inf. */
@@ -348,7 +351,7 @@ export class AutoencoderDC {
     const be = this.backend;
     const C = x.shape[1];
     const heads = C / this.config.attentionHeadDim;
-    const qkv = scope.keep(be.conv2d(x, this.fused.get(`${pre}.attn.to_qkv`)!, {}));
+    const qkv = scope.keep(be.conv2d(x, this.p.get(`${pre}.attn.to_qkv`), {}));
     const branches = [qkv];
     scales.forEach((k, s) => {
       const agg = scope.keep(be.conv2d(qkv, this.p.get(`${pre}.attn.to_qkv_multiscale.${s}.proj_in.weight`), { padding: Math.floor(k / 2), groups: 3 * C }));
@@ -646,33 +649,13 @@ function toChannelsLast(t: Tensor): Float32Array {
   return out;
 }
 
-/** to_q, to_k, to_v of each EfficientViT block concatenated into one [3C, C, 1, 1] weight in the stored
- * dtype (the real q/k/v of a head are consecutive [q|k|v] channel blocks of this fused projection). */
-function fuseQkv(be: Backend, params: Params, specs: ParamSpec[]): Map<string, Tensor> {
-  const fused = new Map<string, Tensor>();
-  for (const s of specs) {
-    if (!s.name.endsWith('.attn.to_q.weight')) continue;
-    const pre = s.name.slice(0, -'.to_q.weight'.length);
-    const parts = ['to_q', 'to_k', 'to_v'].map((n) => params.get(`${pre}.${n}.weight`));
-    const [inner, C] = parts[0].shape;
-    const dtype = parts[0].dtype;
-    const data = dtype === 'f32' ? new Float32Array(3 * inner * C) : new Uint16Array(3 * inner * C);
-    parts.forEach((t, i) => {
-      if (t.dtype !== dtype) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: ${pre}.to_q/to_k/to_v have different dtypes`);
-      data.set(t.data, i * inner * C);
-    });
-    fused.set(`${pre}.to_qkv`, be.tensorFromRaw([3 * inner, C, 1, 1], dtype, data, 'weight'));
-  }
-  return fused;
-}
-
 function effVitSpecs(pre: string, C: number, hd: number, scales: number[], from: string): ParamSpec[] {
   const heads = C / hd;
   const inner = heads * hd;
   const attn = `${from}, attention_head_dim = ${hd}, qkv_multiscales = ${JSON.stringify(scales)}`;
   const m = (name: string, shape: number[], group?: string): ParamSpec => ({ name: `${pre}.${name}`, shape, from: attn, group });
   const v = (name: string, n: number): ParamSpec => ({ name: `${pre}.${name}`, shape: [n], vector: true, from });
-  // fuseQkv concatenates q, k and v into one weight
+  // fused into one projection at load (one dtype)
   const qkv = `${pre}.attn.to_qkv`;
   return [
     m('attn.to_q.weight', [inner, C], qkv), m('attn.to_k.weight', [inner, C], qkv), m('attn.to_v.weight', [inner, C], qkv),

@@ -135,10 +135,38 @@ export class Params {
     return new Params(tensors, store.names().filter((n) => !wanted.has(n)), notes);
   }
 
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+
   get(name: string): Tensor {
     const t = this.tensors.get(name);
     if (!t) throw new SanaError('ERR_SANA_NATIVE', `internal: parameter ${name} was not loaded`);
     return t;
+  }
+
+  /**
+   * Concatenates weights along their first dimension into one tensor `name` of `shape` and drops the parts:
+   * e.g. q, k and v into one projection, one GEMM instead of three. The parts must share a spec group (one
+   * dtype); call it before packLinear.
+   */
+  fuse(backend: Backend, name: string, parts: string[], shape: number[]): void {
+    const tensors = parts.map((n) => this.get(n));
+    const dtype = tensors[0].dtype;
+    if (tensors.some((t) => t.dtype !== dtype || t.layout !== 'dense'))
+      throw new SanaError('ERR_SANA_NATIVE', `internal: ${parts.join(', ')} are not dense tensors of one dtype (put them in one spec group)`);
+    const size = tensors.reduce((n, t) => n + t.size, 0);
+    const data = dtype === 'f32' ? new Float32Array(size) : new Uint16Array(size);
+    let at = 0;
+    for (const t of tensors) {
+      data.set(t.data, at);
+      at += t.size;
+    }
+    this.tensors.set(name, backend.tensorFromRaw(shape, dtype, data, 'weight'));
+    for (const n of parts) {
+      this.tensors.get(n)!.dispose();
+      this.tensors.delete(n);
+    }
   }
 
   /** Repacks the fp32 ones among these linear / 1×1-conv weights for the GEMM (same memory, once). */

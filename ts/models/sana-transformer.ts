@@ -7,7 +7,7 @@ import { SanaError } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { view4 } from '../tensor/tensor.js';
+import { view4, type View4 } from '../tensor/tensor.js';
 import { Params, type LoadOptions, type ParamSpec } from './params.js';
 
 export interface SanaTransformerConfig {
@@ -166,7 +166,18 @@ export class SanaTransformer2DModel {
       const specs = paramSpecs(config);
       const params = Params.load(backend, store, specs, 'SanaTransformer2DModel', opts.weightDtype, opts.onBytesRead);
       // every GEMM weight except the patch embedding (used through a reshape) and the depth-wise kernels
-      params.packLinear(backend, specs.filter((s) => !s.vector && !s.name.startsWith('patch_embed') && !s.name.endsWith('conv_depth.weight')).map((s) => s.name));
+      const gemm = specs.filter((s) => !s.vector && !s.name.startsWith('patch_embed') && !s.name.endsWith('conv_depth.weight')).map((s) => s.name);
+      if (fusesQkv(config)) {
+        const D = config.numAttentionHeads * config.attentionHeadDim;
+        for (let l = 0; l < config.numLayers; l++) {
+          const a = `transformer_blocks.${l}.attn1`;
+          const parts = (kind: string) => ['to_q', 'to_k', 'to_v'].map((n) => `${a}.${n}.${kind}`);
+          params.fuse(backend, `${a}.to_qkv.weight`, parts('weight'), [3 * D, D]);
+          if (config.attentionBias) params.fuse(backend, `${a}.to_qkv.bias`, parts('bias'), [3 * D]);
+          gemm.push(`${a}.to_qkv.weight`);
+        }
+      }
+      params.packLinear(backend, gemm.filter((n) => params.has(n)));
       return new SanaTransformer2DModel(backend, config, params, params.warnings(cfg));
     } finally {
       store.close();
@@ -352,15 +363,22 @@ export class SanaTransformer2DModel {
 
     // (a) linear self-attention
     const Y = keep(be.layerNorm(X, { eps: c.normEps, scale: scaleSa, shift: shiftSa }));
-    let Q = keep(be.linear(Y, P('attn1.to_q.weight'), { bias: opt('attn1.to_q.bias') }));
-    let K = keep(be.linear(Y, P('attn1.to_k.weight'), { bias: opt('attn1.to_k.bias') }));
-    const V = keep(be.linear(Y, P('attn1.to_v.weight'), { bias: opt('attn1.to_v.bias') }));
-    if (c.qkNorm) {
+    const heads = [B, N, c.numAttentionHeads, c.attentionHeadDim] as const; // [B, N, heads, headDim]
+    let q: View4, k: View4, v: View4;
+    if (fusesQkv(c)) {
+      // one [3D, D] GEMM; q, k and v are strided views of its [B, N, 3D] output
+      const QKV = keep(be.linear(Y, P('attn1.to_qkv.weight'), { bias: opt('attn1.to_qkv.bias') }));
+      const strides = [N * 3 * D, 3 * D, c.attentionHeadDim, 1] as const;
+      [q, k, v] = [0, D, 2 * D].map((offset) => view4(QKV, heads, strides, offset));
+    } else {
+      let Q = keep(be.linear(Y, P('attn1.to_q.weight'), { bias: opt('attn1.to_q.bias') }));
+      let K = keep(be.linear(Y, P('attn1.to_k.weight'), { bias: opt('attn1.to_k.bias') }));
+      const V = keep(be.linear(Y, P('attn1.to_v.weight'), { bias: opt('attn1.to_v.bias') }));
       Q = keep(be.rmsNorm(Q, { eps: 1e-5, weight: P('attn1.norm_q.weight') }));
       K = keep(be.rmsNorm(K, { eps: 1e-5, weight: P('attn1.norm_k.weight') }));
+      [q, k, v] = [Q, K, V].map((t) => view4(t, heads));
     }
-    const heads = [B, N, c.numAttentionHeads, c.attentionHeadDim] as const; // [B, N, heads, headDim]
-    const A = keep(be.linearAttention(view4(Q, heads), view4(K, heads), view4(V, heads), { eps: 1e-15 }));
+    const A = keep(be.linearAttention(q, k, v, { eps: 1e-15 }));
     const a1 = keep(be.linear(A.reshape([B, N, D]), P('attn1.to_out.0.weight'), { bias: P('attn1.to_out.0.bias') }));
     tap('attn1.out', a1);
     const X1 = keep(be.residual(X, a1, { gate: gateSa }));
@@ -395,6 +413,12 @@ export class SanaTransformer2DModel {
   }
 }
 
+/** Self-attention q, k and v run as one fused GEMM, except with qk-norm: it normalises q and k as whole rows
+ * across heads, which needs them contiguous. */
+function fusesQkv(c: SanaTransformerConfig): boolean {
+  return c.qkNorm === null;
+}
+
 function paramSpecs(c: SanaTransformerConfig): ParamSpec[] {
   const D = c.numAttentionHeads * c.attentionHeadDim;
   const Dx = c.numCrossAttentionHeads * c.crossAttentionHeadDim;
@@ -424,7 +448,7 @@ function paramSpecs(c: SanaTransformerConfig): ParamSpec[] {
     const b = `transformer_blocks.${l}`;
     specs.push(v(`${b}.scale_shift_table`, [6, D]));
     for (const n of ['to_q', 'to_k', 'to_v']) {
-      specs.push(m(`${b}.attn1.${n}.weight`, [D, D]));
+      specs.push(m(`${b}.attn1.${n}.weight`, [D, D], width, `${b}.attn1.qkv`)); // fused at load: one dtype
       if (c.attentionBias) specs.push(v(`${b}.attn1.${n}.bias`, [D]));
     }
     specs.push(m(`${b}.attn1.to_out.0.weight`, [D, D]), v(`${b}.attn1.to_out.0.bias`, [D]));
