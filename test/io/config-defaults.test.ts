@@ -8,7 +8,7 @@ import { describe, expect, it } from 'vitest';
 
 import { ConfigReader } from '../../ts/io/config.js';
 import type { JsonValue } from '../../ts/io/json.js';
-import { readAutoencoderDcConfig } from '../../ts/models/autoencoder-dc.js';
+import { readAutoencoderDcConfig } from '../../ts/models/dcae-config.js';
 import { readGemma2Config } from '../../ts/models/gemma2.js';
 import { readSanaTransformerConfig } from '../../ts/models/sana-transformer.js';
 import { readFlowDpmSolverConfig } from '../../ts/schedulers/flow-dpm-solver.js';

@@ -14,7 +14,9 @@
  */
 import { SanaError } from '../errors.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { type AutoencoderDC, type AutoencoderDcConfig, cropMap, cropTensor, type DecoderStep, decoderSteps, type Rect } from './autoencoder-dc.js';
+import type { AutoencoderDC } from './autoencoder-dc.js';
+import { type AutoencoderDcConfig, type DecoderStep, decoderSteps } from './dcae-config.js';
+import { cropMap, cropTensor, type Rect } from './dcae-tiling.js';
 
 /** A one-image NCHW float32 map in shared memory: `C × H × W` values from float index `offset`. */
 export interface MapRef {

@@ -14,8 +14,7 @@ import { AutoencoderDC } from '../models/autoencoder-dc.js';
 import { Gemma2Model } from '../models/gemma2.js';
 import type { LoadOptions } from '../models/params.js';
 import { SanaTransformer2DModel } from '../models/sana-transformer.js';
-import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
-import { FlowEuler } from '../schedulers/flow-euler.js';
+import { SCHEDULER_CLASSES, type Scheduler } from '../schedulers/schedulers.js';
 
 const PIPELINES = ['SanaPipeline'];
 /** component → classes this engine can load for it (null = the component may be absent) */
@@ -23,7 +22,7 @@ const COMPONENTS: Record<string, (string | null)[]> = {
   text_encoder: ['Gemma2Model'],
   transformer: ['SanaTransformer2DModel'],
   vae: ['AutoencoderDC'],
-  scheduler: ['DPMSolverMultistepScheduler', 'FlowMatchEulerDiscreteScheduler'],
+  scheduler: Object.keys(SCHEDULER_CLASSES),
   tokenizer: ['GemmaTokenizer', 'GemmaTokenizerFast', null],
 };
 
@@ -31,7 +30,7 @@ export interface SanaComponents {
   textEncoder: Gemma2Model;
   transformer: SanaTransformer2DModel;
   vae: AutoencoderDC;
-  scheduler: FlowDpmSolver | FlowEuler;
+  scheduler: Scheduler;
   /** class of tokenizer/ (null when the folder ships none) */
   tokenizerClass: string | null;
   warnings: string[];
@@ -129,9 +128,7 @@ export function loadSanaComponents(dir: string, backends: { textEncoder: Backend
     const textEncoder = keep('text_encoder', Gemma2Model.fromFolder(join(dir, 'text_encoder'), backends.textEncoder, reading('text_encoder')));
     const transformer = keep('transformer', SanaTransformer2DModel.fromFolder(join(dir, 'transformer'), backends.transformer, reading('transformer')));
     const vae = keep('vae', AutoencoderDC.fromFolder(join(dir, 'vae'), backends.vae, reading('vae')));
-    const scheduler = classes.scheduler === 'DPMSolverMultistepScheduler'
-      ? FlowDpmSolver.fromFolder(join(dir, 'scheduler'))
-      : FlowEuler.fromFolder(join(dir, 'scheduler'));
+    const scheduler = SCHEDULER_CLASSES[classes.scheduler!].fromFolder(join(dir, 'scheduler'));
     const all = [
       ...warnings,
       ...textEncoder.warnings.map((w) => `text_encoder: ${w}`),

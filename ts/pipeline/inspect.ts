@@ -5,11 +5,10 @@ import { join } from 'node:path';
 
 import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
-import { readAutoencoderDcConfig } from '../models/autoencoder-dc.js';
+import { readAutoencoderDcConfig } from '../models/dcae-config.js';
 import { readGemma2Config } from '../models/gemma2.js';
 import { readSanaTransformerConfig } from '../models/sana-transformer.js';
-import { readFlowDpmSolverConfig } from '../schedulers/flow-dpm-solver.js';
-import { readFlowEulerConfig } from '../schedulers/flow-euler.js';
+import { SCHEDULER_CLASSES } from '../schedulers/schedulers.js';
 import { readModelIndex } from './components.js';
 
 export interface ComponentSummary {
@@ -29,7 +28,7 @@ export function inspectPipeline(dir: string, variant?: string): { components: Co
     const summary: ComponentSummary = { name, className };
     if (name === 'scheduler') {
       const cfg = ConfigReader.load(sub, 'scheduler_config.json');
-      summary.config = className === 'DPMSolverMultistepScheduler' ? readFlowDpmSolverConfig(cfg) : readFlowEulerConfig(cfg);
+      summary.config = SCHEDULER_CLASSES[className!].readConfig(cfg);
     } else if (name === 'tokenizer') {
       summary.config = { 'tokenizer.json': existsSync(join(sub, 'tokenizer.json')) };
     } else {

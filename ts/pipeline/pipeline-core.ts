@@ -13,12 +13,13 @@ import type { Backend, BackendInfo, BackendMemory, BackendName } from '../backen
 import { createBackend } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
 import { entryKind } from '../io/files.js';
-import { checkTiling, type TilingOptions } from '../models/autoencoder-dc.js';
+import { checkTiling, type TilingOptions } from '../models/dcae-tiling.js';
 import { estimateDecodeBytes, runShardTask, shardedDecode } from '../models/dcae-sharded.js';
 import type { TextConditioning } from '../models/sana-transformer.js';
 import type { LoadOptions } from '../models/params.js';
 import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../schedulers/flow-euler.js';
+import type { Scheduler } from '../schedulers/schedulers.js';
 import { loadSanaComponents, type SanaComponents } from './components.js';
 import { GeneratedImage } from './image.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
@@ -269,7 +270,7 @@ export class SanaPipelineCore {
 
   /** Steps [from, to) of an n-step schedule (from = 0 resets the scheduler). */
   private denoiseSteps(latents: Float32Array, shape: readonly [number, number, number, number], text: TextConditioning,
-    opts: { steps: number; guidanceScale: number; from: number; to: number; scheduler: FlowDpmSolver | FlowEuler; onStep?: (s: DenoiseStep) => void }): Float32Array {
+    opts: { steps: number; guidanceScale: number; from: number; to: number; scheduler: Scheduler; onStep?: (s: DenoiseStep) => void }): Float32Array {
     const { transformer } = this.components;
     const scheduler = opts.scheduler;
     const [B, C, h, w] = shape;
@@ -435,10 +436,12 @@ export class SanaPipelineCore {
     return { prompts, width, height, steps, numImages, maxSequenceLength, guidance, outputType, seed, genWidth, genHeight, scheduler };
   }
 
+  /** flow-euler on the folder's schedule: its own FlowMatchEuler, or one with the DPM solver's shift. */
   private eulerScheduler(): FlowEuler {
     const s = this.components.scheduler;
     if (s instanceof FlowEuler) return s;
-    return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
+    if (s instanceof FlowDpmSolver) return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
+    throw new SanaError('ERR_SANA_UNSUPPORTED', `scheduler 'flow-euler' cannot replace the folder's ${s.constructor.name}`);
   }
 
   /** Raw decoder output [B, 3, h·f, w·f] of final latents: vae.decode(latents / scaling_factor), whole,
