@@ -226,7 +226,7 @@ function program(): Command {
     .option('--steps <n>', 'denoising steps (default 20)', integer(1, 1000))
     .option('--guidance <scale>', 'classifier-free guidance scale (default 4.5; <= 1 turns it off)', number)
     .option('--seed <n>', 'seed of the initial noise (torch.Generator-compatible)', seed)
-    .option('--scheduler <name>', 'flow-dpm-solver (default) or flow-euler', choice('flow-dpm-solver', 'flow-euler'))
+    .option('--scheduler <name>', "flow-dpm-solver or flow-euler (default: the model folder's scheduler)", choice('flow-dpm-solver', 'flow-euler'))
     .option('--backend <name>', `auto (default) or one of ${backendNames().join(', ')}`, choice('auto', ...backendNames()))
     .option('--threads <n>', 'compute threads (default: all cores)', integer(1, 256))
     .option('--num-images <n>', 'images per prompt', integer(1, 64))

@@ -86,6 +86,7 @@ export interface GenerateOptions {
   /** initial latents [B·numImagesPerPrompt, C, h, w] instead of a seed */
   latents?: Float32Array;
   numImagesPerPrompt?: number;
+  /** the sampler (default: the folder's scheduler); the other one runs on the folder's shift */
   scheduler?: 'flow-dpm-solver' | 'flow-euler';
   maxSequenceLength?: number;
   /** the complex human instruction lines; null disables it (default: diffusers' 8 lines) */
@@ -403,8 +404,8 @@ export class SanaPipelineCore {
     if (typeof guidance !== 'number' || !Number.isFinite(guidance) || guidance < 0) throw bad('a finite number >= 0', 'guidanceScale', guidance);
     const outputType = opts.outputType ?? 'image';
     if (!['image', 'latent', 'float'].includes(outputType)) throw bad('one of image, latent, float', 'outputType', outputType);
-    const schedulerName = opts.scheduler ?? 'flow-dpm-solver';
-    if (schedulerName !== 'flow-dpm-solver' && schedulerName !== 'flow-euler') throw bad('flow-dpm-solver or flow-euler', 'scheduler', schedulerName);
+    const schedulerName = opts.scheduler;
+    if (schedulerName !== undefined && schedulerName !== 'flow-dpm-solver' && schedulerName !== 'flow-euler') throw bad('flow-dpm-solver or flow-euler', 'scheduler', schedulerName);
     const oneSeed = (s: unknown): bigint => {
       if ((typeof s !== 'number' && typeof s !== 'bigint') || (typeof s === 'number' && !Number.isSafeInteger(s)) || BigInt(s) < 0n || BigInt(s) >= 1n << 64n)
         throw bad('an integer from 0 to 2^64 − 1', 'seed', s);
@@ -432,16 +433,19 @@ export class SanaPipelineCore {
       if (width % f || height % f)
         throw bad(`multiples of ${f} (the VAE's compression) with useResolutionBinning false`, 'width, height', `${width}x${height}`);
     }
-    const scheduler = schedulerName === 'flow-dpm-solver' ? this.components.scheduler : this.eulerScheduler();
+    const scheduler = this.scheduler(schedulerName);
     return { prompts, width, height, steps, numImages, maxSequenceLength, guidance, outputType, seed, genWidth, genHeight, scheduler };
   }
 
-  /** flow-euler on the folder's schedule: its own FlowMatchEuler, or one with the DPM solver's shift. */
-  private eulerScheduler(): FlowEuler {
+  /** The named sampler on the folder's schedule: the folder's own, or the other one with its shift and
+   * Sana's settings (DPM-Solver++ order 2, midpoint, lower-order final step). */
+  private scheduler(name: 'flow-dpm-solver' | 'flow-euler' | undefined): Scheduler {
     const s = this.components.scheduler;
-    if (s instanceof FlowEuler) return s;
-    if (s instanceof FlowDpmSolver) return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
-    throw new SanaError('ERR_SANA_UNSUPPORTED', `scheduler 'flow-euler' cannot replace the folder's ${s.constructor.name}`);
+    if (name === undefined || (name === 'flow-euler') === (s instanceof FlowEuler)) return s;
+    if (name === 'flow-euler' && s instanceof FlowDpmSolver) return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
+    if (name === 'flow-dpm-solver' && s instanceof FlowEuler)
+      return new FlowDpmSolver({ numTrainTimesteps: s.config.numTrainTimesteps, flowShift: s.config.shift, solverOrder: 2, solverType: 'midpoint', lowerOrderFinal: true, eulerAtFinal: false });
+    throw new SanaError('ERR_SANA_UNSUPPORTED', `scheduler '${name}' cannot replace the folder's ${s.constructor.name}`);
   }
 
   /** Raw decoder output [B, 3, h·f, w·f] of final latents: vae.decode(latents / scaling_factor), whole,
