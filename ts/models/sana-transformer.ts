@@ -196,33 +196,34 @@ export class SanaTransformer2DModel {
     if (encoderHiddenStates.length !== B * T * c.captionChannels || mask.length !== B * T)
       throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected [${B}, ${T}, ${c.captionChannels}] encoder hidden states and a [${B}, ${T}] mask but received ${encoderHiddenStates.length} and ${mask.length} values`);
     const P = (name: string) => this.p.get(name);
-    const temp: Tensor[] = [];
+    const temp: Tensor[] = []; // freed at the end
+    const made: Tensor[] = []; // the result's tensors: freed only on failure (dispose is idempotent)
     const t = <T2 extends Tensor>(x: T2): T2 => (temp.push(x), x);
-    const kv: { k: Tensor; v: Tensor }[] = [];
+    const own = <T2 extends Tensor>(x: T2): T2 => (made.push(x), x);
     const bias = new Float32Array(B * T);
     for (let i = 0; i < B * T; i++) bias[i] = (1 - Number(mask[i])) * -10000.0;
-    const keyBias = be.tensor([B, T], 'f32', bias);
     try {
+      const keyBias = own(be.tensor([B, T], 'f32', bias));
       const ctx = t(be.tensor([B, T, c.captionChannels], 'f32', encoderHiddenStates));
       const c1 = t(be.linear(ctx, P('caption_projection.linear_1.weight'), { bias: P('caption_projection.linear_1.bias'), act: 'gelu-tanh' }));
       const c2 = t(be.linear(c1, P('caption_projection.linear_2.weight'), { bias: P('caption_projection.linear_2.bias') }));
       const Cn = t(be.rmsNorm(c2, { eps: 1e-5, weight: P('caption_norm.weight') }));
       taps?.('caption_norm.out', Cn.toFloat32(), [...Cn.shape]);
+      const kv: { k: Tensor; v: Tensor }[] = [];
       for (let l = 0; l < c.numLayers; l++) {
         const pre = `transformer_blocks.${l}.attn2`;
-        let k = be.linear(Cn, P(`${pre}.to_k.weight`), { bias: P(`${pre}.to_k.bias`) });
-        const v = be.linear(Cn, P(`${pre}.to_v.weight`), { bias: P(`${pre}.to_v.bias`) });
-        kv.push({ k, v });
+        let k = own(be.linear(Cn, P(`${pre}.to_k.weight`), { bias: P(`${pre}.to_k.bias`) }));
+        const v = own(be.linear(Cn, P(`${pre}.to_v.weight`), { bias: P(`${pre}.to_v.bias`) }));
         if (c.qkNorm) {
           const raw = k;
-          k = be.rmsNorm(raw, { eps: 1e-5, weight: P(`${pre}.norm_k.weight`) });
+          k = own(be.rmsNorm(raw, { eps: 1e-5, weight: P(`${pre}.norm_k.weight`) }));
           raw.dispose();
-          kv[l].k = k;
         }
+        kv.push({ k, v });
       }
       return new TextConditioning(B, T, keyBias, kv);
     } catch (e) {
-      new TextConditioning(B, T, keyBias, kv).dispose();
+      for (const x of made) x.dispose();
       throw e;
     } finally {
       for (const x of temp) x.dispose();

@@ -27,7 +27,7 @@ export interface SanaPoolOptions {
   /** a pipeline folder (diffusers layout; default: the built-in demo model), or with kind 'vae' a DC-AE folder */
   model?: string;
   kind?: 'pipeline' | 'vae';
-  /** a device per worker ('cpu', 'wasm', 'cuda:N': ts/backends/registry.ts parses them) (e.g. ['cpu', 'cpu'] or 'cpu,cpu'); default: one CPU worker per two cores */
+  /** a device per worker: 'cpu', 'wasm' or 'cuda:N' (parsed by the backend registry), e.g. ['cpu', 'cpu'] or 'cpu,cpu'; default: one CPU worker per two cores */
   devices?: string | string[];
   /** kernel threads of each CPU worker (default: the cores divided among the CPU workers) */
   threadsPerWorker?: number;
