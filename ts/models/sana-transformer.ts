@@ -157,6 +157,20 @@ export class SanaTransformer2DModel {
     readonly warnings: string[],
   ) {}
 
+  /** the sin-cos position embedding [h·w, D] of the last token grid (PE models): the same every step */
+  private positions: { h: number; w: number; pe: Tensor } | null = null;
+
+  private positionEmbedding(h: number, w: number): Tensor {
+    if (this.positions?.h !== h || this.positions.w !== w) {
+      this.positions?.pe.dispose();
+      const c = this.config;
+      const D = c.numAttentionHeads * c.attentionHeadDim;
+      const pe = positionEmbedding2d(D, h, w, c.sampleSize / c.patchSize, c.interpolationScale!);
+      this.positions = { h, w, pe: this.backend.tensor([h * w, D], 'f32', pe, 'weight') };
+    }
+    return this.positions.pe;
+  }
+
   static fromFolder(dir: string, backend: Backend, opts: LoadOptions = {}): SanaTransformer2DModel {
     const cfg = ConfigReader.load(dir, 'config.json', opts.configOverrides);
     const config = readSanaTransformerConfig(cfg);
@@ -186,6 +200,8 @@ export class SanaTransformer2DModel {
 
   dispose(): void {
     this.p.dispose();
+    this.positions?.pe.dispose();
+    this.positions = null;
   }
 
   /** The text conditioning of `batch` rows of `textLength` tokens: hidden states [B, T, caption_channels], mask [B, T]. */
@@ -270,10 +286,11 @@ export class SanaTransformer2DModel {
       }
       keep(X);
       if (c.interpolationScale !== null) {
-        const pe = positionEmbedding2d(D, h, w, c.sampleSize / p, c.interpolationScale);
-        const tiled = new Float32Array(B * N * D);
-        for (let b = 0; b < B; b++) tiled.set(pe, b * N * D);
-        be.residual(X, keep(be.tensor([B, N, D], 'f32', tiled)), { out: X });
+        const pe = this.positionEmbedding(h, w);
+        for (let b = 0; b < B; b++) {
+          const row = X.slice(b * N * D, [N, D]);
+          be.residual(row, pe, { out: row });
+        }
       }
       tap('patch_embed.out', X);
 
