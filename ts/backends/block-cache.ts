@@ -41,7 +41,7 @@ interface Block {
 
 export class BlockCache {
   readonly counters: CacheCounters = { tensors: 0, weightBytes: 0, activationBytes: 0, cachedBytes: 0, peakBytes: 0, allocations: 0 };
-  private readonly free = new Map<string, Block[]>();
+  private readonly free = new Map<number, Block[]>();
   private closed = false;
 
   constructor(
@@ -56,8 +56,8 @@ export class BlockCache {
     const c = this.counters;
     const width = bytesPerElement(dtype);
     const bytes = usage === 'weight' ? size * width : sizeClass(size * width);
-    // f16 and bf16 share blocks (both Uint16Array storage); the key is the element width and class
-    const key = `${width}:${bytes}`;
+    // f16 and bf16 share blocks (both Uint16Array storage); the key is the class and the element width (2 or 4)
+    const key = bytes * 8 + width;
     let block = usage === 'activation' ? this.free.get(key)?.pop() : undefined;
     if (block) c.cachedBytes -= block.bytes;
     else {

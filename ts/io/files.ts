@@ -11,7 +11,8 @@ import { SanaError } from '../errors.js';
 /** Largest JSON/text file a loader reads (Gemma's tokenizer.json, the biggest real one, is ≈ 17 MB). */
 export const MAX_TEXT_BYTES = 64 * 1024 * 1024;
 
-function formatError(message: string, cause?: unknown): SanaError {
+/** A model-folder defect (ERR_SANA_MODEL_FORMAT) with its message as given. */
+export function formatError(message: string, cause?: unknown): SanaError {
   return new SanaError('ERR_SANA_MODEL_FORMAT', message, cause ? { cause } : undefined);
 }
 
@@ -56,7 +57,7 @@ export function openRegularFile(path: string, what: string): { fd: number; size:
   }
 }
 
-/** Reads `count` bytes at `position` of an open file; a short read (the file shrank) is an error. */
+/** Fills `target` from `position` of an open file; a short read (the file shrank) is an error. */
 export function readExactly(fd: number, target: Uint8Array, position: number, what: string): void {
   let done = 0;
   while (done < target.byteLength) {

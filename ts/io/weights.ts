@@ -7,14 +7,9 @@
 import { readdirSync } from 'node:fs';
 import { basename, join, resolve, sep } from 'node:path';
 
-import { SanaError } from '../errors.js';
-import { entryKind, readTextFile, requireFolder } from './files.js';
+import { entryKind, formatError, readTextFile, requireFolder } from './files.js';
 import { isObject, JsonSyntaxError, parseJson } from './json.js';
 import { SafetensorsFile, type TensorData, type TensorInfo } from './safetensors.js';
-
-function formatError(message: string, cause?: unknown): SanaError {
-  return new SanaError('ERR_SANA_MODEL_FORMAT', message, cause ? { cause } : undefined);
-}
 
 export class WeightStore {
   private constructor(

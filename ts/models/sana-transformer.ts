@@ -466,7 +466,7 @@ function paramSpecs(c: SanaTransformerConfig): ParamSpec[] {
     const b = `transformer_blocks.${l}`;
     specs.push(v(`${b}.scale_shift_table`, [6, D]));
     for (const n of ['to_q', 'to_k', 'to_v']) {
-      specs.push(m(`${b}.attn1.${n}.weight`, [D, D], width, `${b}.attn1.qkv`)); // fused at load: one dtype
+      specs.push(m(`${b}.attn1.${n}.weight`, [D, D], width, fusesQkv(c) ? `${b}.attn1.qkv` : undefined)); // fused at load: one dtype
       if (c.attentionBias) specs.push(v(`${b}.attn1.${n}.bias`, [D]));
     }
     specs.push(m(`${b}.attn1.to_out.0.weight`, [D, D]), v(`${b}.attn1.to_out.0.bias`, [D]));
