@@ -14,7 +14,7 @@ for f in $(grep 'SANA_API' native/include/sana_ops.h | grep -o '\bsana_[a-z0-9_]
   exports="$exports,_$f"
 done
 emcc -std=gnu++17 -O3 -msimd128 -ffp-contract=fast -fno-math-errno -fno-exceptions \
-  native/core/context.cpp native/kernels/dispatch.cpp native/kernels/ref/ref_ops.cpp \
+  native/core/context.cpp native/core/cpuid.cpp native/core/validation.cpp native/core/call.cpp native/kernels/dispatch.cpp native/kernels/ref/ref_ops.cpp \
   native/kernels/wasm/variant-wasm-simd128.cpp \
   -sMODULARIZE=1 -sEXPORT_ES6=1 -sEXPORT_NAME=createSanaKernels -sENVIRONMENT=web,worker \
   -sALLOW_MEMORY_GROWTH=1 -sMAXIMUM_MEMORY=4GB -sINITIAL_MEMORY=64MB -sTOTAL_STACK=1MB -sFILESYSTEM=0 \

@@ -11,36 +11,32 @@
 
 namespace sana {
 
+// One entry per op of SANA_KERNEL_OPS, with the signature of its public function; a variant's table is
+// {name, SANA_KERNEL_OPS(...)} over functions of the same names in its namespace.
 struct KernelTable {
   const char* name;
-  int (*linear)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, const void*, int, ptrdiff_t, const float*, int, int,
-                float*);
-  int (*conv2d)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const void*, int, ptrdiff_t,
-                ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float*, int, float*);
-  int (*linear_attention)(sana_ctx*, const sana_view4*, const sana_view4*, const sana_view4*, const sana_view4*,
-                          ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float);
-  int (*attention)(sana_ctx*, const sana_view4*, const sana_view4*, const sana_view4*, const float*,
-                   const sana_attention_params*, const sana_view4*);
-  int (*glumbconv)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const void*, const float*,
-                   const void*, const float*, const void*, int, ptrdiff_t, ptrdiff_t, int, float*);
-  int (*layer_norm)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, float, const float*, const float*, ptrdiff_t,
-                    float*);
-  int (*residual)(sana_ctx*, const float*, const float*, ptrdiff_t, ptrdiff_t, const float*, ptrdiff_t, float*);
-  int (*mul)(sana_ctx*, const float*, const float*, ptrdiff_t, float*);
-  int (*rms_norm)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, const float*, const float*, float, int, float*);
-  int (*rms_norm_channels)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, const float*, const float*,
-                           float, float*);
-  int (*pixel_shuffle)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float*);
-  int (*pixel_unshuffle)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float*);
-  int (*upsample_nearest2x)(sana_ctx*, const float*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, float*);
-  int (*activation)(sana_ctx*, const float*, ptrdiff_t, int, float*);
-  int (*rope)(sana_ctx*, const sana_view4*, ptrdiff_t, ptrdiff_t, ptrdiff_t, ptrdiff_t, const int32_t*, float,
-              const sana_view4*);
+#define SANA_TABLE_ENTRY(op) decltype(&::sana_##op) op;
+  SANA_KERNEL_OPS(SANA_TABLE_ENTRY)
+#undef SANA_TABLE_ENTRY
 };
+#define SANA_TABLE_ROW(op) op,
+
+// The glue ops that reproduce torch's fp32 rounding (axpby, cfg_combine) are compiled between these, which
+// turn off the fused multiply-adds -ffp-contract=fast allows elsewhere.
+#if defined(__clang__)
+#define SANA_EXACT_FP_BEGIN _Pragma("clang fp contract(off)")
+#define SANA_EXACT_FP_END _Pragma("clang fp contract(fast)")
+#else
+#define SANA_EXACT_FP_BEGIN _Pragma("GCC push_options") _Pragma("GCC optimize(\"fp-contract=off\")")
+#define SANA_EXACT_FP_END _Pragma("GCC pop_options")
+#endif
 
 // Tables, one per compiled variant (NULL when the variant is not built into this binary).
 const KernelTable* ref_table();
 const KernelTable* variant_table(int variant);
+
+// The kernel table of the context's selected variant.
+const KernelTable* ctx_table(const sana_ctx* ctx);
 
 // Threads of a context. parallel_run splits [0, n) into min(n, threads) contiguous chunks, one per thread,
 // and returns when all are done; `slot` (0..threads−1) is unique among the chunks running at once, for

@@ -190,6 +190,81 @@ SANA_API int sana_activation(sana_ctx* ctx, const float* x, ptrdiff_t n, int act
 SANA_API int sana_rope(sana_ctx* ctx, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t heads,
                        ptrdiff_t dim, const int32_t* positions, float theta, const sana_view4* out);
 
+
+/* ---- glue ops: the arithmetic between the big ops, so tensors stay in the backend's memory ------------ */
+
+/* out = a·x + b·y elementwise, each product rounded to fp32 before the sum (no fused multiply-add, as torch
+ * evaluates `a * x + b * y` on fp32 tensors); y NULL: out = a·x. out may equal x or y. The schedulers'
+ * latent updates are sequences of these with their scalar coefficients computed in TS. */
+SANA_API int sana_axpby(sana_ctx* ctx, float a, const float* x, float b, const float* y, ptrdiff_t n, float* out);
+
+/* Classifier-free guidance: out = uncond + scale·(cond − uncond), each operation rounded to fp32. out may
+ * equal uncond or cond. */
+SANA_API int sana_cfg_combine(sana_ctx* ctx, const float* uncond, const float* cond, ptrdiff_t n, float scale,
+                              float* out);
+
+/* count[0] = the number of NaN/±Inf values in x[n] (as a float, saturating at 2^24): one value read back per
+ * denoising step says whether the step went bad. */
+SANA_API int sana_count_nonfinite(sana_ctx* ctx, const float* x, ptrdiff_t n, float* count);
+
+/* adaLN-single modulation chunks: out[k, b, d] = table[k·D + d] + emb[b·emb_row_stride + k·emb_chunk_stride + d]
+ * for k < K, b < B, d < D. Chunk k is the contiguous [B, D] block out + k·B·D. The Sana blocks use K = 6 with
+ * the timestep embedding [B, 6D] (row stride 6D, chunk stride D); the output head K = 2 with the embedded
+ * timestep [B, D] shared by both chunks (row stride D, chunk stride 0). */
+SANA_API int sana_adaln_modulation(sana_ctx* ctx, const float* table, const float* emb, ptrdiff_t B, ptrdiff_t K,
+                                   ptrdiff_t D, ptrdiff_t emb_row_stride, ptrdiff_t emb_chunk_stride, float* out);
+
+/* Patchify NCHW x[B, C, H, W] into tokens y[B, (H/p)·(W/p), p·p·C]: token (i, j) channel (r·p + s)·C + c holds
+ * x[b, c, i·p + r, j·p + s]. p = 1 is the NCHW → [B, H·W, C] transpose. */
+SANA_API int sana_patchify(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                           ptrdiff_t p, float* y);
+/* The inverse: tokens x[B, h·w, p·p·C] → NCHW y[B, C, h·p, w·p] (the Sana transformer's unpatchify). */
+SANA_API int sana_unpatchify(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t h, ptrdiff_t w, ptrdiff_t p,
+                             ptrdiff_t C, float* y);
+
+/* Strided copy between views of shape [B, N, H, D]: dst(b, n, h, d) = src(b, n, h, d). Concatenation and
+ * split along any dim, crops and pastes of NCHW maps, and (with a stride-0 source dim) repeat-interleave.
+ * The views must not overlap. */
+SANA_API int sana_copy4(sana_ctx* ctx, const sana_view4* src, const sana_view4* dst, ptrdiff_t B, ptrdiff_t N,
+                        ptrdiff_t H, ptrdiff_t D);
+
+/* Embedding lookup reading only the rows asked for: out[i, :] = float(table[ids[i], :])·scale for table
+ * [V, D] in its stored dtype. An id outside [0, V) is SANA_ERR_INVALID_ARGUMENT naming the position. */
+SANA_API int sana_embedding(sana_ctx* ctx, const void* table, int dtype, ptrdiff_t V, ptrdiff_t D,
+                            const int32_t* ids, ptrdiff_t n, float scale, float* out);
+
+/* Means of consecutive channel groups of NCHW x[B, C, HW]: y[b, k, p] = (Σ_j x[b, k·g + j, p]) / g with
+ * g = C / groups, summed in fp32 in order (torch's x.unflatten(1, (groups, g)).mean(2) on CPU). */
+SANA_API int sana_group_mean(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, ptrdiff_t groups,
+                             float* y);
+
+/* The EfficientViT (DC-AE) normalisation of a linear-attention result computed with a padded ones row:
+ * x[B, heads, D + 1, HW] → y[B, heads, D, HW], y[.., d, p] = x[.., d, p] / (x[.., D, p] + eps). */
+SANA_API int sana_evit_normalize(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t heads, ptrdiff_t D,
+                                 ptrdiff_t HW, float eps, float* y);
+
+/* ---- the op table -----------------------------------------------------------------------------------
+ * Every op above, once. X(name) expands for each op with a per-variant kernel (its kernel has the public
+ * function's signature); pack_weight runs in the validation layer only. From these lists come the kernel
+ * tables of every variant, the generic call below (used by the N-API addon and the wasm glue alike) and the
+ * op names the TypeScript side looks up. */
+#define SANA_KERNEL_OPS(X)                                                                                   \
+  X(linear) X(conv2d) X(linear_attention) X(attention) X(glumbconv) X(layer_norm) X(residual) X(mul)        \
+  X(rms_norm) X(rms_norm_channels) X(pixel_shuffle) X(pixel_unshuffle) X(upsample_nearest2x) X(activation) \
+  X(rope) X(axpby) X(cfg_combine) X(count_nonfinite) X(adaln_modulation) X(patchify) X(unpatchify) X(copy4)  \
+  X(embedding) X(group_mean) X(evit_normalize)
+#define SANA_OPS(X) X(pack_weight) SANA_KERNEL_OPS(X)
+
+/* Calls op number `op` (its position in SANA_OPS) with its arguments after ctx flattened into doubles:
+ * a pointer is its address, an integer or float its value, a sana_view4 five slots (data address, sb, sn,
+ * sh, sd), a sana_attention_params eleven (its fields in order). sana_op_signature(op) names the slots'
+ * kinds, one letter per argument: p pointer, i integer, f float, v view, a attention params. A wrong count
+ * or a value that does not fit its C type is SANA_ERR_INVALID_ARGUMENT. */
+SANA_API int sana_call(sana_ctx* ctx, int op, const double* args, int nargs);
+SANA_API int sana_op_count(void);
+SANA_API const char* sana_op_name(int op);
+SANA_API const char* sana_op_signature(int op);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,6 +1,8 @@
-// The N-API layer: the only code that includes napi.h. It converts typed arrays and numbers, checks that
-// every buffer is live and long enough for the shapes it is given, calls the C ABI, and turns a status
-// into a JS Error with a `code` (ts/errors.ts wraps it in a SanaError). No model logic lives here.
+// The N-API layer: the only code that includes napi.h. It hands out tensor memory (alloc/free), and runs
+// every op through the generic sana_call: the arguments arrive as doubles in one Float64Array shared with
+// the TS side (no per-call objects); every pointer among them must lie inside a live block of this addon, so
+// a stale or foreign address is a JS Error, never a wild access. A status becomes a JS Error with a `code`
+// (ts/errors.ts wraps it in a SanaError). No model logic lives here.
 // Context-aware (Napi::Addon): each JS thread (main or worker) gets its own sana_ctx and thread pool.
 #include <napi.h>
 #include <sys/mman.h>
@@ -11,7 +13,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
-#include <unordered_map>
+#include <map>
 
 #include "../include/sana_ops.h"
 
@@ -57,7 +59,10 @@ std::string describe(const Napi::Value& v) {
 struct Block;
 struct Registry {
   std::mutex mu;
-  std::unordered_map<void*, Block*> live;
+  std::map<uintptr_t, Block*> live;  // by start address, for "which block holds this address"
+
+  // Whether the byte at addr lies inside a live block.
+  bool contains(uintptr_t addr);
 };
 
 struct Block {
@@ -66,6 +71,14 @@ struct Block {
   size_t bytes;
   bool freed;
 };
+
+bool Registry::contains(uintptr_t addr) {
+  std::lock_guard<std::mutex> g(mu);
+  auto it = live.upper_bound(addr);
+  if (it == live.begin()) return false;
+  --it;
+  return addr < it->first + it->second->bytes;
+}
 
 // Tensors of 1 MiB and more are mapped pages of their own, so freeing one returns its memory to the system
 // at once (malloc would keep freed large blocks in its arenas: weights of a disposed model stayed resident).
@@ -90,7 +103,7 @@ void finalize_block(napi_env env, void*, void* hint) {
   {
     std::lock_guard<std::mutex> g(b->registry->mu);
     if (!b->freed) {
-      b->registry->live.erase(b->ptr);
+      b->registry->live.erase((uintptr_t)b->ptr);
       b->freed = release = true;
     }
   }
@@ -113,29 +126,18 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
                              InstanceMethod("setVariant", &SanaAddon::SetVariant),
                              InstanceMethod("alloc", &SanaAddon::Alloc),
                              InstanceMethod("free", &SanaAddon::Free),
-                             InstanceMethod("packWeight", &SanaAddon::PackWeight),
-                             InstanceMethod("linear", &SanaAddon::Linear),
-                             InstanceMethod("conv2d", &SanaAddon::Conv2d),
-                             InstanceMethod("linearAttention", &SanaAddon::LinearAttention),
-                             InstanceMethod("attention", &SanaAddon::Attention),
-                             InstanceMethod("glumbconv", &SanaAddon::Glumbconv),
-                             InstanceMethod("layerNorm", &SanaAddon::LayerNorm),
-                             InstanceMethod("residual", &SanaAddon::Residual),
-                             InstanceMethod("mul", &SanaAddon::Mul),
-                             InstanceMethod("rmsNorm", &SanaAddon::RmsNorm),
-                             InstanceMethod("rmsNormChannels", &SanaAddon::RmsNormChannels),
-                             InstanceMethod("pixelShuffle", &SanaAddon::PixelShuffle),
-                             InstanceMethod("pixelUnshuffle", &SanaAddon::PixelUnshuffle),
-                             InstanceMethod("upsampleNearest2x", &SanaAddon::UpsampleNearest2x),
-                             InstanceMethod("activation", &SanaAddon::Activation),
-                             InstanceMethod("rope", &SanaAddon::Rope),
+                             InstanceMethod("ops", &SanaAddon::Ops),
+                             InstanceMethod("argBuffer", &SanaAddon::ArgBuffer),
+                             InstanceMethod("call", &SanaAddon::Call),
                          });
   }
   ~SanaAddon() { sana_ctx_destroy(ctx_); }
 
  private:
+  static constexpr int kArgSlots = 64;
   sana_ctx* ctx_ = nullptr;
   std::shared_ptr<Registry> registry_;
+  Napi::Reference<Napi::Float64Array> args_;
 
   // ---- argument helpers ----
   struct Args {
@@ -151,66 +153,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
         invalid(env(), std::string(op) + ": Expected an integer for " + name + " but received " + describe(v));
       return (ptrdiff_t)d;
     }
-    ptrdiff_t dim(size_t i, const char* name) const {
-      ptrdiff_t d = size(i, name);
-      if (d <= 0) invalid(env(), std::string(op) + ": Expected a positive size for " + name + " but received " + std::to_string(d));
-      return d;
-    }
-    float real(size_t i, const char* name) const {
-      Napi::Value v = info[i];
-      if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()))
-        invalid(env(), std::string(op) + ": Expected a finite number for " + name + " but received " + describe(v));
-      return (float)v.As<Napi::Number>().DoubleValue();
-    }
-    // A typed array of the given type holding at least `need` elements (need < 0: overflow).
-    void* array(size_t i, const char* name, napi_typedarray_type type, ptrdiff_t need, bool optional = false) const {
-      Napi::Value v = info[i];
-      if (optional && (v.IsNull() || v.IsUndefined())) return nullptr;
-      const char* want = type == napi_float32_array ? "Float32Array" : type == napi_uint16_array ? "Uint16Array" : "Int32Array";
-      if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
-        invalid(env(), std::string(op) + ": Expected a " + want + " for " + name + " but received " + describe(v));
-      Napi::TypedArray t = v.As<Napi::TypedArray>();
-      Napi::ArrayBuffer ab = t.ArrayBuffer();
-      if (ab.IsDetached() || (t.ElementLength() == 0 && ab.ByteLength() == 0))
-        invalid(env(), std::string(op) + ": Expected a live buffer for " + name + " but received a detached (freed) buffer");
-      if (need < 0) invalid(env(), std::string(op) + ": Expected sizes whose product fits in memory for " + name);
-      if ((ptrdiff_t)t.ElementLength() < need)
-        invalid(env(), std::string(op) + ": Expected at least " + std::to_string(need) + " elements for " + name +
-                           " but received " + std::to_string(t.ElementLength()));
-      return static_cast<char*>(ab.Data()) + t.ByteOffset();
-    }
-    // Weights: Float32Array for dtype 0, Uint16Array for dtypes 1 (f16) and 2 (bf16).
-    const void* weights(size_t i, const char* name, int dtype, ptrdiff_t need) const {
-      if (dtype == SANA_F32) return array(i, name, napi_float32_array, need);
-      if (dtype == SANA_F16 || dtype == SANA_BF16) return array(i, name, napi_uint16_array, need);
-      invalid(env(), std::string(op) + ": Expected a dtype of 0 (f32), 1 (f16) or 2 (bf16) for dtype but received " +
-                         std::to_string(dtype));
-    }
-    // A strided view given as (array, offset, sb, sn, sh, sd) over dims [B, N, H, D].
-    sana_view4 view(size_t i, const char* name, ptrdiff_t B, ptrdiff_t N, ptrdiff_t H, ptrdiff_t D) const {
-      ptrdiff_t off = size(i + 1, "offset"), st[4];
-      const char* sn[4] = {"stride[0]", "stride[1]", "stride[2]", "stride[3]"};
-      ptrdiff_t dims[4] = {B, N, H, D}, extent = off + 1;
-      if (off < 0) invalid(env(), std::string(op) + ": Expected a non-negative offset for " + name + " but received " + std::to_string(off));
-      for (int j = 0; j < 4; ++j) {
-        st[j] = size(i + 2 + j, sn[j]);
-        if (st[j] < 0) invalid(env(), std::string(op) + ": Expected non-negative strides for " + name + " but received " + std::to_string(st[j]));
-        if (dims[j] <= 0) invalid(env(), std::string(op) + ": Expected positive sizes for " + name + " but received " + std::to_string(dims[j]));
-        extent += (dims[j] - 1) * st[j];
-      }
-      float* base = static_cast<float*>(array(i, name, napi_float32_array, extent));
-      return sana_view4{base + off, st[0], st[1], st[2], st[3]};
-    }
   };
-
-  static ptrdiff_t prod(std::initializer_list<ptrdiff_t> xs) {
-    ptrdiff_t p = 1;
-    for (ptrdiff_t x : xs) {
-      if (x < 0 || (x != 0 && p > ((ptrdiff_t)1 << 52) / x)) return -1;
-      p *= x;
-    }
-    return p;
-  }
 
   Napi::Value check(Napi::Env env, int status) {
     if (status != SANA_OK) throw_code(env, code_of(status), sana_ctx_last_error(ctx_));
@@ -281,14 +224,14 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       Block* b = new Block{registry_, p, rounded, false};
       {
         std::lock_guard<std::mutex> g(registry_->mu);
-        registry_->live[p] = b;
+        registry_->live[(uintptr_t)p] = b;
       }
       napi_value ab;
       napi_status st = napi_create_external_arraybuffer(info.Env(), p, (size_t)bytes, finalize_block, b, &ab);
       if (st != napi_ok) {
         {
           std::lock_guard<std::mutex> g(registry_->mu);
-          registry_->live.erase(p);
+          registry_->live.erase((uintptr_t)p);
         }
         release(p, rounded);
         delete b;
@@ -296,7 +239,10 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       }
       int64_t adjusted;
       napi_adjust_external_memory(info.Env(), (int64_t)rounded, &adjusted);
-      return Napi::Value(info.Env(), ab);
+      Napi::Array pair = Napi::Array::New(info.Env(), 2);
+      pair.Set(0u, Napi::Value(info.Env(), ab));
+      pair.Set(1u, Napi::Number::New(info.Env(), (double)(uintptr_t)p));
+      return Napi::Value(pair);
     });
   }
 
@@ -310,7 +256,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
       size_t bytes = 0;
       {
         std::lock_guard<std::mutex> g(registry_->mu);
-        auto it = registry_->live.find(p);
+        auto it = registry_->live.find((uintptr_t)p);
         if (it == registry_->live.end()) invalid(info.Env(), "free: Expected an ArrayBuffer from alloc() for buffer but received another ArrayBuffer");
         bytes = it->second->bytes;
         it->second->freed = true;  // its finalizer must not free this address again
@@ -324,220 +270,48 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
     });
   }
 
-  // ---- ops: argument order mirrors the C ABI ----
-  Napi::Value PackWeight(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "packWeight"};
-      ptrdiff_t N = a.dim(1, "N"), K = a.dim(2, "K");
-      auto w = static_cast<const float*>(a.array(0, "w", napi_float32_array, prod({N, K})));
-      auto packed = static_cast<float*>(a.array(3, "packed", napi_float32_array, sana_packed_weight_size(N, K)));
-      return check(info.Env(), sana_pack_weight(ctx_, w, N, K, packed));
-    });
+  // ---- ops ----
+  // [{name, signature}] in op-number order (sana_op_name / sana_op_signature).
+  Napi::Value Ops(const Napi::CallbackInfo& info) {
+    Napi::Array list = Napi::Array::New(info.Env());
+    for (int op = 0; op < sana_op_count(); ++op) {
+      Napi::Object e = Napi::Object::New(info.Env());
+      e.Set("name", sana_op_name(op));
+      e.Set("signature", sana_op_signature(op));
+      list.Set((uint32_t)op, e);
+    }
+    return list;
   }
 
-  Napi::Value Linear(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "linear"};
-      ptrdiff_t M = a.dim(1, "M"), K = a.dim(2, "K"), N = a.dim(5, "N");
-      int dt = (int)a.size(4, "dtype");
-      int act = (int)a.size(7, "act"), flags = (int)a.size(8, "flags");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({M, K})));
-      auto w = a.weights(3, "w", dt, flags & SANA_GEMM_PACKED_WEIGHT ? sana_packed_weight_size(N, K) : prod({N, K}));
-      auto bias = static_cast<const float*>(a.array(6, "bias", napi_float32_array, N, true));
-      auto y = static_cast<float*>(a.array(9, "y", napi_float32_array, prod({M, N})));
-      return check(info.Env(), sana_linear(ctx_, x, M, K, w, dt, N, bias, act, flags, y));
-    });
+  // The argument slots of every call: one Float64Array made here, written by the TS side before each call.
+  Napi::Value ArgBuffer(const Napi::CallbackInfo& info) {
+    if (args_.IsEmpty()) args_ = Napi::Persistent(Napi::Float64Array::New(info.Env(), kArgSlots));
+    return args_.Value();
   }
 
-  Napi::Value Conv2d(const Napi::CallbackInfo& info) {
+  // call(op, nargs): op number, and how many slots of the argument buffer it uses.
+  Napi::Value Call(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
-      Args a{info, "conv2d"};
-      ptrdiff_t B = a.dim(1, "B"), Cin = a.dim(2, "Cin"), H = a.dim(3, "H"), W = a.dim(4, "W");
-      int dt = (int)a.size(6, "dtype");
-      ptrdiff_t Cout = a.dim(7, "Cout"), kh = a.dim(8, "kh"), kw = a.dim(9, "kw"), stride = a.dim(10, "stride");
-      ptrdiff_t pad = a.size(11, "pad"), groups = a.dim(12, "groups");
-      int act = (int)a.size(14, "act");
-      if (Cin % groups != 0 || Cout % groups != 0)
-        invalid(info.Env(), "conv2d: Expected a divisor of Cin (" + std::to_string(Cin) + ") and Cout (" +
-                                std::to_string(Cout) + ") for groups but received " + std::to_string(groups));
-      if (pad < 0) invalid(info.Env(), "conv2d: Expected 0..63 for pad but received " + std::to_string(pad));
-      ptrdiff_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({B, Cin, H, W})));
-      auto w = a.weights(5, "w", dt, prod({Cout, Cin / groups, kh, kw}));
-      auto bias = static_cast<const float*>(a.array(13, "bias", napi_float32_array, Cout, true));
-      auto y = static_cast<float*>(a.array(15, "y", napi_float32_array, prod({B, Cout, Ho > 0 ? Ho : 0, Wo > 0 ? Wo : 0})));
-      return check(info.Env(), sana_conv2d(ctx_, x, B, Cin, H, W, w, dt, Cout, kh, kw, stride, pad, groups, bias, act, y));
-    });
-  }
-
-  Napi::Value LinearAttention(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "linearAttention"};
-      ptrdiff_t B = a.dim(24, "B"), N = a.dim(25, "N"), Hh = a.dim(26, "heads"), D = a.dim(27, "headDim");
-      float eps = a.real(28, "eps");
-      sana_view4 q = a.view(0, "q", B, N, Hh, D), k = a.view(6, "k", B, N, Hh, D), v = a.view(12, "v", B, N, Hh, D),
-                 o = a.view(18, "out", B, N, Hh, D);
-      return check(info.Env(), sana_linear_attention(ctx_, &q, &k, &v, &o, B, N, Hh, D, eps));
-    });
-  }
-
-  Napi::Value Attention(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "attention"};
-      sana_attention_params p{};
-      p.batch = a.dim(25, "batch");
-      p.len_q = a.dim(26, "lenQ");
-      p.len_kv = a.dim(27, "lenKv");
-      p.heads_q = a.dim(28, "headsQ");
-      p.heads_kv = a.dim(29, "headsKv");
-      p.head_dim = a.dim(30, "headDim");
-      p.head_dim_v = a.dim(31, "headDimV");
-      p.scale = a.real(32, "scale");
-      p.softcap = a.real(33, "softcap");
-      p.causal = (int)a.size(34, "causal");
-      p.window = a.size(35, "window");
-      sana_view4 q = a.view(0, "q", p.batch, p.len_q, p.heads_q, p.head_dim);
-      sana_view4 k = a.view(6, "k", p.batch, p.len_kv, p.heads_kv, p.head_dim);
-      sana_view4 v = a.view(12, "v", p.batch, p.len_kv, p.heads_kv, p.head_dim_v);
-      auto bias = static_cast<const float*>(a.array(18, "keyBias", napi_float32_array, prod({p.batch, p.len_kv}), true));
-      sana_view4 o = a.view(19, "out", p.batch, p.len_q, p.heads_q, p.head_dim_v);
-      return check(info.Env(), sana_attention(ctx_, &q, &k, &v, bias, &p, &o));
-    });
-  }
-
-  Napi::Value Glumbconv(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "glumbconv"};
-      ptrdiff_t B = a.dim(1, "B"), H = a.dim(2, "H"), W = a.dim(3, "W"), C = a.dim(4, "C");
-      int dt = (int)a.size(10, "dtype");
-      ptrdiff_t F = a.dim(11, "F"), Cout = a.dim(12, "Cout");
-      int flags = (int)a.size(13, "flags");
-      bool packed = flags & SANA_GEMM_PACKED_WEIGHT;
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({B, H, W, C})));
-      auto wi = a.weights(5, "wInverted", dt, packed ? sana_packed_weight_size(2 * F, C) : prod({2, F, C}));
-      auto bi = static_cast<const float*>(a.array(6, "bInverted", napi_float32_array, prod({2, F}), true));
-      auto wd = a.weights(7, "wDepth", dt, prod({2, F, 9}));
-      auto bd = static_cast<const float*>(a.array(8, "bDepth", napi_float32_array, prod({2, F}), true));
-      auto wp = a.weights(9, "wPoint", dt, packed ? sana_packed_weight_size(Cout, F) : prod({Cout, F}));
-      auto y = static_cast<float*>(a.array(14, "y", napi_float32_array, prod({B, H, W, Cout})));
-      return check(info.Env(), sana_glumbconv(ctx_, x, B, H, W, C, wi, bi, wd, bd, wp, dt, F, Cout, flags, y));
-    });
-  }
-
-  Napi::Value LayerNorm(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "layerNorm"};
-      ptrdiff_t rows = a.dim(1, "rows"), dim = a.dim(2, "dim"), rpb = a.size(6, "rowsPerBatch");
-      float eps = a.real(3, "eps");
-      ptrdiff_t nb = rpb > 0 ? rows / rpb : 0;
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({rows, dim})));
-      auto scale = static_cast<const float*>(a.array(4, "scale", napi_float32_array, prod({nb, dim}), true));
-      auto shift = static_cast<const float*>(a.array(5, "shift", napi_float32_array, prod({nb, dim}), true));
-      auto y = static_cast<float*>(a.array(7, "y", napi_float32_array, prod({rows, dim})));
-      return check(info.Env(), sana_layer_norm(ctx_, x, rows, dim, eps, scale, shift, rpb, y));
-    });
-  }
-
-  Napi::Value Residual(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "residual"};
-      ptrdiff_t rows = a.dim(2, "rows"), dim = a.dim(3, "dim"), rpb = a.size(5, "rowsPerBatch");
-      ptrdiff_t nb = rpb > 0 ? rows / rpb : 0;
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({rows, dim})));
-      auto y = static_cast<const float*>(a.array(1, "y", napi_float32_array, prod({rows, dim})));
-      auto gate = static_cast<const float*>(a.array(4, "gate", napi_float32_array, prod({nb, dim}), true));
-      auto out = static_cast<float*>(a.array(6, "out", napi_float32_array, prod({rows, dim})));
-      return check(info.Env(), sana_residual(ctx_, x, y, rows, dim, gate, rpb, out));
-    });
-  }
-
-  Napi::Value Mul(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "mul"};
-      ptrdiff_t n = a.dim(2, "n");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, n));
-      auto y = static_cast<const float*>(a.array(1, "y", napi_float32_array, n));
-      auto out = static_cast<float*>(a.array(3, "out", napi_float32_array, n));
-      return check(info.Env(), sana_mul(ctx_, x, y, n, out));
-    });
-  }
-
-  Napi::Value RmsNorm(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "rmsNorm"};
-      ptrdiff_t rows = a.dim(1, "rows"), dim = a.dim(2, "dim");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({rows, dim})));
-      auto w = static_cast<const float*>(a.array(3, "weight", napi_float32_array, dim, true));
-      auto b = static_cast<const float*>(a.array(4, "bias", napi_float32_array, dim, true));
-      float eps = a.real(5, "eps");
-      int mode = (int)a.size(6, "mode");
-      auto y = static_cast<float*>(a.array(7, "y", napi_float32_array, prod({rows, dim})));
-      return check(info.Env(), sana_rms_norm(ctx_, x, rows, dim, w, b, eps, mode, y));
-    });
-  }
-
-  Napi::Value RmsNormChannels(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "rmsNormChannels"};
-      ptrdiff_t B = a.dim(1, "B"), C = a.dim(2, "C"), HW = a.dim(3, "HW");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({B, C, HW})));
-      auto w = static_cast<const float*>(a.array(4, "weight", napi_float32_array, C, true));
-      auto b = static_cast<const float*>(a.array(5, "bias", napi_float32_array, C, true));
-      float eps = a.real(6, "eps");
-      auto y = static_cast<float*>(a.array(7, "y", napi_float32_array, prod({B, C, HW})));
-      return check(info.Env(), sana_rms_norm_channels(ctx_, x, B, C, HW, w, b, eps, y));
-    });
-  }
-
-  Napi::Value PixelShuffle(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "pixelShuffle"};
-      ptrdiff_t B = a.dim(1, "B"), C = a.dim(2, "C"), H = a.dim(3, "H"), W = a.dim(4, "W"), r = a.dim(5, "r");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({B, C, r, r, H, W})));
-      auto y = static_cast<float*>(a.array(6, "y", napi_float32_array, prod({B, C, r, r, H, W})));
-      return check(info.Env(), sana_pixel_shuffle(ctx_, x, B, C, H, W, r, y));
-    });
-  }
-
-  Napi::Value PixelUnshuffle(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "pixelUnshuffle"};
-      ptrdiff_t B = a.dim(1, "B"), C = a.dim(2, "C"), H = a.dim(3, "H"), W = a.dim(4, "W"), r = a.dim(5, "r");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({B, C, H, W})));
-      auto y = static_cast<float*>(a.array(6, "y", napi_float32_array, prod({B, C, H, W})));
-      return check(info.Env(), sana_pixel_unshuffle(ctx_, x, B, C, H, W, r, y));
-    });
-  }
-
-  Napi::Value UpsampleNearest2x(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "upsampleNearest2x"};
-      ptrdiff_t B = a.dim(1, "B"), C = a.dim(2, "C"), H = a.dim(3, "H"), W = a.dim(4, "W");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, prod({B, C, H, W})));
-      auto y = static_cast<float*>(a.array(5, "y", napi_float32_array, prod({B, C, 4, H, W})));
-      return check(info.Env(), sana_upsample_nearest2x(ctx_, x, B, C, H, W, y));
-    });
-  }
-
-  Napi::Value Activation(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "activation"};
-      ptrdiff_t n = a.dim(1, "n");
-      auto x = static_cast<const float*>(a.array(0, "x", napi_float32_array, n));
-      int act = (int)a.size(2, "act");
-      auto y = static_cast<float*>(a.array(3, "y", napi_float32_array, n));
-      return check(info.Env(), sana_activation(ctx_, x, n, act, y));
-    });
-  }
-
-  Napi::Value Rope(const Napi::CallbackInfo& info) {
-    return guarded(info, [&] {
-      Args a{info, "rope"};
-      ptrdiff_t B = a.dim(12, "B"), L = a.dim(13, "L"), Hh = a.dim(14, "heads"), D = a.dim(15, "dim");
-      sana_view4 x = a.view(0, "x", B, L, Hh, D), o = a.view(6, "out", B, L, Hh, D);
-      auto pos = static_cast<const int32_t*>(a.array(16, "positions", napi_int32_array, L, true));
-      float theta = a.real(17, "theta");
-      return check(info.Env(), sana_rope(ctx_, &x, B, L, Hh, D, pos, theta, &o));
+      Args a{info, "call"};
+      ptrdiff_t op = a.size(0, "op"), n = a.size(1, "nargs");
+      if (op < 0 || op >= sana_op_count()) invalid(info.Env(), "call: Expected an op 0.." + std::to_string(sana_op_count() - 1) + " but received " + std::to_string(op));
+      if (args_.IsEmpty() || n < 0 || n > kArgSlots) invalid(info.Env(), "call: Expected 0.." + std::to_string(kArgSlots) + " argument slots in the argBuffer() for nargs");
+      const double* slots = args_.Value().Data();
+      // every pointer slot (p, and the first slot of a view v) must be null or inside a live block
+      const char* sig = sana_op_signature((int)op);
+      for (int i = 0, slot = 0; sig[i] && slot < n; ++i) {
+        char kind = sig[i];
+        if (kind == 'p' || kind == 'v') {
+          double d = slots[slot];
+          bool ok = (kind == 'p' && d == 0) || (d > 0 && d < 9007199254740992.0 && d == std::floor(d) && registry_->contains((uintptr_t)d));
+          if (!ok)
+            invalid(info.Env(), std::string(sana_op_name((int)op)) + ": Expected argument " + std::to_string(i) +
+                                    " to point into a live buffer of this addon but received " + describe(Napi::Number::New(info.Env(), d)) +
+                                    " (freed, or never allocated here)");
+        }
+        slot += kind == 'v' ? 5 : kind == 'a' ? 11 : 1;
+      }
+      return check(info.Env(), sana_call(ctx_, (int)op, slots, (int)n));
     });
   }
 };

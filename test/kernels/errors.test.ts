@@ -97,7 +97,8 @@ describe.each(backends.map((b) => ({ name: b.name, b })))('$name backend', ({ b 
   it('activation: unknown name', () => expectSanaError(() => b.activation(t([5]), 'gelu' as never), ARG, /activation: .* for act but received "gelu"/));
   it('rope: odd head dim, wrong positions length', () => {
     expectSanaError(() => b.rope(t([1, 3, 2, 5])), ARG, /rope: Expected an even head dimension for x\.shape\[3\] but received 5/);
-    expectSanaError(() => b.rope(t([1, 3, 2, 4]), { positions: new Int32Array(2) }), ARG, /rope: Expected an Int32Array of 3 positions for positions/);
+    expectSanaError(() => b.rope(t([1, 3, 2, 4]), { positions: b.tensor([2], 'i32', [0, 1]) }), ARG, /rope: Expected \[3\] for positions.shape but received \[2\]/);
+    expectSanaError(() => b.rope(t([1, 3, 2, 4]), { positions: t([3]) }), ARG, /rope: Expected an i32 tensor for positions.dtype but received "f32"/);
   });
   it('tensor: data length must match the shape; shapes must be positive integers', () => {
     expectSanaError(() => b.tensor([2, 3], 'f32', new Float32Array(5)), ARG, /tensor: Expected 6 values for shape \[2,3\] for data but received Float32Array\(5\)/);
@@ -131,21 +132,31 @@ describe('native checks (addon called directly)', () => {
     }
     return ['no error', ''];
   };
-  it.skipIf(!available)('detached (freed) buffers, short buffers, wrong array types, bad sizes', () => {
-    const ab = addon.alloc(64);
-    const x = new Float32Array(ab);
-    addon.free(ab);
-    expect(x.length).toBe(0);
-    const w = new Float32Array(4);
-    const y = new Float32Array(4);
-    expect(codeOf(() => addon.linear(x, 2, 2, w, 0, 2, null, 0, 0, y))).toEqual([ARG, 'linear: Expected a live buffer for x but received a detached (freed) buffer']);
-    expect(codeOf(() => addon.linear(new Float32Array(3), 2, 2, w, 0, 2, null, 0, 0, y))).toEqual([ARG, 'linear: Expected at least 4 elements for x but received 3']);
-    expect(codeOf(() => addon.linear(new Float32Array(4), 2, 2, new Uint16Array(4), 0, 2, null, 0, 0, y))).toEqual([ARG, 'linear: Expected a Float32Array for w but received Uint16Array']);
-    expect(codeOf(() => addon.linear(new Float32Array(4), -2, 2, w, 0, 2, null, 0, 0, y))).toEqual([ARG, 'linear: Expected a positive size for M but received -2']);
-    expect(codeOf(() => addon.linear(new Float32Array(4), 2, 2, w, 7, 2, null, 0, 0, y))[0]).toBe(ARG);
-    // checks that only the C ABI makes (sizes are fine, values are not)
-    expect(codeOf(() => addon.linear(new Float32Array(4), 2, 2, w, 0, 2, null, 9, 0, y))).toEqual([ARG, 'linear: Expected an activation 0..3 for act but received 9']);
-    expect(codeOf(() => addon.rmsNorm(new Float32Array(4), 1, 4, null, null, 1e-5, 5, new Float32Array(4)))).toEqual([ARG, 'rms_norm: Expected 0 (weight) or 1 (one plus weight) for mode but received 5']);
+  it.skipIf(!available)('the generic call: freed or foreign addresses, slot counts, values that do not fit, C ABI checks', () => {
+    const ops: { name: string; signature: string }[] = addon.ops();
+    const op = (name: string) => ops.findIndex((o) => o.name === name);
+    expect(ops.find((o) => o.name === 'linear')?.signature).toBe('piipiipiip');
+    const args: Float64Array = addon.argBuffer();
+    const call = (name: string, values: number[]) => {
+      args.set(values);
+      return codeOf(() => addon.call(op(name), values.length));
+    };
+    const [xb, x] = addon.alloc(64);
+    const [, w] = addon.alloc(64);
+    const [, y] = addon.alloc(64);
+    const linear = (xAddr: number, M = 2, act = 0) => [xAddr, M, 2, w, 0, 2, 0, act, 0, y];
+    expect(call('linear', linear(x))).toEqual(['no error', '']);
+    const live = (i: number, v: number) => [ARG, `linear: Expected argument ${i} to point into a live buffer of this addon but received ${v}.000000 (freed, or never allocated here)`];
+    expect(call('linear', linear(x + 64))).toEqual(live(0, x + 64)); // one past the block
+    expect(call('linear', linear(12345))).toEqual(live(0, 12345));
+    addon.free(xb);
+    expect(call('linear', linear(x))).toEqual(live(0, x)); // freed
+    expect(call('linear', [y, 2, 2])).toEqual([ARG, 'linear: Expected 10 argument slots but received 3']);
+    expect(call('linear', linear(y, 2.5))).toEqual([ARG, 'linear: Expected argument 1 (kind i) to fit its C type but slot 1 holds 2.5']);
+    // checks that only the C ABI makes (the slots fit, the values are wrong)
+    expect(call('linear', linear(y, -2))).toEqual([ARG, 'linear: Expected a positive size for M but received -2']);
+    expect(call('linear', linear(y, 2, 9))).toEqual([ARG, 'linear: Expected an activation 0..3 for act but received 9']);
+    expect(codeOf(() => addon.call(ops.length, 0))).toEqual([ARG, `call: Expected an op 0..${ops.length - 1} but received ${ops.length}`]);
     expect(codeOf(() => addon.setVariant('wasm-simd128'))).toEqual(['ERR_SANA_UNSUPPORTED', 'variant: wasm-simd128 is not built into this binary']);
     expect(codeOf(() => addon.free(new ArrayBuffer(8)))).toEqual([ARG, 'free: Expected an ArrayBuffer from alloc() for buffer but received another ArrayBuffer']);
   });

@@ -379,7 +379,7 @@ for (const act of ['relu', 'silu', 'gelu-tanh'] as const) {
     run: (be) =>
       withTensors(be, (mk) => {
         const t = mk([B, L, H, D], x);
-        return be.rope(t, { positions, theta: 500, out: t });
+        return be.rope(t, { positions: mk([L], positions, 'i32'), theta: 500, out: t });
       }),
     ref: () => ref.rope(x, [B, L, H, D], positions, 500),
   });

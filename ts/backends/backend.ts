@@ -103,8 +103,33 @@ export interface Backend {
   upsampleNearest2x(x: Tensor, out?: Tensor): Tensor;
   /** out may be x (in place). */
   activation(x: Tensor, act: Activation, out?: Tensor): Tensor;
-  /** Rotate-half RoPE on [B, L, heads, dim]; out may be x. */
-  rope(x: View4 | Tensor, opts?: { positions?: Int32Array; theta?: number; out?: View4 | Tensor }): Tensor;
+  /** Rotate-half RoPE on [B, L, heads, dim] (positions: an i32 tensor [L]; default 0..L−1); out may be x. */
+  rope(x: View4 | Tensor, opts?: { positions?: Tensor; theta?: number; out?: View4 | Tensor }): Tensor;
+
+  // glue ops: the arithmetic between the big ops, so that tensors stay where they live (sana_ops.h)
+  /** out = a·x + b·y (y null: a·x), each product rounded to fp32 as torch does; out may be x or y. */
+  axpby(a: number, x: Tensor, b: number, y: Tensor | null, out?: Tensor): Tensor;
+  /** out = uncond + scale·(cond − uncond) (classifier-free guidance); out may be uncond or cond. */
+  cfgCombine(uncond: Tensor, cond: Tensor, scale: number, out?: Tensor): Tensor;
+  /** A [1] tensor holding the number of NaN/±Inf values of x (saturating at 2^24). */
+  countNonFinite(x: Tensor, out?: Tensor): Tensor;
+  /** adaLN chunks [K, B, D]: out[k, b] = table[k] + emb[b, k·D:(k+1)·D] (emb [B, K·D]), or with `shared`
+   * table[k] + emb[b] (emb [B, D]). Chunk k is the contiguous slice(k·B·D, [B, D]). */
+  adalnModulation(table: Tensor, emb: Tensor, opts?: { shared?: boolean; out?: Tensor }): Tensor;
+  /** NCHW [B, C, H, W] → tokens [B, (H/p)·(W/p), p·p·C] (p = 1: the NCHW → tokens transpose). */
+  patchify(x: Tensor, patch: number, out?: Tensor): Tensor;
+  /** tokens [B, h·w, p·p·C] → NCHW [B, C, h·p, w·p], the inverse of patchify. */
+  unpatchify(x: Tensor, opts: { height: number; width: number; patch: number; out?: Tensor }): Tensor;
+  /** Copies src into dst: two tensors of one size in element order, or two views of one shape (concat,
+   * split, crop, paste; a stride-0 source dim repeats). Returns dst's tensor. */
+  copy(src: View4 | Tensor, dst: View4 | Tensor): Tensor;
+  /** Rows of table [V, D] (stored dtype) for i32 ids [n], times scale: [n, D]. */
+  embedding(table: Tensor, ids: Tensor, opts?: { scale?: number; out?: Tensor }): Tensor;
+  /** Means of consecutive channel groups: [B, C, H, W] → [B, groups, H, W]. */
+  groupMean(x: Tensor, groups: number, out?: Tensor): Tensor;
+  /** EfficientViT normalisation: x [B, heads·(D+1), H, W] → [B, heads·D, H, W], row d of a head divided by
+   * its row D plus eps. */
+  evitNormalize(x: Tensor, heads: number, eps: number, out?: Tensor): Tensor;
 
   /** The tensor memory this backend holds now (every tensor it made that is not yet disposed). */
   memory(): BackendMemory;

@@ -5,7 +5,7 @@
  * output costs ~3× the op itself in page faults). Weights are not cached: disposing a model returns their
  * memory at once. The cache holds at most `limit` bytes; past that a freed block is released.
  */
-import { bytesPerElement, type DType, type TensorArray } from '../tensor/dtype.js';
+import { bytesPerElement, type DType } from '../tensor/dtype.js';
 import type { Storage } from '../tensor/tensor.js';
 
 export type Usage = 'weight' | 'activation';
@@ -45,23 +45,23 @@ export class BlockCache {
   private closed = false;
 
   constructor(
-    /** the backend's raw allocation: `size` elements of `dtype`, freed by the returned storage */
-    private readonly allocate: (dtype: DType, size: number) => Storage,
+    /** the backend's raw allocation of `bytes` bytes, freed by the returned storage */
+    private readonly allocate: (bytes: number) => Storage,
     /** most cached bytes; 0 turns the cache off */
     public limit = DEFAULT_CACHE_BYTES,
   ) {}
 
-  /** Storage for `size` elements; its `free()` returns an activation block to the cache. */
+  /** Storage for `size` elements (possibly a larger cached block); its `free()` returns an activation block to
+   * the cache. */
   take(dtype: DType, size: number, usage: Usage): Storage {
     const c = this.counters;
     const width = bytesPerElement(dtype);
     const bytes = usage === 'weight' ? size * width : sizeClass(size * width);
-    // f16 and bf16 share blocks (both Uint16Array storage); the key is the class and the element width (2 or 4)
-    const key = bytes * 8 + width;
-    let block = usage === 'activation' ? this.free.get(key)?.pop() : undefined;
+    // blocks are raw bytes: any dtype may reuse any block of its size class
+    let block = usage === 'activation' ? this.free.get(bytes)?.pop() : undefined;
     if (block) c.cachedBytes -= block.bytes;
     else {
-      block = { storage: this.allocate(dtype, bytes / width), bytes };
+      block = { storage: this.allocate(bytes), bytes };
       c.allocations++;
     }
     c.tensors++;
@@ -69,20 +69,12 @@ export class BlockCache {
     else c.activationBytes += bytes;
     c.peakBytes = Math.max(c.peakBytes, c.weightBytes + c.activationBytes);
     const b = block;
-    let base: TensorArray | null = null;
-    let view: TensorArray | null = null;
     let freed = false;
     return {
-      // the block may be larger than the tensor: hand out a view of exactly its size (re-made when the
-      // backend's array changes, e.g. after the wasm heap grew)
-      array: () => {
-        const a = b.storage.array();
-        if (a !== base) {
-          base = a;
-          view = a.length === size ? a : a.subarray(0, size);
-        }
-        return view!;
-      },
+      location: b.storage.location,
+      handle: b.storage.handle,
+      bytes: b.bytes,
+      host: b.storage.host,
       free: () => {
         if (freed) return;
         freed = true;
@@ -98,9 +90,9 @@ export class BlockCache {
           return;
         }
         c.cachedBytes += b.bytes;
-        const list = this.free.get(key);
+        const list = this.free.get(b.bytes);
         if (list) list.push(b);
-        else this.free.set(key, [b]);
+        else this.free.set(b.bytes, [b]);
       },
     };
   }

@@ -3,12 +3,18 @@ import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
 import { packageRoot } from '../paths.js';
-import type { DType } from '../tensor/dtype.js';
 import type { Storage } from '../tensor/tensor.js';
-import { KernelBackend, storageBytes, type RawKernels } from './kernel-backend.js';
+import { KernelBackend, type OpDescription, type RawKernels } from './kernel-backend.js';
 
-interface Addon extends RawKernels {
-  alloc(bytes: number): ArrayBuffer;
+interface Addon {
+  info: RawKernels['info'];
+  setThreads: RawKernels['setThreads'];
+  setVariant: RawKernels['setVariant'];
+  ops(): OpDescription[];
+  argBuffer(): Float64Array;
+  call(op: number, nargs: number): void;
+  /** a block of `bytes` (64-byte aligned) and its address */
+  alloc(bytes: number): [ArrayBuffer, number];
   free(buffer: ArrayBuffer): void;
 }
 
@@ -48,7 +54,8 @@ export class CpuBackend extends KernelBackend {
   private readonly addon: Addon;
 
   private constructor(addon: Addon) {
-    super(addon);
+    const args = addon.argBuffer();
+    super({ info: () => addon.info(), setThreads: (t) => addon.setThreads(t), setVariant: (v) => addon.setVariant(v), ops: addon.ops(), args: () => args, call: (op, n) => addon.call(op, n) });
     this.addon = addon;
   }
 
@@ -59,11 +66,11 @@ export class CpuBackend extends KernelBackend {
     return new CpuBackend(cached.addon);
   }
 
-  protected allocStorage(dtype: DType, size: number): Storage {
-    const buffer = this.addon.alloc(storageBytes(dtype, size));
-    const array = dtype === 'f32' ? new Float32Array(buffer, 0, size) : new Uint16Array(buffer, 0, size);
+  protected allocStorage(bytes: number): Storage {
+    const [buffer, handle] = this.addon.alloc(bytes);
     const addon = this.addon;
-    return { array: () => array, free: () => addon.free(buffer) };
+    const host = { buffer, byteOffset: 0 };
+    return { location: 'host', handle, bytes, host: () => host, free: () => addon.free(buffer) };
   }
 
   protected releaseContext(): void {

@@ -1,6 +1,6 @@
 import { fromKernelError, invalidArgument, SanaError } from '../errors.js';
-import { bytesPerElement, dtypeCode, encode, type DType, type TensorArray } from '../tensor/dtype.js';
-import { contiguousStrides, Tensor, type Storage, type View4 } from '../tensor/tensor.js';
+import { dtypeCode, encode, storageArrayType, type DType, type TensorArray } from '../tensor/dtype.js';
+import { contiguousStrides, Tensor, view4, type Storage, type View4 } from '../tensor/tensor.js';
 import { BlockCache, type Usage } from './block-cache.js';
 import type {
   Activation,
@@ -14,36 +14,29 @@ import type {
   LinearOptions,
 } from './backend.js';
 
-type F32 = Float32Array;
-type W = Float32Array | Uint16Array;
-type Arr = F32 | null;
+/** One op of the kernels' table (SANA_OPS in native/include/sana_ops.h): its C name and the kinds of its
+ * arguments after the context, one letter each (p pointer, i integer, f float, v 4-D view, a attention params). */
+export interface OpDescription {
+  name: string;
+  signature: string;
+}
 
-/** The raw op surface shared by the native addon (native/napi/addon.cpp) and the wasm glue
- * (ts/backends/wasm.ts): typed arrays and numbers, argument order as in native/include/sana_ops.h.
- * A 4-D view is passed as six arguments: array, offset, and its four strides. */
+/** The raw kernel surface shared by the native addon (native/napi/addon.cpp) and the wasm glue
+ * (ts/backends/wasm.ts): every op runs through one generic call whose arguments are doubles in a shared
+ * buffer, so an op is described once, in C, and needs no binding code. */
 export interface RawKernels {
   info(): { variant: string; threads: number; variants: { name: string; supported: boolean }[] };
   setThreads(threads: number): void;
   setVariant(variant: string): void;
-  packWeight(w: F32, N: number, K: number, packed: F32): void;
-  linear(x: F32, M: number, K: number, w: W, dtype: number, N: number, bias: Arr, act: number, flags: number, y: F32): void;
-  conv2d(x: F32, B: number, Cin: number, H: number, W: number, w: W, dtype: number, Cout: number, kh: number, kw: number,
-    stride: number, pad: number, groups: number, bias: Arr, act: number, y: F32): void;
-  linearAttention(...args: (F32 | number)[]): void;
-  attention(...args: (F32 | number | null)[]): void;
-  glumbconv(x: F32, B: number, H: number, W: number, C: number, wi: W, bi: Arr, wd: W, bd: Arr, wp: W, dtype: number,
-    F: number, Cout: number, flags: number, y: F32): void;
-  layerNorm(x: F32, rows: number, dim: number, eps: number, scale: Arr, shift: Arr, rowsPerBatch: number, y: F32): void;
-  residual(x: F32, y: F32, rows: number, dim: number, gate: Arr, rowsPerBatch: number, out: F32): void;
-  mul(x: F32, y: F32, n: number, out: F32): void;
-  rmsNorm(x: F32, rows: number, dim: number, weight: Arr, bias: Arr, eps: number, mode: number, y: F32): void;
-  rmsNormChannels(x: F32, B: number, C: number, HW: number, weight: Arr, bias: Arr, eps: number, y: F32): void;
-  pixelShuffle(x: F32, B: number, C: number, H: number, W: number, r: number, y: F32): void;
-  pixelUnshuffle(x: F32, B: number, C: number, H: number, W: number, r: number, y: F32): void;
-  upsampleNearest2x(x: F32, B: number, C: number, H: number, W: number, y: F32): void;
-  activation(x: F32, n: number, act: number, y: F32): void;
-  rope(...args: (F32 | Int32Array | number | null)[]): void;
+  /** the ops in op-number order */
+  readonly ops: readonly OpDescription[];
+  /** the argument slots of the next call (asked before each call: the wasm heap may have moved) */
+  args(): Float64Array;
+  call(op: number, nargs: number): void;
 }
+
+/** An op argument: a tensor (its address) or null, a number, a 4-D view, or the attention params' fields. */
+type OpArg = Tensor | View4 | number | null | readonly number[];
 
 const ACTS: Record<Activation, number> = { none: 0, relu: 1, silu: 2, 'gelu-tanh': 3 };
 
@@ -57,12 +50,15 @@ export abstract class KernelBackend implements Backend {
   abstract readonly name: BackendName;
   protected disposedFlag = false;
   selection?: BackendInfo['selection'];
-  private readonly blocks = new BlockCache((dtype, size) => this.call('alloc', () => this.allocStorage(dtype, size)));
+  private readonly blocks = new BlockCache((bytes) => this.call('alloc', () => this.allocStorage(bytes)));
+  private readonly opTable: ReadonlyMap<string, { index: number; signature: string }>;
 
-  protected constructor(protected readonly raw: RawKernels) {}
+  protected constructor(protected readonly raw: RawKernels) {
+    this.opTable = new Map(raw.ops.map((o, index) => [o.name, { index, signature: o.signature }]));
+  }
 
-  /** Memory for `bytes` bytes holding `dtype` elements. */
-  protected abstract allocStorage(dtype: DType, size: number): Storage;
+  /** A block of `bytes` bytes. */
+  protected abstract allocStorage(bytes: number): Storage;
   protected abstract releaseContext(): void;
 
   memory(): BackendMemory {
@@ -118,27 +114,23 @@ export abstract class KernelBackend implements Backend {
 
   tensor(shape: readonly number[], dtype: DType = 'f32', data?: ArrayLike<number> | TensorArray, usage: Usage = 'activation'): Tensor {
     const t = this.empty(shape, dtype, usage);
-    if (data === undefined) {
-      t.data.fill(0);
-    } else {
-      if (data.length !== t.size) {
-        t.dispose();
-        throw invalidArgument('tensor', `${t.size} values for shape ${JSON.stringify(shape)}`, 'data', data);
-      }
-      t.data.set(encode(data, dtype));
+    if (data !== undefined && data.length !== t.size) {
+      t.dispose();
+      throw invalidArgument('tensor', `${t.size} values for shape ${JSON.stringify(shape)}`, 'data', data);
     }
+    t.write(data === undefined ? new (storageArrayType(dtype))(t.size) : encode(data, dtype));
     return t;
   }
 
   tensorFromRaw(shape: readonly number[], dtype: DType, raw: TensorArray, usage: Usage = 'activation'): Tensor {
-    const want = dtype === 'f32' ? Float32Array : Uint16Array;
+    const want = storageArrayType(dtype);
     if (!(raw instanceof want)) throw invalidArgument('tensorFromRaw', `a ${want.name} for dtype ${dtype}`, 'raw', raw);
     const t = this.empty(shape, dtype, usage);
     if (raw.length !== t.size) {
       t.dispose();
       throw invalidArgument('tensorFromRaw', `${t.size} elements for shape ${JSON.stringify(shape)}`, 'raw', raw);
     }
-    t.data.set(raw);
+    t.write(raw);
     return t;
   }
 
@@ -154,7 +146,7 @@ export abstract class KernelBackend implements Backend {
     const packedSize = Math.ceil(N / 32) * 32 * K;
     const t = new Tensor(this, [N, K], 'f32', this.blocks.take('f32', packedSize, 'weight'), 'packed32');
     try {
-      this.call(op, () => this.raw.packWeight(w.data as F32, N, K, t.data as F32));
+      this.run('pack_weight', [w, N, K, t]);
     } catch (e) {
       t.dispose();
       throw e;
@@ -176,7 +168,7 @@ export abstract class KernelBackend implements Backend {
     if (opts.fastBf16 && w.dtype !== 'bf16') throw invalidArgument(op, 'bf16 weights with fastBf16', 'w.dtype', w.dtype);
     const y = this.output(op, opts.out, [...x.shape.slice(0, -1), N]);
     const flags = (opts.fastBf16 ? 1 : 0) | (w.layout === 'packed32' ? 2 : 0);
-    this.call(op, () => this.raw.linear(x.data as F32, M, K, w.data, dtypeCode(w.dtype), N, this.opt(opts.bias), act, flags, y.data as F32));
+    this.run('linear', [x, M, K, w, dtypeCode(w.dtype), N, opts.bias ?? null, act, flags, y]);
     return y;
   }
 
@@ -203,9 +195,7 @@ export abstract class KernelBackend implements Backend {
     if (opts.bias) this.f32Shape(op, 'bias', opts.bias, [Cout]);
     const act = this.act(op, opts.act);
     const y = this.output(op, opts.out, [B, Cout, Ho, Wo]);
-    this.call(op, () =>
-      this.raw.conv2d(x.data as F32, B, Cin, H, W, w.data, dtypeCode(w.dtype), Cout, kh, kw, stride, pad, groups, this.opt(opts.bias), act, y.data as F32),
-    );
+    this.run('conv2d', [x, B, Cin, H, W, w, dtypeCode(w.dtype), Cout, kh, kw, stride, pad, groups, opts.bias ?? null, act, y]);
     return y;
   }
 
@@ -221,7 +211,7 @@ export abstract class KernelBackend implements Backend {
     if (!(eps >= 0 && eps < 1)) throw invalidArgument(op, '0 <= eps < 1', 'eps', eps);
     const [out, outT] = this.outView(op, opts.out, qv.shape);
     const [B, N, H, D] = qv.shape;
-    this.call(op, () => this.raw.linearAttention(...this.viewArgs(qv), ...this.viewArgs(kv), ...this.viewArgs(vv), ...this.viewArgs(out), B, N, H, D, eps));
+    this.run('linear_attention', [qv, kv, vv, out, B, N, H, D, eps]);
     return outT;
   }
 
@@ -246,10 +236,7 @@ export abstract class KernelBackend implements Backend {
     const window = opts.window ?? 0;
     if (!Number.isInteger(window) || window < 0) throw invalidArgument(op, '0 (off) or a positive integer', 'window', window);
     const [out, outT] = this.outView(op, opts.out, [B, Lq, Hq, Dv]);
-    this.call(op, () =>
-      this.raw.attention(...this.viewArgs(qv), ...this.viewArgs(kv), ...this.viewArgs(vv), this.opt(opts.keyBias),
-        ...this.viewArgs(out), B, Lq, Lk, Hq, Hkv, D, Dv, scale, softcap, causal ? 1 : 0, window),
-    );
+    this.run('attention', [qv, kv, vv, opts.keyBias ?? null, [B, Lq, Lk, Hq, Hkv, D, Dv, scale, softcap, causal ? 1 : 0, window], out]);
     return outT;
   }
 
@@ -282,10 +269,7 @@ export abstract class KernelBackend implements Backend {
     if (w.wDepth.layout !== 'dense') throw invalidArgument(op, 'a dense depth-wise weight', 'wDepth.layout', w.wDepth.layout);
     const flags = (opts.fastBf16 ? 1 : 0) | (w.wInverted.layout === 'packed32' ? 2 : 0);
     const y = this.output(op, opts.out, [B, H * Wd, Cout]);
-    this.call(op, () =>
-      this.raw.glumbconv(x.data as F32, B, H, Wd, C, w.wInverted.data, this.opt(w.bInverted), w.wDepth.data, this.opt(w.bDepth),
-        w.wPoint.data, dtypeCode(dt), F, Cout, flags, y.data as F32),
-    );
+    this.run('glumbconv', [x, B, H, Wd, C, w.wInverted, w.bInverted ?? null, w.wDepth, w.bDepth ?? null, w.wPoint, dtypeCode(dt), F, Cout, flags, y]);
     return y;
   }
 
@@ -307,7 +291,7 @@ export abstract class KernelBackend implements Backend {
       rpb = rows / nb;
     }
     const y = this.output(op, opts.out, x.shape);
-    this.call(op, () => this.raw.layerNorm(x.data as F32, rows, D, opts.eps, this.opt(opts.scale), this.opt(opts.shift), rpb, y.data as F32));
+    this.run('layer_norm', [x, rows, D, opts.eps, opts.scale ?? null, opts.shift ?? null, rpb, y]);
     return y;
   }
 
@@ -327,7 +311,7 @@ export abstract class KernelBackend implements Backend {
       rpb = rows / nb;
     }
     const out = opts.out === x ? x : this.output(op, opts.out, x.shape);
-    this.call(op, () => this.raw.residual(x.data as F32, y.data as F32, rows, D, this.opt(opts.gate), rpb, out.data as F32));
+    this.run('residual', [x, y, rows, D, opts.gate ?? null, rpb, out]);
     return out;
   }
 
@@ -337,7 +321,7 @@ export abstract class KernelBackend implements Backend {
     this.f32(op, 'y', y);
     if (y.shape.join() !== x.shape.join()) throw invalidArgument(op, `the shape of x ${JSON.stringify(x.shape)}`, 'y.shape', y.shape);
     const o = out === x || out === y ? out : this.output(op, out, x.shape);
-    this.call(op, () => this.raw.mul(x.data as F32, y.data as F32, x.size, o.data as F32));
+    this.run('mul', [x, y, x.size, o]);
     return o;
   }
 
@@ -350,9 +334,7 @@ export abstract class KernelBackend implements Backend {
     if (opts.bias) this.f32Shape(op, 'bias', opts.bias, [D]);
     if (opts.onePlusWeight && !opts.weight) throw invalidArgument(op, 'a weight with onePlusWeight', 'weight', undefined);
     const y = this.output(op, opts.out, x.shape);
-    this.call(op, () =>
-      this.raw.rmsNorm(x.data as F32, x.size / D, D, this.opt(opts.weight), this.opt(opts.bias), opts.eps, opts.onePlusWeight ? 1 : 0, y.data as F32),
-    );
+    this.run('rms_norm', [x, x.size / D, D, opts.weight ?? null, opts.bias ?? null, opts.eps, opts.onePlusWeight ? 1 : 0, y]);
     return y;
   }
 
@@ -365,9 +347,7 @@ export abstract class KernelBackend implements Backend {
     if (opts.weight) this.f32Shape(op, 'weight', opts.weight, [C]);
     if (opts.bias) this.f32Shape(op, 'bias', opts.bias, [C]);
     const y = this.output(op, opts.out, x.shape);
-    this.call(op, () =>
-      this.raw.rmsNormChannels(x.data as F32, B, C, x.size / (B * C), this.opt(opts.weight), this.opt(opts.bias), opts.eps, y.data as F32),
-    );
+    this.run('rms_norm_channels', [x, B, C, x.size / (B * C), opts.weight ?? null, opts.bias ?? null, opts.eps, y]);
     return y;
   }
 
@@ -377,7 +357,7 @@ export abstract class KernelBackend implements Backend {
     if (!isPositiveInt(r) || Cr % (r * r) !== 0) throw invalidArgument(op, `a positive integer whose square divides ${Cr} channels`, 'r', r);
     const C = Cr / (r * r);
     const y = this.output(op, out, [B, C, H * r, W * r]);
-    this.call(op, () => this.raw.pixelShuffle(x.data as F32, B, C, H, W, r, y.data as F32));
+    this.run('pixel_shuffle', [x, B, C, H, W, r, y]);
     return y;
   }
 
@@ -386,7 +366,7 @@ export abstract class KernelBackend implements Backend {
     const [B, C, H, W] = this.nchw(op, x);
     if (!isPositiveInt(r) || H % r !== 0 || W % r !== 0) throw invalidArgument(op, `a positive integer dividing H=${H} and W=${W}`, 'r', r);
     const y = this.output(op, out, [B, C * r * r, H / r, W / r]);
-    this.call(op, () => this.raw.pixelUnshuffle(x.data as F32, B, C, H, W, r, y.data as F32));
+    this.run('pixel_unshuffle', [x, B, C, H, W, r, y]);
     return y;
   }
 
@@ -394,7 +374,7 @@ export abstract class KernelBackend implements Backend {
     const op = 'upsampleNearest2x';
     const [B, C, H, W] = this.nchw(op, x);
     const y = this.output(op, out, [B, C, 2 * H, 2 * W]);
-    this.call(op, () => this.raw.upsampleNearest2x(x.data as F32, B, C, H, W, y.data as F32));
+    this.run('upsample_nearest2x', [x, B, C, H, W, y]);
     return y;
   }
 
@@ -403,25 +383,164 @@ export abstract class KernelBackend implements Backend {
     this.f32(op, 'x', x);
     const a = this.act(op, act);
     const y = out === x ? x : this.output(op, out, x.shape);
-    this.call(op, () => this.raw.activation(x.data as F32, x.size, a, y.data as F32));
+    this.run('activation', [x, x.size, a, y]);
     return y;
   }
 
-  rope(x: View4 | Tensor, opts: { positions?: Int32Array; theta?: number; out?: View4 | Tensor } = {}): Tensor {
+  rope(x: View4 | Tensor, opts: { positions?: Tensor; theta?: number; out?: View4 | Tensor } = {}): Tensor {
     const op = 'rope';
     const xv = this.view(op, 'x', x);
     const [B, L, H, D] = xv.shape;
     if (D % 2 !== 0) throw invalidArgument(op, 'an even head dimension', 'x.shape[3]', D);
     const theta = opts.theta ?? 10000;
     if (!(theta > 1 && Number.isFinite(theta))) throw invalidArgument(op, 'a finite base > 1', 'theta', theta);
-    if (opts.positions !== undefined && (!(opts.positions instanceof Int32Array) || opts.positions.length !== L))
-      throw invalidArgument(op, `an Int32Array of ${L} positions`, 'positions', opts.positions);
+    if (opts.positions !== undefined) this.typed(op, 'positions', opts.positions, 'i32', [L]);
     const [out, outT] = opts.out === x ? [xv, xv.tensor] as const : this.outView(op, opts.out, xv.shape);
-    this.call(op, () => this.raw.rope(...this.viewArgs(xv), ...this.viewArgs(out), B, L, H, D, opts.positions ?? null, theta));
+    this.run(op, [xv, B, L, H, D, opts.positions ?? null, theta, out]);
     return outT;
   }
 
+  // ---- glue ops ----
+
+  axpby(a: number, x: Tensor, b: number, y: Tensor | null, out?: Tensor): Tensor {
+    const op = 'axpby';
+    this.f32(op, 'x', x);
+    if (y) this.f32Shape(op, 'y', y, [...x.shape]);
+    for (const [n, v] of [['a', a], ['b', b]] as const) if (!Number.isFinite(v)) throw invalidArgument(op, 'a finite number', n, v);
+    const o = out === x || (out !== undefined && out === y) ? out : this.output(op, out, x.shape);
+    this.run(op, [a, x, b, y, x.size, o]);
+    return o;
+  }
+
+  cfgCombine(uncond: Tensor, cond: Tensor, scale: number, out?: Tensor): Tensor {
+    const op = 'cfgCombine';
+    this.f32(op, 'uncond', uncond);
+    this.f32Shape(op, 'cond', cond, [...uncond.shape]);
+    if (!Number.isFinite(scale)) throw invalidArgument(op, 'a finite number', 'scale', scale);
+    const o = out === uncond || out === cond ? out : this.output(op, out, uncond.shape);
+    this.run('cfg_combine', [uncond, cond, uncond.size, scale, o]);
+    return o;
+  }
+
+  countNonFinite(x: Tensor, out?: Tensor): Tensor {
+    const op = 'countNonFinite';
+    this.f32(op, 'x', x);
+    const o = this.output(op, out, [1]);
+    this.run('count_nonfinite', [x, x.size, o]);
+    return o;
+  }
+
+  adalnModulation(table: Tensor, emb: Tensor, opts: { shared?: boolean; out?: Tensor } = {}): Tensor {
+    const op = 'adalnModulation';
+    this.f32(op, 'table', table);
+    this.f32(op, 'emb', emb);
+    if (table.shape.length !== 2) throw invalidArgument(op, 'a table [K, D]', 'table.shape', table.shape);
+    const [K, D] = table.shape;
+    const width = opts.shared ? D : K * D;
+    const B = emb.size / width;
+    if (!Number.isInteger(B) || emb.shape[emb.shape.length - 1] !== width)
+      throw invalidArgument(op, `[B, ${width}] for a [${K}, ${D}] table${opts.shared ? ' (shared)' : ''}`, 'emb.shape', emb.shape);
+    const o = this.output(op, opts.out, [K, B, D]);
+    this.run('adaln_modulation', [table, emb, B, K, D, width, opts.shared ? 0 : D, o]);
+    return o;
+  }
+
+  patchify(x: Tensor, patch: number, out?: Tensor): Tensor {
+    const op = 'patchify';
+    const [B, C, H, W] = this.nchw(op, x);
+    if (!isPositiveInt(patch) || H % patch || W % patch) throw invalidArgument(op, `a patch size dividing H=${H} and W=${W}`, 'patch', patch);
+    const o = this.output(op, out, [B, (H / patch) * (W / patch), patch * patch * C]);
+    this.run(op, [x, B, C, H, W, patch, o]);
+    return o;
+  }
+
+  unpatchify(x: Tensor, opts: { height: number; width: number; patch: number; out?: Tensor }): Tensor {
+    const op = 'unpatchify';
+    this.f32(op, 'x', x);
+    const { height: h, width: w, patch: p } = opts;
+    for (const [n, v] of [['height', h], ['width', w], ['patch', p]] as const) if (!isPositiveInt(v)) throw invalidArgument(op, 'a positive integer', n, v);
+    if (x.shape.length !== 3 || x.shape[1] !== h * w || x.shape[2] % (p * p) !== 0)
+      throw invalidArgument(op, `tokens [B, ${h * w}, p·p·C] for a ${h}×${w} grid and patch ${p}`, 'x.shape', x.shape);
+    const [B, , PC] = x.shape;
+    const C = PC / (p * p);
+    const o = this.output(op, opts.out, [B, C, h * p, w * p]);
+    this.run(op, [x, B, h, w, p, C, o]);
+    return o;
+  }
+
+  copy(src: View4 | Tensor, dst: View4 | Tensor): Tensor {
+    const op = 'copy';
+    if (src instanceof Tensor && dst instanceof Tensor) {
+      // whole tensors: element order, any shapes of one size
+      this.f32(op, 'dst', dst);
+      if (src.size !== dst.size) throw invalidArgument(op, `${src.size} elements (the size of src)`, 'dst.shape', dst.shape);
+      [src, dst] = [view4(src, [1, 1, 1, src.size]), view4(dst, [1, 1, 1, dst.size])];
+    }
+    const sv = this.view(op, 'src', src);
+    const dv = this.view(op, 'dst', dst);
+    if (sv.shape.some((d, i) => d !== dv.shape[i])) throw invalidArgument(op, `the shape of src ${JSON.stringify(sv.shape)}`, 'dst.shape', dv.shape);
+    this.run('copy4', [sv, dv, ...sv.shape]);
+    return dv.tensor;
+  }
+
+  embedding(table: Tensor, ids: Tensor, opts: { scale?: number; out?: Tensor } = {}): Tensor {
+    const op = 'embedding';
+    this.weight(op, 'table', table);
+    if (table.shape.length !== 2 || table.layout !== 'dense') throw invalidArgument(op, 'a dense table [V, D]', 'table.shape', table.shape);
+    if (table.dtype === 'i32') throw invalidArgument(op, 'an f32, f16 or bf16 table', 'table.dtype', table.dtype);
+    this.typed(op, 'ids', ids, 'i32', [ids.size]);
+    const scale = opts.scale ?? 1;
+    if (!Number.isFinite(scale)) throw invalidArgument(op, 'a finite number', 'scale', scale);
+    const [V, D] = table.shape;
+    const o = this.output(op, opts.out, [ids.size, D]);
+    this.run(op, [table, dtypeCode(table.dtype), V, D, ids, ids.size, scale, o]);
+    return o;
+  }
+
+  groupMean(x: Tensor, groups: number, out?: Tensor): Tensor {
+    const op = 'groupMean';
+    const [B, C, H, W] = this.nchw(op, x);
+    if (!isPositiveInt(groups) || C % groups !== 0) throw invalidArgument(op, `a divisor of the ${C} channels`, 'groups', groups);
+    const o = this.output(op, out, [B, groups, H, W]);
+    this.run('group_mean', [x, B, C, H * W, groups, o]);
+    return o;
+  }
+
+  evitNormalize(x: Tensor, heads: number, eps: number, out?: Tensor): Tensor {
+    const op = 'evitNormalize';
+    const [B, C, H, W] = this.nchw(op, x);
+    if (!isPositiveInt(heads) || C % heads !== 0 || C / heads < 2) throw invalidArgument(op, `a divisor of the ${C} channels leaving ≥ 2 per head`, 'heads', heads);
+    if (!(eps >= 0 && eps < 1)) throw invalidArgument(op, '0 <= eps < 1', 'eps', eps);
+    const D = C / heads - 1;
+    const o = this.output(op, out, [B, heads * D, H, W]);
+    this.run('evit_normalize', [x, B, heads, D, H * W, eps, o]);
+    return o;
+  }
+
   // ---- helpers ----
+
+  /** Runs op `name` of the kernel table with its arguments in C order (after the context). */
+  private run(name: string, args: readonly OpArg[]): void {
+    const spec = this.opTable.get(name);
+    if (!spec) throw new SanaError('ERR_SANA_UNSUPPORTED', `${name}: the ${this.name} kernels of this build have no such op (rebuild them)`);
+    const sig = spec.signature;
+    if (args.length !== sig.length) throw new SanaError('ERR_SANA_NATIVE', `${name}: ${args.length} arguments for the C signature (${sig})`);
+    this.call(name, () => {
+      const slots = this.raw.args();
+      let n = 0;
+      for (let i = 0; i < sig.length; i++) {
+        const a = args[i];
+        if (sig[i] === 'p') slots[n++] = a === null ? 0 : (a as Tensor).address;
+        else if (sig[i] === 'v') {
+          const v = a as View4;
+          slots[n++] = v.tensor.address + v.offset * 4;
+          for (let j = 0; j < 4; j++) slots[n++] = v.strides[j];
+        } else if (sig[i] === 'a') for (const x of a as readonly number[]) slots[n++] = x;
+        else slots[n++] = a as number;
+      }
+      this.raw.call(spec.index, n);
+    });
+  }
 
   /** Runs a raw kernel call, turning its failures into SanaErrors. */
   protected call<T>(op: string, fn: () => T): T {
@@ -459,6 +578,13 @@ export abstract class KernelBackend implements Backend {
 
   private weight(op: string, name: string, t: Tensor): void {
     this.own(op, name, t);
+    if (t.dtype === 'i32') throw invalidArgument(op, 'an f32, f16 or bf16 weight', `${name}.dtype`, t.dtype);
+  }
+
+  private typed(op: string, name: string, t: Tensor, dtype: DType, shape: number[]): void {
+    this.own(op, name, t);
+    if (t.dtype !== dtype) throw invalidArgument(op, `an ${dtype} tensor`, `${name}.dtype`, t.dtype);
+    if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) throw invalidArgument(op, JSON.stringify(shape), `${name}.shape`, t.shape);
   }
 
   private nchw(op: string, x: Tensor): [number, number, number, number] {
@@ -476,10 +602,6 @@ export abstract class KernelBackend implements Backend {
     const code = ACTS[act];
     if (code === undefined) throw invalidArgument(op, 'one of none, relu, silu, gelu-tanh', 'act', act);
     return code;
-  }
-
-  private opt(t: Tensor | undefined): F32 | null {
-    return t ? (t.data as F32) : null;
   }
 
   private output(op: string, out: Tensor | undefined, shape: readonly number[]): Tensor {
@@ -516,13 +638,4 @@ export abstract class KernelBackend implements Backend {
     if (v.shape.some((d, i) => d !== shape[i])) throw invalidArgument(op, JSON.stringify(shape), 'out.shape', v.shape);
     return [v, v.tensor];
   }
-
-  private viewArgs(v: View4): [F32, number, number, number, number, number] {
-    return [v.tensor.data as F32, v.offset, v.strides[0], v.strides[1], v.strides[2], v.strides[3]];
-  }
-}
-
-/** Byte size helper for storage implementations. */
-export function storageBytes(dtype: DType, size: number): number {
-  return Math.max(1, size * bytesPerElement(dtype));
 }

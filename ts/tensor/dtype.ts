@@ -1,16 +1,29 @@
-/** Storage dtypes of tensors. Activations are f32; weights keep their checkpoint dtype. */
-export type DType = 'f32' | 'f16' | 'bf16';
+/** Storage dtypes of tensors. Activations are f32; weights keep their checkpoint dtype; i32 holds token ids
+ * and positions. */
+export type DType = 'f32' | 'f16' | 'bf16' | 'i32';
 
-/** The C ABI's sana_dtype code. */
+/** The C ABI's sana_dtype code (weights: f32, f16, bf16). */
 export function dtypeCode(dtype: DType): number {
+  if (dtype === 'i32') throw new Error('i32 is not a weight dtype');
   return dtype === 'f32' ? 0 : dtype === 'f16' ? 1 : 2;
 }
 
 export function bytesPerElement(dtype: DType): number {
-  return dtype === 'f32' ? 4 : 2;
+  return dtype === 'f16' || dtype === 'bf16' ? 2 : 4;
 }
 
-export type TensorArray = Float32Array | Uint16Array;
+export type TensorArray = Float32Array | Uint16Array | Int32Array;
+
+/** The typed array of a dtype's storage words over `length` elements of `buffer` from `byteOffset`. */
+export function storageView(dtype: DType, buffer: ArrayBufferLike, byteOffset: number, length: number): TensorArray {
+  if (dtype === 'f32') return new Float32Array(buffer, byteOffset, length);
+  return dtype === 'i32' ? new Int32Array(buffer, byteOffset, length) : new Uint16Array(buffer, byteOffset, length);
+}
+
+/** The typed-array class of a dtype's storage words. */
+export function storageArrayType(dtype: DType): typeof Float32Array | typeof Uint16Array | typeof Int32Array {
+  return dtype === 'f32' ? Float32Array : dtype === 'i32' ? Int32Array : Uint16Array;
+}
 
 const f32 = new Float32Array(1);
 const u32 = new Uint32Array(f32.buffer);
@@ -91,11 +104,13 @@ export function f16ToF32(src: Uint16Array): Float32Array {
 /** Converts f32 values to a dtype's storage array. */
 export function encode(values: ArrayLike<number>, dtype: DType): TensorArray {
   if (dtype === 'f32') return values instanceof Float32Array ? values : Float32Array.from(values);
+  if (dtype === 'i32') return values instanceof Int32Array ? values : Int32Array.from(values);
   return dtype === 'bf16' ? f32ToBf16(values) : f32ToF16(values);
 }
 
 /** Converts a dtype's storage array to f32 values. */
 export function decode(data: TensorArray, dtype: DType): Float32Array {
   if (dtype === 'f32') return data as Float32Array;
+  if (dtype === 'i32') return Float32Array.from(data);
   return dtype === 'bf16' ? bf16ToF32(data as Uint16Array) : f16ToF32(data as Uint16Array);
 }

@@ -1,25 +1,53 @@
 import { SanaError } from '../errors.js';
-import { bytesPerElement, decode, type DType, type TensorArray } from './dtype.js';
+import { bytesPerElement, decode, storageArrayType, storageView, type DType, type TensorArray } from './dtype.js';
 
-/** Memory a backend hands to a tensor. `array()` returns a live view (it may be re-created, e.g. after the
- * wasm heap grows); `free()` releases the memory at once. Device backends (CUDA) implement the same
- * contract with device pointers and copy on `array()`. */
+/** Where a tensor's memory lives: host memory (cpu, wasm) or a device's (CUDA). */
+export type Location = 'host' | 'device';
+
+/** A block of memory a backend hands out (docs/engine.md, "Tensors and storage"). */
 export interface Storage {
-  array(): TensorArray;
+  readonly location: Location;
+  /** the address of the block's first byte in its backend's address space (a host pointer, a wasm heap
+   * offset, a device pointer): what kernels receive, plus a tensor's byte offset */
+  readonly handle: number;
+  readonly bytes: number;
+  /** host storage only: the ArrayBuffer of the block's address space and the block's offset in it (asked
+   * each time: the wasm heap's buffer is replaced when it grows) */
+  host?(): { buffer: ArrayBufferLike; byteOffset: number };
   free(): void;
 }
 
+/** The backend a tensor belongs to. Device backends copy between host and device for read()/write(). */
 export interface TensorOwner {
   readonly name: string;
+  readStorage?(storage: Storage, byteOffset: number, dst: Uint8Array): Promise<void>;
+  writeStorage?(storage: Storage, byteOffset: number, src: Uint8Array): void;
+}
+
+/** Every movement of tensor data between the host and a tensor's storage: 'write' and 'read' copy in and
+ * out; 'view' hands out the live host array (.data). Tests count these to prove a denoising step keeps its
+ * tensors where they are (test/engine/transfers.test.ts). */
+export type TransferKind = 'read' | 'write' | 'view';
+type TransferObserver = (kind: TransferKind, tensor: Tensor) => void;
+let observer: TransferObserver | null = null;
+
+/** Installs (or with null removes) the observer of transfers; returns the previous one. */
+export function observeTransfers(fn: TransferObserver | null): TransferObserver | null {
+  const prev = observer;
+  observer = fn;
+  return prev;
 }
 
 let nextId = 1;
 
-/** A dense row-major tensor that owns its memory; `dispose()` frees it deterministically. */
+/** A dense row-major tensor: a range of a Storage block at `byteOffset`. The tensor made with the block owns
+ * it and `dispose()` frees it; reshape/slice give aliases of the same block at another offset, which never
+ * copy, never own, and die with their root. */
 export class Tensor {
   readonly id = nextId++;
   readonly size: number;
-  private storage: Storage | null;
+  private storageRef: Storage | null;
+  private view: TensorArray | null = null;
 
   constructor(
     readonly owner: TensorOwner,
@@ -29,33 +57,79 @@ export class Tensor {
     /** 'packed32': a linear weight [N, K] repacked by Backend.packWeight (32-column k-major panels, N padded to
      * a multiple of 32); its data is that layout, not row-major */
     readonly layout: 'dense' | 'packed32' = 'dense',
+    readonly byteOffset = 0,
+    /** the tensor that owns the storage, for aliases */
+    private readonly root: Tensor | null = null,
   ) {
     this.size = shape.reduce((a, b) => a * b, 1);
-    this.storage = storage;
+    this.storageRef = storage;
   }
 
   get disposed(): boolean {
-    return this.storage === null;
+    return this.root ? this.root.disposed : this.storageRef === null;
   }
 
   get byteLength(): number {
     return this.size * bytesPerElement(this.dtype);
   }
 
-  /** The live typed array over this tensor's memory (Float32Array for f32, Uint16Array for f16/bf16). */
-  get data(): TensorArray {
-    if (!this.storage) throw new SanaError('ERR_SANA_DISPOSED', `tensor #${this.id} ${JSON.stringify(this.shape)} was disposed`);
-    return this.storage.array();
+  /** The live storage (throws once disposed). */
+  get storage(): Storage {
+    if (this.disposed || !this.storageRef) throw new SanaError('ERR_SANA_DISPOSED', `tensor #${this.id} ${JSON.stringify(this.shape)} was disposed`);
+    return this.storageRef;
   }
 
-  /** A float32 copy of the values (decoded from f16/bf16). */
+  get location(): Location {
+    return this.storage.location;
+  }
+
+  /** The address of element 0 in the backend's address space (what kernels receive). */
+  get address(): number {
+    return this.storage.handle + this.byteOffset;
+  }
+
+  /** The live typed array over this tensor's memory (Float32Array for f32, Uint16Array for f16/bf16,
+   * Int32Array for i32). Host tensors only: a device tensor is read with read(). */
+  get data(): TensorArray {
+    observer?.('view', this);
+    return this.hostArray();
+  }
+
+  /** Copies storage words in (the dtype's typed array, `size` elements). */
+  write(words: TensorArray): void {
+    const want = storageArrayType(this.dtype);
+    if (!(words instanceof want) || words.length !== this.size)
+      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `write: Expected a ${want.name} of ${this.size} elements for tensor #${this.id} but received a ${words.constructor.name} of ${words.length}`);
+    observer?.('write', this);
+    const s = this.storage;
+    if (s.location === 'host') this.hostArray().set(words);
+    else this.deviceOwner('write').writeStorage!(s, this.byteOffset, new Uint8Array(words.buffer, words.byteOffset, words.byteLength));
+  }
+
+  /** A copy of the storage words, wherever the tensor lives. */
+  async read(): Promise<TensorArray> {
+    const s = this.storage;
+    if (s.location === 'host') return this.readSync();
+    observer?.('read', this);
+    const out = new (storageArrayType(this.dtype))(this.size);
+    await this.deviceOwner('read').readStorage!(s, this.byteOffset, new Uint8Array(out.buffer));
+    return out;
+  }
+
+  /** A copy of the storage words of a host tensor. */
+  readSync(): TensorArray {
+    observer?.('read', this);
+    return this.hostArray().slice();
+  }
+
+  /** A float32 copy of the values of a host tensor (decoded from f16/bf16). */
   toFloat32(): Float32Array {
-    const d = this.data;
+    observer?.('read', this);
+    const d = this.hostArray();
     return this.dtype === 'f32' ? new Float32Array(d as Float32Array) : decode(d, this.dtype);
   }
 
-  /** The same memory under another shape with the same element count. The alias does not own the
-   * memory: disposing it is a no-op, disposing this tensor invalidates it. */
+  /** The same memory under another shape with the same element count. */
   reshape(shape: readonly number[]): Tensor {
     const size = shape.reduce((a, b) => a * b, 1);
     if (!shape.every((d) => Number.isInteger(d) && d > 0) || size !== this.size)
@@ -63,25 +137,43 @@ export class Tensor {
     return this.slice(0, shape);
   }
 
-  /** A contiguous sub-range (starting at element `offset`) under `shape`, aliasing this tensor's memory like
-   * reshape(): e.g. one batch item, or a channel block of an NCHW map. */
+  /** A contiguous sub-range (starting at element `offset`) under `shape`, aliasing this tensor's memory:
+   * e.g. one batch item, or a channel block of an NCHW map. */
   slice(offset: number, shape: readonly number[]): Tensor {
     if (this.layout !== 'dense') throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `slice: Expected a dense tensor but received a ${this.layout} weight`);
     const size = shape.reduce((a, b) => a * b, 1);
     if (!Number.isInteger(offset) || offset < 0 || offset + size > this.size || !shape.every((d) => Number.isInteger(d) && d > 0))
       throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `slice: Expected a range inside ${this.size} elements for offset ${offset} and shape ${JSON.stringify(shape)}`);
-    const owner = this;
-    return new Tensor(this.owner, shape, this.dtype, { array: () => owner.data.subarray(offset, offset + size), free: () => {} });
+    return new Tensor(this.owner, shape, this.dtype, this.storage, 'dense', this.byteOffset + offset * bytesPerElement(this.dtype), this.root ?? this);
   }
 
+  /** Frees the storage (owners only; disposing an alias is a no-op). Idempotent. */
   dispose(): void {
-    const s = this.storage;
-    this.storage = null;
+    if (this.root) return;
+    const s = this.storageRef;
+    this.storageRef = null;
+    this.view = null;
     s?.free();
   }
 
   [Symbol.dispose](): void {
     this.dispose();
+  }
+
+  private hostArray(): TensorArray {
+    const s = this.storage;
+    if (s.location !== 'host' || !s.host)
+      throw new SanaError('ERR_SANA_UNSUPPORTED', `tensor #${this.id} lives on the ${this.owner.name} device: read it with await tensor.read()`);
+    const { buffer, byteOffset } = s.host();
+    if (!this.view || this.view.buffer !== buffer) this.view = storageView(this.dtype, buffer, byteOffset + this.byteOffset, this.size);
+    return this.view;
+  }
+
+  private deviceOwner(op: 'read' | 'write'): TensorOwner {
+    const o = this.owner;
+    if (!(op === 'read' ? o.readStorage : o.writeStorage))
+      throw new SanaError('ERR_SANA_UNSUPPORTED', `${op}: the ${o.name} backend cannot copy device tensors`);
+    return o;
   }
 }
 

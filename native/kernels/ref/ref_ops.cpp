@@ -304,9 +304,96 @@ int rope(sana_ctx*, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t hea
   return SANA_OK;
 }
 
-const KernelTable table = {"ref",      linear,     conv2d,   linear_attention,  attention,
-                           glumbconv,  layer_norm, residual, mul, rms_norm, rms_norm_channels, pixel_shuffle,
-                           pixel_unshuffle, upsample_nearest2x, activation, rope};
+SANA_EXACT_FP_BEGIN
+int axpby(sana_ctx*, float a, const float* x, float b, const float* y, ptrdiff_t n, float* out) {
+  for (ptrdiff_t i = 0; i < n; ++i) {
+    float ax = a * x[i];
+    out[i] = y ? ax + b * y[i] : ax;
+  }
+  return SANA_OK;
+}
+
+int cfg_combine(sana_ctx*, const float* u, const float* c, ptrdiff_t n, float scale, float* out) {
+  for (ptrdiff_t i = 0; i < n; ++i) out[i] = u[i] + scale * (c[i] - u[i]);
+  return SANA_OK;
+}
+SANA_EXACT_FP_END
+
+int count_nonfinite(sana_ctx*, const float* x, ptrdiff_t n, float* count) {
+  ptrdiff_t bad = 0;
+  for (ptrdiff_t i = 0; i < n; ++i) bad += !std::isfinite(x[i]);
+  count[0] = bad > (1 << 24) ? (float)(1 << 24) : (float)bad;
+  return SANA_OK;
+}
+
+int adaln_modulation(sana_ctx*, const float* table, const float* emb, ptrdiff_t B, ptrdiff_t K, ptrdiff_t D,
+                     ptrdiff_t row, ptrdiff_t chunk, float* out) {
+  for (ptrdiff_t k = 0; k < K; ++k)
+    for (ptrdiff_t b = 0; b < B; ++b)
+      for (ptrdiff_t d = 0; d < D; ++d) out[(k * B + b) * D + d] = table[k * D + d] + emb[b * row + k * chunk + d];
+  return SANA_OK;
+}
+
+int patchify(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t p, float* y) {
+  ptrdiff_t h = H / p, w = W / p;
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t i = 0; i < h; ++i)
+      for (ptrdiff_t j = 0; j < w; ++j)
+        for (ptrdiff_t r = 0; r < p; ++r)
+          for (ptrdiff_t s = 0; s < p; ++s)
+            for (ptrdiff_t c = 0; c < C; ++c)
+              y[((b * h * w + i * w + j) * p * p + r * p + s) * C + c] = x[((b * C + c) * H + i * p + r) * W + j * p + s];
+  return SANA_OK;
+}
+
+int unpatchify(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t h, ptrdiff_t w, ptrdiff_t p, ptrdiff_t C, float* y) {
+  ptrdiff_t H = h * p, W = w * p;
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t i = 0; i < h; ++i)
+      for (ptrdiff_t j = 0; j < w; ++j)
+        for (ptrdiff_t r = 0; r < p; ++r)
+          for (ptrdiff_t s = 0; s < p; ++s)
+            for (ptrdiff_t c = 0; c < C; ++c)
+              y[((b * C + c) * H + i * p + r) * W + j * p + s] = x[((b * h * w + i * w + j) * p * p + r * p + s) * C + c];
+  return SANA_OK;
+}
+
+int copy4(sana_ctx*, const sana_view4* src, const sana_view4* dst, ptrdiff_t B, ptrdiff_t N, ptrdiff_t H, ptrdiff_t D) {
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t n = 0; n < N; ++n)
+      for (ptrdiff_t h = 0; h < H; ++h)
+        for (ptrdiff_t d = 0; d < D; ++d) at(dst, b, n, h, d) = at(src, b, n, h, d);
+  return SANA_OK;
+}
+
+int embedding(sana_ctx*, const void* table, int dt, ptrdiff_t V, ptrdiff_t D, const int32_t* ids, ptrdiff_t n,
+              float scale, float* out) {
+  for (ptrdiff_t i = 0; i < n; ++i)
+    for (ptrdiff_t d = 0; d < D; ++d) out[i * D + d] = wload(table, dt, (ptrdiff_t)ids[i] * D + d) * scale;
+  return SANA_OK;
+}
+
+int group_mean(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, ptrdiff_t groups, float* y) {
+  ptrdiff_t g = C / groups;
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t k = 0; k < groups; ++k)
+      for (ptrdiff_t p = 0; p < HW; ++p) {
+        float s = 0;
+        for (ptrdiff_t j = 0; j < g; ++j) s += x[(b * C + k * g + j) * HW + p];
+        y[(b * groups + k) * HW + p] = s / (float)g;
+      }
+  return SANA_OK;
+}
+
+int evit_normalize(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t heads, ptrdiff_t D, ptrdiff_t HW, float eps, float* y) {
+  for (ptrdiff_t bh = 0; bh < B * heads; ++bh)
+    for (ptrdiff_t d = 0; d < D; ++d)
+      for (ptrdiff_t p = 0; p < HW; ++p)
+        y[(bh * D + d) * HW + p] = x[(bh * (D + 1) + d) * HW + p] / (x[(bh * (D + 1) + D) * HW + p] + eps);
+  return SANA_OK;
+}
+
+const KernelTable table = {"ref", SANA_KERNEL_OPS(SANA_TABLE_ROW)};
 }  // namespace
 }  // namespace ref
 

@@ -1207,12 +1207,12 @@ int rope(sana_ctx* ctx, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t
   return SANA_OK;
 }
 
+#include "glue.inl"
+
 }  // namespace
 
 extern const KernelTable table;
-const KernelTable table = {SANA_VARIANT_NAME, linear,     conv2d,   linear_attention,  attention,
-                           glumbconv,         layer_norm, residual, mul, rms_norm, rms_norm_channels, pixel_shuffle,
-                           pixel_unshuffle,   upsample_nearest2x,   activation,        rope};
+const KernelTable table = {SANA_VARIANT_NAME, SANA_KERNEL_OPS(SANA_TABLE_ROW)};
 
 }  // namespace SANA_NS
 }  // namespace sana
