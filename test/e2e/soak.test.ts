@@ -25,6 +25,8 @@ describe('soak: one pipeline, many generations and aborts', () => {
     pipe = await SanaPipeline.fromPretrained();
     loaded = await pipe.memory();
     reference = (await pipe.generate(PROMPT, { steps: 6, seed: 11 })).images[0].data;
+    // every size this file generates at once (a 20-step run keeps its 20 steps' timestep features in one block)
+    await pipe.generate(PROMPT, { steps: 20, seed: 1 });
     for (let i = 0; i < 4; i++) await pipe.generate(PROMPT, { steps: 4, seed: i });
     warm = await pipe.memory();
     warmRss = rss();

@@ -95,11 +95,15 @@ function runPipeline(dir: string): Float32Array {
         hiddenStates: latents, shape: [1, C, 2, 2], encoderHiddenStates: text, textLength: T,
         encoderAttentionMask: [1, 1, 1, 0], timestep: Float32Array.of(c.scheduler.timesteps[i]),
       });
-      latents = c.scheduler.step(v, latents);
+      const [vt, xt] = [backend.tensor([v.length], 'f32', v), backend.tensor([latents.length], 'f32', latents)];
+      const next = c.scheduler.step(backend, vt, xt);
+      latents = next.toFloat32();
+      for (const t of [vt, xt, next]) t.dispose();
     }
     const sf = c.vae.config.scalingFactor;
     return c.vae.decode(latents.map((x) => x / sf), [1, C, 2, 2]);
   } finally {
+    c.scheduler.release();
     c.dispose();
   }
 }

@@ -33,20 +33,31 @@ export type Values = { data: ArrayLike<number | bigint>; shape: number[] };
 export type OpResult = { outputs: Record<string, Values>; taps: Map<string, Values> };
 export type OpRunner = (backend: Backend, caseDir: string, entry: RunEntry, read: (ref: string, section: string) => Values, load?: LoadOptions) => OpResult | Promise<OpResult>;
 
-/** Scheduler trace: the schedule, then every step fed the stored model output (errors never chain). */
+/** Scheduler trace: the schedule, then every step fed the stored model output (errors never chain); the
+ * updates run on the backend under test, as in a generation. */
 function trace(make: (dir: string) => FlowDpmSolver | FlowEuler): OpRunner {
-  return (_backend, caseDir, entry, read) => {
+  return (backend, caseDir, entry, read) => {
     const s = make(join(caseDir, entry.component ?? ''));
     const n = entry.params.num_inference_steps as number;
     s.setTimesteps(n);
-    let x: Float32Array = Float32Array.from(read(entry.inputs.sample, 'inputs').data as ArrayLike<number>);
+    const x0 = Float32Array.from(read(entry.inputs.sample, 'inputs').data as ArrayLike<number>);
     const mo = read(entry.inputs.model_outputs, 'inputs');
-    const per = x.length;
+    const per = x0.length;
     const samples = new Float32Array((n + 1) * per);
-    samples.set(x);
-    for (let i = 0; i < n; i++) {
-      x = s.step(Float32Array.from((mo.data as Float32Array).subarray(i * per, (i + 1) * per)), x);
-      samples.set(x, (i + 1) * per);
+    samples.set(x0);
+    let x = backend.tensor([per], 'f32', x0);
+    try {
+      for (let i = 0; i < n; i++) {
+        const v = backend.tensor([per], 'f32', (mo.data as Float32Array).subarray(i * per, (i + 1) * per));
+        const next = s.step(backend, v, x);
+        v.dispose();
+        x.dispose();
+        x = next;
+        samples.set(x.toFloat32(), (i + 1) * per);
+      }
+    } finally {
+      x.dispose();
+      s.release();
     }
     const shape = mo.shape.slice(1);
     return {
@@ -54,7 +65,7 @@ function trace(make: (dir: string) => FlowDpmSolver | FlowEuler): OpRunner {
         timesteps: { data: Float32Array.from(s.timesteps), shape: [n] },
         sigmas: { data: s.sigmas, shape: [n + 1] },
         samples: { data: samples, shape: [n + 1, ...shape] },
-        final_sample: { data: x, shape },
+        final_sample: { data: samples.slice(n * per), shape },
       },
       taps: new Map(),
     };

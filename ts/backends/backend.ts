@@ -1,3 +1,4 @@
+import { SanaError } from '../errors.js';
 import type { DType, TensorArray } from '../tensor/dtype.js';
 import type { Tensor, View4 } from '../tensor/tensor.js';
 import type { CacheCounters, Usage } from './block-cache.js';
@@ -140,4 +141,15 @@ export interface Backend {
 
   /** Frees the backend's context; tensors already made stay valid until disposed. */
   dispose(): void;
+}
+
+/** Reads back the one-value non-finite count of t (the one host read a denoising step makes) and throws
+ * ERR_SANA_NON_FINITE with `message` unless it is 0. */
+export function throwIfNonFinite(be: Backend, t: Tensor, message: string): void {
+  const flag = be.countNonFinite(t);
+  try {
+    if (flag.toFloat32()[0] !== 0) throw new SanaError('ERR_SANA_NON_FINITE', message);
+  } finally {
+    flag.dispose();
+  }
 }

@@ -2,7 +2,7 @@
  * SanaTransformer2DModel (Linear DiT) over the Backend ops. Module and parameter names mirror diffusers'
  * state-dict keys; formulas: ../shared/design/sana-spec.md §2. Activations are fp32, token-major [B, N, D].
  */
-import type { Backend } from '../backends/backend.js';
+import { throwIfNonFinite, type Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
@@ -145,6 +145,15 @@ export class TextConditioning {
   }
 }
 
+/** What a denoising step conditions on besides the latents, as tensors on the model's backend. */
+export interface StepConditioning {
+  text: TextConditioning;
+  /** sinusoidal features [B, 256] of the timesteps (timestepFeatures): per generation, one row block per step */
+  timestep: Tensor;
+  /** the same of the guidance values, guidance_embeds models only */
+  guidance?: Tensor;
+}
+
 /** Debug taps: host copies of intermediate values in the reference layout. */
 export type Taps = (name: string, value: Float32Array, shape: number[]) => void;
 
@@ -246,14 +255,50 @@ export class SanaTransformer2DModel {
     }
   }
 
-  /** Predicts the flow velocity [B, out_channels, H, W]. Throws ERR_SANA_NON_FINITE if the result has NaN/Inf. */
+  /** Sinusoidal features [n, 256] of timestep (or guidance) values, uploaded once: a generation makes them
+   * for all its steps together and hands each step its rows (Tensor.slice). */
+  timestepFeatures(values: ArrayLike<number>): Tensor {
+    return this.backend.tensor([values.length, 256], 'f32', timestepEmbedding(Float32Array.from(values)));
+  }
+
+  /** Predicts the flow velocity [B, out_channels, H, W] from host arrays (the parity harness and one-off
+   * calls; a generation uses forwardTensor). Throws ERR_SANA_NON_FINITE if the result has NaN/Inf. */
   forward(input: TransformerInput, taps?: Taps): Float32Array {
     const be = this.backend;
     const c = this.config;
-    const [B, C, H, W] = input.shape;
+    const [B] = input.shape;
+    const { encoderHiddenStates: ehs, textLength: T, encoderAttentionMask: mask } = input;
+    if (!input.text && (!ehs || T === undefined || !mask))
+      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'SanaTransformer2DModel: Expected text conditioning (encoderHiddenStates, textLength and encoderAttentionMask, or text) but received none');
+    if (c.guidanceEmbeds && !input.guidance) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'SanaTransformer2DModel: Expected guidance values for guidance (the model has guidance_embeds) but received undefined');
+    const made: { dispose(): void }[] = [];
+    const own = <T2 extends { dispose(): void }>(t: T2): T2 => (made.push(t), t);
+    try {
+      const x = own(be.tensor([...input.shape], 'f32', input.hiddenStates));
+      const text = input.text ?? own(this.prepareText(ehs!, T!, mask!, B, taps));
+      const step: StepConditioning = { text, timestep: own(this.timestepFeatures(input.timestep)), guidance: input.guidance && own(this.timestepFeatures(input.guidance)) };
+      const out = own(this.forwardTensor(x, step, taps));
+      throwIfNonFinite(be, out, 'SanaTransformer2DModel produced non-finite values (NaN or Infinity) in its output: the weights or inputs hold NaN/Inf');
+      return out.toFloat32();
+    } finally {
+      for (const t of made) t.dispose();
+    }
+  }
+
+  /** The velocity [B, out_channels, H, W] of latents x [B, in_channels, H, W], tensor in, tensor out: no host
+   * access to tensor data except through `taps`. */
+  forwardTensor(x: Tensor, step: StepConditioning, taps?: Taps): Tensor {
+    const be = this.backend;
+    const c = this.config;
+    const [B, C, H, W] = x.shape;
     const p = c.patchSize;
-    if (C !== c.inChannels) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected ${c.inChannels} channels for hidden_states but received ${C}`);
+    if (x.shape.length !== 4 || C !== c.inChannels) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected [B, ${c.inChannels}, H, W] for hidden_states but received ${JSON.stringify(x.shape)}`);
     if (H % p || W % p) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected a height and width divisible by patch_size ${p} for hidden_states but received ${H}×${W}`);
+    const { text } = step;
+    if (text.batch !== B) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected text conditioning of ${B} rows for the latents' batch but received ${text.batch}`);
+    for (const [name, t] of [['timestep', step.timestep], ['guidance', step.guidance]] as const)
+      if (t && (t.shape[0] !== B || t.shape[1] !== 256)) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected [${B}, 256] ${name} features but received ${JSON.stringify(t.shape)}`);
+    if (c.guidanceEmbeds && !step.guidance) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'SanaTransformer2DModel: Expected guidance features (the model has guidance_embeds) but received none');
     const h = H / p;
     const w = W / p;
     const N = h * w;
@@ -262,29 +307,14 @@ export class SanaTransformer2DModel {
     const keep = <T2 extends Tensor>(t: T2): T2 => (live.push(t), t);
     const tap = (name: string, t: Tensor, shape = [...t.shape]) => taps?.(name, t.toFloat32(), shape);
     const P = (name: string) => this.p.get(name);
-
-    const { encoderHiddenStates: ehs, textLength: T, encoderAttentionMask: mask } = input;
-    if (!input.text && (!ehs || T === undefined || !mask))
-      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'SanaTransformer2DModel: Expected text conditioning (encoderHiddenStates, textLength and encoderAttentionMask, or text) but received none');
-    const text = input.text ?? this.prepareText(ehs!, T!, mask!, B, taps);
-    if (text.batch !== B) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected text conditioning of ${B} rows for the latents' batch but received ${text.batch}`);
+    let X: Tensor | null = null;
     try {
       // 1. patch embedding → tokens [B, N, D]
-      let X: Tensor;
       if (p === 1) {
-        const tok = new Float32Array(B * N * C); // [B, C, N] → [B, N, C]
-        for (let b = 0; b < B; b++) for (let ch = 0; ch < C; ch++) for (let n = 0; n < N; n++) tok[(b * N + n) * C + ch] = input.hiddenStates[(b * C + ch) * N + n];
-        const xt = keep(be.tensor([B, N, C], 'f32', tok));
-        X = be.linear(xt, P('patch_embed.proj.weight').reshape([D, C]), { bias: P('patch_embed.proj.bias') });
+        X = be.linear(keep(be.patchify(x, 1)), P('patch_embed.proj.weight').reshape([D, C]), { bias: P('patch_embed.proj.bias') });
       } else {
-        const x = keep(be.tensor([B, C, H, W], 'f32', input.hiddenStates));
-        const y = keep(be.conv2d(x, P('patch_embed.proj.weight'), { bias: P('patch_embed.proj.bias'), stride: p }));
-        const yh = y.toFloat32(); // [B, D, N] → [B, N, D]
-        const tok = new Float32Array(B * N * D);
-        for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) for (let n = 0; n < N; n++) tok[(b * N + n) * D + d] = yh[(b * D + d) * N + n];
-        X = be.tensor([B, N, D], 'f32', tok);
+        X = be.patchify(keep(be.conv2d(x, P('patch_embed.proj.weight'), { bias: P('patch_embed.proj.bias'), stride: p })), 1);
       }
-      keep(X);
       if (c.interpolationScale !== null) {
         const pe = this.positionEmbedding(h, w);
         for (let b = 0; b < B; b++) {
@@ -295,70 +325,46 @@ export class SanaTransformer2DModel {
       tap('patch_embed.out', X);
 
       // 2. timestep conditioning (adaLN-single)
-      const embedder = (prefix: string, values: Float32Array) => {
-        const e = keep(be.tensor([B, 256], 'f32', timestepEmbedding(values)));
-        const h1 = keep(be.linear(e, P(`${prefix}.linear_1.weight`), { bias: P(`${prefix}.linear_1.bias`), act: 'silu' }));
+      const embedder = (prefix: string, features: Tensor) => {
+        const h1 = keep(be.linear(features, P(`${prefix}.linear_1.weight`), { bias: P(`${prefix}.linear_1.bias`), act: 'silu' }));
         return keep(be.linear(h1, P(`${prefix}.linear_2.weight`), { bias: P(`${prefix}.linear_2.bias`) }));
       };
       let emb: Tensor;
       if (c.guidanceEmbeds) {
-        if (!input.guidance) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'SanaTransformer2DModel: Expected guidance values for guidance (the model has guidance_embeds) but received undefined');
-        emb = embedder('time_embed.timestep_embedder', input.timestep);
-        be.residual(emb, embedder('time_embed.guidance_embedder', input.guidance), { out: emb });
+        emb = embedder('time_embed.timestep_embedder', step.timestep);
+        be.residual(emb, embedder('time_embed.guidance_embedder', step.guidance!), { out: emb });
       } else {
-        emb = embedder('time_embed.emb.timestep_embedder', input.timestep);
+        emb = embedder('time_embed.emb.timestep_embedder', step.timestep);
       }
       const mod = keep(be.linear(keep(be.activation(emb, 'silu')), P('time_embed.linear.weight'), { bias: P('time_embed.linear.bias') }));
       tap('time_embed.out0_timestep_mod', mod);
       tap('time_embed.out1_embedded_timestep', emb);
-      const modHost = mod.toFloat32(); // [B, 6D]
-      const embHost = emb.toFloat32(); // [B, D]
 
       // 3. blocks
       for (let l = 0; l < c.numLayers; l++) {
         const blockLive: Tensor[] = [];
         const k2 = <T2 extends Tensor>(t: T2): T2 => (blockLive.push(t), t);
         try {
-          const prev = X;
-          X = keep(this.block(l, X, text, modHost, B, N, h, w, k2, l === 0 ? taps : undefined));
+          const prev: Tensor = X;
+          X = this.block(l, prev, text, mod, B, N, h, w, k2, l === 0 ? taps : undefined);
           prev.dispose(); // the residual stream of the previous block is no longer needed
         } finally {
           for (const t of blockLive) if (t !== X) t.dispose();
         }
       }
 
-      // 4. output head: LayerNorm · (1 + scale) + shift with shift/scale = table + emb, then proj_out
-      const table = this.p.host('scale_shift_table'); // [2, D]
-      const shift = new Float32Array(B * D);
-      const scale = new Float32Array(B * D);
-      for (let b = 0; b < B; b++)
-        for (let d = 0; d < D; d++) {
-          shift[b * D + d] = table[d] + embHost[b * D + d];
-          scale[b * D + d] = table[D + d] + embHost[b * D + d];
-        }
-      const Y = keep(be.layerNorm(X, { eps: 1e-6, scale: keep(be.tensor([B, D], 'f32', scale)), shift: keep(be.tensor([B, D], 'f32', shift)) }));
-      const outTok = keep(be.linear(Y, P('proj_out.weight'), { bias: P('proj_out.bias') })).toFloat32(); // [B, N, p·p·Cout]
-
-      // unpatchify: channel (pr·p + pc)·Cout + c of token (i, j) → pixel (i·p + pr, j·p + pc)
-      const Co = c.outChannels;
-      const out = new Float32Array(B * Co * H * W);
-      for (let b = 0; b < B; b++)
-        for (let i = 0; i < h; i++)
-          for (let j = 0; j < w; j++)
-            for (let pr = 0; pr < p; pr++)
-              for (let pc = 0; pc < p; pc++)
-                for (let ch = 0; ch < Co; ch++)
-                  out[((b * Co + ch) * H + i * p + pr) * W + j * p + pc] = outTok[((b * N + i * w + j) * p * p + pr * p + pc) * Co + ch];
-      if (!out.every(Number.isFinite))
-        throw new SanaError('ERR_SANA_NON_FINITE', 'SanaTransformer2DModel produced non-finite values (NaN or Infinity) in its output: the weights or inputs hold NaN/Inf');
-      return out;
+      // 4. output head: LayerNorm · (1 + scale) + shift with [shift; scale] = scale_shift_table + emb, then proj_out
+      const head = keep(be.adalnModulation(P('scale_shift_table'), emb, { shared: true })); // [2, B, D]
+      const Y = keep(be.layerNorm(X, { eps: 1e-6, shift: head.slice(0, [B, D]), scale: head.slice(B * D, [B, D]) }));
+      const outTok = keep(be.linear(Y, P('proj_out.weight'), { bias: P('proj_out.bias') })); // [B, N, p·p·Cout]
+      return be.unpatchify(outTok, { height: h, width: w, patch: p });
     } finally {
       for (const t of live) t.dispose();
-      if (!input.text) text.dispose();
+      X?.dispose();
     }
   }
 
-  private block(l: number, X: Tensor, text: TextConditioning, modHost: Float32Array, B: number, N: number, h: number, w: number,
+  private block(l: number, X: Tensor, text: TextConditioning, mod: Tensor, B: number, N: number, h: number, w: number,
     keep: <T2 extends Tensor>(t: T2) => T2, taps?: Taps): Tensor {
     const be = this.backend;
     const c = this.config;
@@ -370,14 +376,9 @@ export class SanaTransformer2DModel {
     const Hc = c.numCrossAttentionHeads;
     const dc = c.crossAttentionHeadDim;
 
-    // shift/scale/gate rows: scale_shift_table[6, D] + mod.reshape(B, 6, D)
-    const table = this.p.host(`${pre}.scale_shift_table`);
-    const chunk = (k: number) => {
-      const v = new Float32Array(B * D);
-      for (let b = 0; b < B; b++) for (let d = 0; d < D; d++) v[b * D + d] = table[k * D + d] + modHost[b * 6 * D + k * D + d];
-      return keep(be.tensor([B, D], 'f32', v));
-    };
-    const [shiftSa, scaleSa, gateSa, shiftFf, scaleFf, gateFf] = [0, 1, 2, 3, 4, 5].map(chunk);
+    // shift/scale/gate rows: scale_shift_table[6, D] + mod.reshape(B, 6, D), as six [B, D] chunks
+    const chunks = keep(be.adalnModulation(P('scale_shift_table'), mod));
+    const [shiftSa, scaleSa, gateSa, shiftFf, scaleFf, gateFf] = [0, 1, 2, 3, 4, 5].map((k) => chunks.slice(k * B * D, [B, D]));
 
     // (a) linear self-attention
     const Y = keep(be.layerNorm(X, { eps: c.normEps, scale: scaleSa, shift: shiftSa }));
@@ -420,10 +421,9 @@ export class SanaTransformer2DModel {
       wDepth: P('ff.conv_depth.weight'), bDepth: P('ff.conv_depth.bias'), wPoint: P('ff.conv_point.weight'),
     }, { height: h, width: w }));
     if (taps) {
-      const z = Z.toFloat32(); // [B, N, D] → [B, D, h, w]
-      const nchw = new Float32Array(z.length);
-      for (let b = 0; b < B; b++) for (let n = 0; n < N; n++) for (let d = 0; d < D; d++) nchw[(b * D + d) * N + n] = z[(b * N + n) * D + d];
-      taps(`block${l}.ff.out`, nchw, [B, D, h, w]);
+      const nchw = be.unpatchify(Z, { height: h, width: w, patch: 1 });
+      taps(`block${l}.ff.out`, nchw.toFloat32(), [B, D, h, w]);
+      nchw.dispose();
     }
     const X3 = be.residual(X2, Z, { gate: gateFf });
     tap('out', X3);

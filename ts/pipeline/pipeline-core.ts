@@ -9,13 +9,13 @@ import { join } from 'node:path';
 
 import type { Tokenizer } from '@huggingface/tokenizers';
 
-import type { Backend, BackendInfo, BackendMemory, BackendName } from '../backends/backend.js';
+import { throwIfNonFinite, type Backend, type BackendInfo, type BackendMemory, type BackendName } from '../backends/backend.js';
 import { createBackend } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
 import { entryKind } from '../io/files.js';
 import { checkTiling, type TilingOptions } from '../models/dcae-tiling.js';
 import { estimateDecodeBytes, runShardTask, shardedDecode } from '../models/dcae-sharded.js';
-import type { TextConditioning } from '../models/sana-transformer.js';
+import type { SanaTransformer2DModel, TextConditioning } from '../models/sana-transformer.js';
 import type { LoadOptions } from '../models/params.js';
 import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../schedulers/flow-euler.js';
@@ -24,6 +24,7 @@ import { loadSanaComponents, type SanaComponents } from './components.js';
 import { GeneratedImage } from './image.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
 import { aspectRatioBins, classifyHeightWidthBin, hasAspectRatioBins } from './resolution.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { randn, TorchGenerator } from './torch-random.js';
 import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
 
@@ -250,9 +251,13 @@ export class SanaPipelineCore {
   denoise(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
     opts: { steps: number; guidanceScale: number; onStep?: (s: DenoiseStep) => void }): Float32Array {
     const text = this.prepareText(shape[0], cond, uncond, opts.guidanceScale);
+    let run: DenoiseRun | null = null;
     try {
-      return this.denoiseSteps(latents, shape, text, { ...opts, from: 0, to: opts.steps, scheduler: this.components.scheduler });
+      run = this.startDenoise(latents, shape, text, { ...opts, scheduler: this.components.scheduler });
+      for (let i = 0; i < opts.steps; i++) run.step(opts.onStep);
+      return run.latents();
     } finally {
+      run?.dispose();
       text.dispose();
     }
   }
@@ -269,34 +274,11 @@ export class SanaPipelineCore {
     return this.components.transformer.prepareText(text, cond.length, mask, cfg ? 2 * B : B);
   }
 
-  /** Steps [from, to) of an n-step schedule (from = 0 resets the scheduler). */
-  private denoiseSteps(latents: Float32Array, shape: readonly [number, number, number, number], text: TextConditioning,
-    opts: { steps: number; guidanceScale: number; from: number; to: number; scheduler: Scheduler; onStep?: (s: DenoiseStep) => void }): Float32Array {
-    const { transformer } = this.components;
-    const scheduler = opts.scheduler;
-    const [B, C, h, w] = shape;
-    const cfg = opts.guidanceScale > 1;
-    const MB = cfg ? 2 * B : B;
-    const per = C * h * w;
-    if (opts.from === 0) scheduler.setTimesteps(opts.steps);
-    let x = latents;
-    for (let i = opts.from; i < opts.to; i++) {
-      const t = scheduler.timesteps[i];
-      const input = cfg ? concat(x, x) : x;
-      const v = transformer.forward({
-        hiddenStates: input, shape: [MB, C, h, w], text,
-        timestep: new Float32Array(MB).fill(t * transformer.config.timestepScale),
-      });
-      let guided = v;
-      if (cfg) {
-        guided = new Float32Array(B * per);
-        const g = f(opts.guidanceScale);
-        for (let k = 0; k < B * per; k++) guided[k] = v[k] + f(g * f(v[B * per + k] - v[k]));
-      }
-      x = scheduler.step(guided, x);
-      opts.onStep?.({ index: i, timestep: t, modelOutput: v, latents: x });
-    }
-    return x;
+  /** A denoising run from initial latents: its state lives in tensors on the transformer's backend, and a
+   * step reads back one value (the non-finite flag of the model output). */
+  private startDenoise(latents: Float32Array, shape: readonly [number, number, number, number], text: TextConditioning,
+    opts: { steps: number; guidanceScale: number; scheduler: Scheduler }): DenoiseRun {
+    return new DenoiseRun(this.components.transformer, latents, shape, text, opts);
   }
 
   /** Text → images, as SanaPipeline.__call__ (spec §5): binning, latents, CFG loop, decode, resize, uint8. */
@@ -340,18 +322,22 @@ export class SanaPipelineCore {
     const stepMs: number[] = [];
     let last = performance.now();
     const text = this.prepareText(shape[0], condN, uncondN, o.guidance);
+    let run: DenoiseRun | null = null;
     try {
+      run = this.startDenoise(latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, scheduler: o.scheduler });
       for (let i = 0; i < o.steps; i++) {
         // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
         await new Promise((r) => setImmediate(r));
         abortIfAsked();
-        latents = this.denoiseSteps(latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, from: i, to: i + 1, scheduler: o.scheduler });
+        run.step();
         const now = performance.now();
         stepMs.push(now - last);
         last = now;
         progress({ status: 'step', step: i + 1, totalSteps: o.steps, stepMs: stepMs[i] });
       }
+      latents = run.latents();
     } finally {
+      run?.dispose();
       text.dispose();
     }
     abortIfAsked();
@@ -501,4 +487,78 @@ function concat(a: Float32Array, b: Float32Array): Float32Array {
   out.set(a);
   out.set(b, a.length);
   return out;
+}
+
+/**
+ * One generation's denoising loop (diffusers' order): latents x on the transformer's backend; per step the
+ * model batch ([x; x] with guidance), the velocity, the guided velocity (uncond + g·(cond − uncond)) and the
+ * scheduler update are tensor ops. The timestep features of every step are made once, up front.
+ */
+class DenoiseRun {
+  private x: Tensor;
+  private readonly features: Tensor;
+  private index = 0;
+
+  constructor(
+    private readonly transformer: SanaTransformer2DModel,
+    latents: Float32Array,
+    private readonly shape: readonly [number, number, number, number],
+    private readonly text: TextConditioning,
+    private readonly opts: { steps: number; guidanceScale: number; scheduler: Scheduler },
+  ) {
+    const be = transformer.backend;
+    const scheduler = opts.scheduler;
+    scheduler.setTimesteps(opts.steps);
+    const MB = this.cfg ? 2 * shape[0] : shape[0];
+    const values = Array.from({ length: opts.steps * MB }, (_, k) => scheduler.timesteps[Math.floor(k / MB)] * transformer.config.timestepScale);
+    this.features = transformer.timestepFeatures(values);
+    try {
+      this.x = be.tensor([...shape], 'f32', latents);
+    } catch (e) {
+      this.features.dispose();
+      throw e;
+    }
+  }
+
+  private get cfg(): boolean {
+    return this.opts.guidanceScale > 1;
+  }
+
+  step(onStep?: (s: DenoiseStep) => void): void {
+    const be = this.transformer.backend;
+    const { scheduler } = this.opts;
+    const [B, C, h, w] = this.shape;
+    const i = this.index;
+    const MB = this.cfg ? 2 * B : B;
+    const temp: Tensor[] = [];
+    const t = <T extends Tensor>(x: T): T => (temp.push(x), x);
+    try {
+      let input = this.x;
+      if (this.cfg) {
+        input = t(be.empty([MB, C, h, w]));
+        for (const half of [0, 1]) be.copy(this.x, input.slice(half * this.x.size, [...this.shape]));
+      }
+      const v = t(this.transformer.forwardTensor(input, { text: this.text, timestep: this.features.slice(i * MB * 256, [MB, 256]) }));
+      throwIfNonFinite(be, v, 'SanaTransformer2DModel produced non-finite values (NaN or Infinity) in its output: the weights or inputs hold NaN/Inf');
+      const guided = this.cfg ? t(be.cfgCombine(v.slice(0, [...this.shape]), v.slice(this.x.size, [...this.shape]), f(this.opts.guidanceScale))) : v;
+      const next = scheduler.step(be, guided, this.x);
+      this.x.dispose();
+      this.x = next;
+      this.index++;
+      onStep?.({ index: i, timestep: scheduler.timesteps[i], modelOutput: v.toFloat32(), latents: next.toFloat32() });
+    } finally {
+      for (const x of temp) x.dispose();
+    }
+  }
+
+  /** The latents now, read back to the host (the loop's one read of them). */
+  latents(): Float32Array {
+    return this.x.toFloat32();
+  }
+
+  dispose(): void {
+    this.x.dispose();
+    this.features.dispose();
+    this.opts.scheduler.release();
+  }
 }

@@ -1,12 +1,15 @@
 /**
  * Flow-DPM-Solver: diffusers' DPMSolverMultistepScheduler as Sana configures it (use_flow_sigmas,
- * flow_prediction, dpmsolver++, order 2, midpoint, final sigma 0), in pure TypeScript with the same fp32
- * arithmetic. Spec: ../shared/design/sana-spec.md §4.2.
+ * flow_prediction, dpmsolver++, order 2, midpoint, final sigma 0): the schedule and coefficients in TypeScript,
+ * the latent updates as tensor ops, all with diffusers' fp32 arithmetic. Spec: ../shared/design/sana-spec.md §4.2.
  *
  * Divergence on purpose: diffusers starts at the second occurrence of a repeated integer timestep (only
  * possible for ≥ 351 steps at flow_shift 3); this port simply counts steps from 0.
  */
+import type { Backend } from '../backends/backend.js';
 import { ConfigReader } from '../io/config.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { Scheduler } from './schedulers.js';
 
 const f = Math.fround;
 
@@ -52,12 +55,12 @@ export function linspace(start: number, stop: number, num: number): number[] {
   return out;
 }
 
-export class FlowDpmSolver {
+export class FlowDpmSolver implements Scheduler {
   timesteps: number[] = [];
   sigmas = new Float32Array(0);
   private stepIndex = 0;
   private lowerOrderNums = 0;
-  private history: Float32Array[] = [];
+  private history: Tensor[] = [];
 
   constructor(readonly config: FlowDpmSolverConfig) {}
 
@@ -78,19 +81,24 @@ export class FlowDpmSolver {
     this.sigmas = Float32Array.from([...s, 0]);
     this.stepIndex = 0;
     this.lowerOrderNums = 0;
+    this.release();
+  }
+
+  release(): void {
+    for (const t of this.history) t.dispose();
     this.history = [];
   }
 
-  /** One update x_i → x_{i+1} from the (guided) velocity v_i; all arithmetic in fp32 as diffusers does. */
-  step(modelOutput: Float32Array, sample: Float32Array): Float32Array {
+  /** One update x_i → x_{i+1} from the (guided) velocity v_i; every operation rounded to fp32 as diffusers'
+   * (each axpby term is a product rounded before the sum). */
+  step(be: Backend, modelOutput: Tensor, sample: Tensor): Tensor {
     const i = this.stepIndex;
     const n = this.timesteps.length;
     if (i >= n) throw new Error(`FlowDpmSolver: step ${i} past the ${n} scheduled steps`);
     const sig = this.sigmas;
-    const x0 = new Float32Array(sample.length);
-    for (let k = 0; k < sample.length; k++) x0[k] = sample[k] - f(sig[i] * modelOutput[k]);
+    const x0 = be.axpby(1, sample, -sig[i], modelOutput); // x0 = x − σ·v
     this.history.push(x0);
-    if (this.history.length > 2) this.history.shift();
+    if (this.history.length > 2) this.history.shift()!.dispose();
 
     const lowerFinal = i === n - 1; // final_sigmas_type "zero" makes the last step first order whatever the flags
     const lambda = (s: number) => f(f(Math.log(f(1 - s))) - f(Math.log(s)));
@@ -99,21 +107,18 @@ export class FlowDpmSolver {
     const ratio = f(sigmaT / sig[i]);
     const h = f(lambda(sigmaT) - lambda(sig[i]));
     const coef = f(alphaT * f(f(Math.exp(-h)) - 1));
-    const out = new Float32Array(sample.length);
+    let out: Tensor;
     if (this.config.solverOrder === 1 || this.lowerOrderNums < 1 || lowerFinal) {
-      for (let k = 0; k < sample.length; k++) out[k] = f(ratio * sample[k]) - f(coef * x0[k]);
+      out = be.axpby(ratio, sample, -coef, x0); // (σ_t/σ_s)·x − α_t(e^{−h} − 1)·x0
     } else {
-      const prev = this.history[0];
       const h0 = f(lambda(sig[i]) - lambda(sig[i - 1]));
       const r0 = f(h0 / h);
-      const invR = f(1 / r0);
-      const heunCoef = f(alphaT * f(f(f(f(Math.exp(-h)) - 1) / h) + 1));
-      for (let k = 0; k < sample.length; k++) {
-        const d1 = f(invR * f(x0[k] - prev[k]));
-        out[k] = this.config.solverType === 'midpoint'
-          ? f(f(f(ratio * sample[k]) - f(coef * x0[k])) - f(f(0.5 * coef) * d1))
-          : f(f(f(ratio * sample[k]) - f(coef * x0[k])) + f(heunCoef * d1));
-      }
+      const d1 = be.axpby(1, x0, -1, this.history[0]); // D1 = (x0 − x0_prev) / r0
+      be.axpby(f(1 / r0), d1, 0, null, d1);
+      out = be.axpby(ratio, sample, -coef, x0);
+      const d1Coef = this.config.solverType === 'midpoint' ? -f(0.5 * coef) : f(alphaT * f(f(f(f(Math.exp(-h)) - 1) / h) + 1));
+      be.axpby(1, out, d1Coef, d1, out);
+      d1.dispose();
     }
     if (this.lowerOrderNums < this.config.solverOrder) this.lowerOrderNums++;
     this.stepIndex++;

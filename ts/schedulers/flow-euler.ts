@@ -1,8 +1,11 @@
 /**
- * FlowMatchEulerDiscreteScheduler(shift = flow_shift) as diffusers runs it, in pure TypeScript with its
- * fp32 arithmetic. Spec: ../shared/design/sana-spec.md §4.3 (note the shift applied twice).
+ * FlowMatchEulerDiscreteScheduler(shift = flow_shift) as diffusers runs it (the schedule in TypeScript, the
+ * update as a tensor op), with its fp32 arithmetic. Spec: ../shared/design/sana-spec.md §4.3 (note the shift applied twice).
  */
+import type { Backend } from '../backends/backend.js';
 import { ConfigReader } from '../io/config.js';
+import type { Tensor } from '../tensor/tensor.js';
+import type { Scheduler } from './schedulers.js';
 import { linspace } from './flow-dpm-solver.js';
 
 const f = Math.fround;
@@ -25,7 +28,7 @@ export function readFlowEulerConfig(cfg: ConfigReader): FlowEulerConfig {
   };
 }
 
-export class FlowEuler {
+export class FlowEuler implements Scheduler {
   timesteps = new Float32Array(0);
   sigmas = new Float32Array(0);
   private stepIndex = 0;
@@ -55,13 +58,14 @@ export class FlowEuler {
     this.stepIndex = 0;
   }
 
-  step(modelOutput: Float32Array, sample: Float32Array): Float32Array {
+  /** x + (σ_{i+1} − σ_i)·v, in fp32. */
+  step(be: Backend, modelOutput: Tensor, sample: Tensor): Tensor {
     const i = this.stepIndex;
     if (i >= this.timesteps.length) throw new Error(`FlowEuler: step ${i} past the ${this.timesteps.length} scheduled steps`);
     const dt = f(this.sigmas[i + 1] - this.sigmas[i]);
-    const out = new Float32Array(sample.length);
-    for (let k = 0; k < sample.length; k++) out[k] = sample[k] + f(dt * modelOutput[k]);
     this.stepIndex++;
-    return out;
+    return be.axpby(1, sample, dt, modelOutput);
   }
+
+  release(): void {}
 }

@@ -1,15 +1,20 @@
 /** The schedulers this engine runs, by the `_class_name` of their scheduler_config.json: a new scheduler
  * (e.g. Sana-Sprint's SCM) is one entry here. */
+import type { Backend } from '../backends/backend.js';
 import type { ConfigReader } from '../io/config.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { FlowDpmSolver, readFlowDpmSolverConfig } from './flow-dpm-solver.js';
 import { FlowEuler, readFlowEulerConfig } from './flow-euler.js';
 
-/** A sampler's contract with the denoising loop (fp32 host arrays, as diffusers' `step` on one tensor). */
+/** A sampler's contract with the denoising loop, as diffusers' `step`: its scalar coefficients are computed
+ * here in fp32, the latent updates run as tensor ops (Backend.axpby) on the latents' backend. */
 export interface Scheduler {
   readonly timesteps: ArrayLike<number>;
   setTimesteps(n: number): void;
-  /** the next sample from the model output at the current step */
-  step(modelOutput: Float32Array, sample: Float32Array): Float32Array;
+  /** the next sample (a new tensor) from the model output at the current step; the inputs are left alone */
+  step(be: Backend, modelOutput: Tensor, sample: Tensor): Tensor;
+  /** frees the tensors the scheduler keeps between steps (multistep history); setTimesteps also does */
+  release(): void;
 }
 
 export const SCHEDULER_CLASSES: Record<string, { fromFolder(dir: string): Scheduler; readConfig(cfg: ConfigReader): object }> = {
