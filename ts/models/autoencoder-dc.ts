@@ -8,7 +8,7 @@ import type { Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { view4, type Tensor } from '../tensor/tensor.js';
 import { decoderSteps, readAutoencoderDcConfig, type Act, type AutoencoderDcConfig, type BlockType, type DecoderStep } from './dcae-config.js';
 import { decoderSpecs, encoderSpecs } from './dcae-specs.js';
 import { blendTiles, cropTensor, latentTiles, type Rect, type TilingOptions } from './dcae-tiling.js';
@@ -293,7 +293,6 @@ export class AutoencoderDC {
       if (state.length !== branches.length * heads * (hd + 1) * hd)
         throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `AutoencoderDC: attention state of ${state.length} values does not fit ${step.pre}`);
       const att = scope.keep(be.empty([1, branches.length * heads * hd, H, W]));
-      const out = att.data as Float32Array;
       branches.forEach((t, s) => {
         // [num (hd rows) | den (1 row)] per head as one grouped 1×1 conv over relu([q|k|v]); k and v columns are 0
         const w = new Float32Array(heads * (hd + 1) * 3 * hd);
@@ -302,15 +301,7 @@ export class AutoencoderDC {
             for (let b = 0; b < hd; b++) w[(g * (hd + 1) + r) * 3 * hd + b] = state[((s * heads + g) * (hd + 1) + r) * hd + b];
         const rq = scope.keep(be.activation(t, 'relu'));
         const nd = scope.keep(be.conv2d(rq, scope.keep(be.tensor([heads * (hd + 1), 3 * hd, 1, 1], 'f32', w)), { groups: heads }));
-        const v = nd.data as Float32Array;
-        for (let g = 0; g < heads; g++) {
-          const den = v.subarray((g * (hd + 1) + hd) * HW, (g * (hd + 1) + hd + 1) * HW);
-          for (let a = 0; a < hd; a++) {
-            const num = (g * (hd + 1) + a) * HW;
-            const dst = ((s * heads + g) * hd + a) * HW;
-            for (let p = 0; p < HW; p++) out[dst + p] = v[num + p] / (den[p] + LINEAR_ATTENTION_EPS);
-          }
-        }
+        be.evitNormalize(nd, heads, LINEAR_ATTENTION_EPS, att.slice(s * heads * hd * HW, [1, heads * hd, H, W]));
       });
       return scope.release(this.evitFinish(scope, step.pre, x, att));
     } finally {
@@ -360,34 +351,26 @@ class Scope {
   }
 }
 
-/** torch.repeat_interleave(x, rep, dim=1) on NCHW: output channel k copies input channel floor(k / rep). */
+/** torch.repeat_interleave(x, rep, dim=1) on NCHW: output channel k copies input channel floor(k / rep) (one
+ * strided copy whose source repeats with stride 0). */
 function repeatInterleave(be: Backend, x: Tensor, rep: number): Tensor {
   const [B, C, H, W] = x.shape;
   if (!Number.isInteger(rep) || rep < 1) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: channel shortcut needs an integer repeat, got ${rep}`);
   const HW = H * W;
-  const src = x.toFloat32();
-  const out = new Float32Array(B * C * rep * HW);
-  for (let b = 0; b < B; b++)
-    for (let k = 0; k < C * rep; k++) out.set(src.subarray((b * C + Math.floor(k / rep)) * HW, (b * C + Math.floor(k / rep) + 1) * HW), (b * C * rep + k) * HW);
-  return be.tensor([B, C * rep, H, W], 'f32', out);
+  const out = be.empty([B, C * rep, H, W]);
+  try {
+    return be.copy(view4(x, [B, C, rep, HW], [C * HW, HW, 0, 1]), view4(out, [B, C, rep, HW]));
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
 }
 
 /** x.unflatten(1, (Cout, C/Cout)).mean(dim=2): averages of consecutive channel groups (fp32). */
 function groupMean(be: Backend, x: Tensor, Cout: number): Tensor {
-  const [B, C, H, W] = x.shape;
-  const g = C / Cout;
-  if (!Number.isInteger(g)) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: ${C} channels do not split into ${Cout} groups`);
-  const HW = H * W;
-  const src = x.toFloat32();
-  const out = new Float32Array(B * Cout * HW);
-  for (let b = 0; b < B; b++)
-    for (let k = 0; k < Cout; k++)
-      for (let p = 0; p < HW; p++) {
-        let s = 0;
-        for (let j = 0; j < g; j++) s += src[(b * C + k * g + j) * HW + p];
-        out[(b * Cout + k) * HW + p] = Math.fround(s / g);
-      }
-  return be.tensor([B, Cout, H, W], 'f32', out);
+  const C = x.shape[1];
+  if (C % Cout !== 0) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: ${C} channels do not split into ${Cout} groups`);
+  return be.groupMean(x, Cout);
 }
 
 function toChannelsLast(t: Tensor): Float32Array {

@@ -7,7 +7,6 @@ import type { Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
-import { decode } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { view4 } from '../tensor/tensor.js';
 import { Params, type LoadOptions, type ParamSpec } from './params.js';
@@ -102,20 +101,15 @@ export class Gemma2Model {
     const live: Tensor[] = [];
     const keep = <T extends Tensor>(t: T): T => (live.push(t), t);
     try {
-      // embeddings × sqrt(hidden) (the normalizer is rounded to the activation dtype first)
-      const table = P('embed_tokens.weight');
-      const raw = table.data;
-      const rows = new Float32Array(B * L * Hd);
-      const normalizer = Math.fround(Math.sqrt(Hd));
+      // embeddings × sqrt(hidden) (the normalizer is rounded to the activation dtype first), reading only the
+      // rows of the ids in their stored dtype
       for (let i = 0; i < B * L; i++) {
         const id = inputIds[i];
         if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
           throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `Gemma2Model: Expected token ids in [0, ${c.vocabSize}) for input_ids but received ${id} at position ${i}`);
-        const row = raw.subarray(id * Hd, (id + 1) * Hd);
-        const vals = table.dtype === 'f32' ? (row as Float32Array) : decode(row as Uint16Array, table.dtype);
-        for (let k = 0; k < Hd; k++) rows[i * Hd + k] = vals[k] * normalizer;
       }
-      let Hs = keep(be.tensor([B, L, Hd], 'f32', rows));
+      const ids = keep(be.tensor([B * L], 'i32', inputIds));
+      let Hs = keep(be.embedding(P('embed_tokens.weight'), ids, { scale: Math.fround(Math.sqrt(Hd)) })).reshape([B, L, Hd]);
       taps?.('hidden_states.0', Hs.toFloat32(), [B, L, Hd]);
       const bias = new Float32Array(B * L);
       for (let i = 0; i < B * L; i++) bias[i] = Number(attentionMask[i]) ? 0 : -3.4028234663852886e38; // finfo(float32).min
