@@ -132,8 +132,11 @@ export interface Backend {
    * its row D plus eps. */
   evitNormalize(x: Tensor, heads: number, eps: number, out?: Tensor): Tensor;
 
-  /** The tensor memory this backend holds now (every tensor it made that is not yet disposed). */
+  /** The tensor memory this backend holds now (every tensor it made that is not yet disposed) and at most. */
   memory(): BackendMemory;
+  /** Resolves when every op issued so far has finished (host backends run ops synchronously: at once; a
+   * device backend waits for its stream). Tensor.read() synchronises by itself. */
+  synchronize(): Promise<void>;
   /** Most bytes of freed activation blocks kept for reuse (default 256 MiB; 0 = none). */
   setCacheLimit(bytes: number): void;
   /** Releases the cached activation blocks now (e.g. after a one-off large decode). */

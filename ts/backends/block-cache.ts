@@ -28,8 +28,10 @@ export interface CacheCounters {
   activationBytes: number;
   /** freed activation blocks kept for reuse */
   cachedBytes: number;
-  /** most live bytes (weights + activations) at once */
+  /** most live bytes at once: of both together, of weights, of activations */
   peakBytes: number;
+  peakWeightBytes: number;
+  peakActivationBytes: number;
   /** blocks obtained from the system so far (a steady state adds none) */
   allocations: number;
 }
@@ -40,7 +42,7 @@ interface Block {
 }
 
 export class BlockCache {
-  readonly counters: CacheCounters = { tensors: 0, weightBytes: 0, activationBytes: 0, cachedBytes: 0, peakBytes: 0, allocations: 0 };
+  readonly counters: CacheCounters = { tensors: 0, weightBytes: 0, activationBytes: 0, cachedBytes: 0, peakBytes: 0, peakWeightBytes: 0, peakActivationBytes: 0, allocations: 0 };
   private readonly free = new Map<number, Block[]>();
   private closed = false;
 
@@ -68,6 +70,8 @@ export class BlockCache {
     if (usage === 'weight') c.weightBytes += bytes;
     else c.activationBytes += bytes;
     c.peakBytes = Math.max(c.peakBytes, c.weightBytes + c.activationBytes);
+    c.peakWeightBytes = Math.max(c.peakWeightBytes, c.weightBytes);
+    c.peakActivationBytes = Math.max(c.peakActivationBytes, c.activationBytes);
     const b = block;
     let freed = false;
     return {

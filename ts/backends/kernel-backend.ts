@@ -66,6 +66,10 @@ export abstract class KernelBackend implements Backend {
     return { ...c, bytes: c.weightBytes + c.activationBytes };
   }
 
+  async synchronize(): Promise<void> {
+    // host kernels return when their work is done
+  }
+
   setCacheLimit(bytes: number): void {
     if (!(Number.isSafeInteger(bytes) && bytes >= 0)) throw new SanaError('ERR_SANA_INVALID_OPTION', `setCacheLimit: Expected a byte count >= 0 for bytes but received ${bytes}`);
     this.blocks.limit = bytes;
