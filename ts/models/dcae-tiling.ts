@@ -2,7 +2,7 @@
  * crops the sharded decode takes of feature maps. */
 import type { Backend } from '../backends/backend.js';
 import { describeValue, SanaError } from '../errors.js';
-import type { Tensor } from '../tensor/tensor.js';
+import { view4, type Tensor } from '../tensor/tensor.js';
 
 /** A rectangle [y0, y1) × [x0, x1) of a feature map. */
 export interface Rect {
@@ -106,24 +106,32 @@ export function blendTiles(rows: Float32Array[][], shape: readonly [number, numb
   return out;
 }
 
-/** A copy of `r` (in x's coordinates) of a one-image NCHW map. */
+/** A copy of `r` (in x's coordinates) of a one-image NCHW map, made on x's backend (one strided copy). */
 export function cropTensor(be: Backend, x: Tensor, r: Rect): Tensor {
   const [B, C, H, W] = x.shape;
   if (B !== 1 || r.y0 < 0 || r.x0 < 0 || r.y1 > H || r.x1 > W || r.y0 >= r.y1 || r.x0 >= r.x1)
     throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `crop: Expected a non-empty rectangle inside [1, C, ${H}, ${W}] but received ${JSON.stringify(r)} of ${JSON.stringify(x.shape)}`);
-  return cropMap(be, x.data as Float32Array, C, H, W, r);
-}
-
-/** A new [1, C, h, w] tensor holding rectangle `r` of the C × H × W float map `src` (tensor or shared memory). */
-export function cropMap(be: Backend, src: Float32Array, C: number, H: number, W: number, r: Rect): Tensor {
   const h = r.y1 - r.y0;
   const w = r.x1 - r.x0;
   const out = be.empty([1, C, h, w]);
-  const dst = out.data as Float32Array;
+  try {
+    return be.copy(view4(x, [C, h, 1, w], [H * W, W, 0, 1], r.y0 * W + r.x0), view4(out, [C, h, 1, w]));
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+}
+
+/** A new [1, C, h, w] tensor holding rectangle `r` of the C × H × W host map `src` (a shard's shared memory):
+ * only the rectangle is written to the backend. */
+export function cropMap(be: Backend, src: Float32Array, C: number, H: number, W: number, r: Rect): Tensor {
+  const h = r.y1 - r.y0;
+  const w = r.x1 - r.x0;
+  const dst = new Float32Array(C * h * w);
   for (let c = 0; c < C; c++)
     for (let y = 0; y < h; y++) {
       const s = (c * H + r.y0 + y) * W + r.x0;
       dst.set(src.subarray(s, s + w), (c * h + y) * w);
     }
-  return out;
+  return be.tensorFromRaw([1, C, h, w], 'f32', dst);
 }
