@@ -1,6 +1,6 @@
 // The glue ops (native/include/sana_ops.h, "glue ops"): elementwise updates, layout changes and lookups that
 // used to run on host arrays between the big ops. Memory-bound: vectorised over the contiguous dim, split
-// across threads in chunks of CH elements or rows. Included by ops.inl inside the variant's namespace.
+// across threads in chunks of kGlueChunk elements or in rows. Included by ops.inl inside the variant's namespace.
 
 constexpr ptrdiff_t kGlueChunk = 8192;
 

@@ -1,0 +1,168 @@
+// linear and conv2d on the GEMM (conv2d as implicit GEMM over im2col panels; depth-wise convs direct).
+// Included by ops.inl inside the variant's namespace.
+
+// ---- ops ----------------------------------------------------------------------------------------------
+
+int linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, int dt, ptrdiff_t N,
+           const float* bias, int act, int flags, float* y) {
+  Gemm g{};
+  g.M = M, g.N = N, g.K = K;
+  g.A = Operand{x, SANA_F32, K, 1};
+  g.B = Operand{w, dt, 1, K};  // B(k, n) = w[n, k]
+  if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = static_cast<const float*>(w);
+  g.C = y, g.ldc = N, g.bias_col = bias, g.act = act;
+#if defined(SANA_BF16DOT)
+  g.fast_bf16 = (flags & SANA_GEMM_FAST_BF16) && dt == SANA_BF16;
+#endif
+  return gemm(ctx, g);
+}
+
+struct Im2col {
+  const float* x;  // first input channel of the group, one batch item
+  ptrdiff_t H, W, Wo, kh, kw, stride, pad;
+};
+
+void pack_im2col(const void* arg, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, float* dst) {
+  const Im2col& s = *static_cast<const Im2col*>(arg);
+  ptrdiff_t khw = s.kh * s.kw;
+  for (ptrdiff_t jp = 0; jp < nc; jp += NR) {
+    float* d = dst + jp * kc;
+    ptrdiff_t nr = mn<ptrdiff_t>(NR, nc - jp), p0 = j0 + jp, oy0 = p0 / s.Wo, ox0 = p0 % s.Wo;
+    bool one_row = s.stride == 1 && ox0 + nr <= s.Wo;
+    for (ptrdiff_t k = 0; k < kc; ++k) {
+      ptrdiff_t kk = k0 + k, ci = kk / khw, ky = kk % khw / s.kw, kx = kk % s.kw;
+      float* dk = d + k * NR;
+      if (one_row) {
+        ptrdiff_t iy = oy0 - s.pad + ky, ix0 = ox0 - s.pad + kx;
+        if (iy < 0 || iy >= s.H) {
+          for (int j = 0; j < NR; ++j) dk[j] = 0.0f;
+          continue;
+        }
+        const float* row = s.x + (ci * s.H + iy) * s.W;
+        if (ix0 >= 0 && ix0 + nr <= s.W) {
+          std::memcpy(dk, row + ix0, sizeof(float) * nr);
+        } else {
+          for (ptrdiff_t j = 0; j < nr; ++j) {
+            ptrdiff_t ix = ix0 + j;
+            dk[j] = ix >= 0 && ix < s.W ? row[ix] : 0.0f;
+          }
+        }
+        for (ptrdiff_t j = nr; j < NR; ++j) dk[j] = 0.0f;
+      } else {
+        for (ptrdiff_t j = 0; j < NR; ++j) {
+          float v = 0.0f;
+          if (j < nr) {
+            ptrdiff_t p = p0 + j, iy = p / s.Wo * s.stride - s.pad + ky, ix = p % s.Wo * s.stride - s.pad + kx;
+            if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) v = s.x[(ci * s.H + iy) * s.W + ix];
+          }
+          dk[j] = v;
+        }
+      }
+    }
+  }
+}
+
+// Depth-wise conv (one input and one output channel per group): direct, vectorised along output columns.
+int conv2d_depthwise(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                     const void* w, int dt, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad,
+                     const float* bias, int act, float* y) {
+  ptrdiff_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+  parallel_for(ctx, B * C, [&](ptrdiff_t b0, ptrdiff_t e0) {
+    float wt[15 * 15];
+    for (ptrdiff_t bc = b0; bc < e0; ++bc) {
+      ptrdiff_t c = bc % C;
+      const float* src = load_run(w, dt, c * kh * kw, kh * kw, wt);
+      if (src != wt) std::memcpy(wt, src, sizeof(float) * kh * kw);
+      const float* xp = x + bc * H * W;
+      float* yp = y + bc * Ho * Wo;
+      float b = bias ? bias[c] : 0.0f;
+      for (ptrdiff_t oy = 0; oy < Ho; ++oy) {
+        float* yr = yp + oy * Wo;
+        // columns whose taps are all inside the row (stride 1): vector body
+        ptrdiff_t lo = stride == 1 ? mn(Wo, pad) : Wo, hi = stride == 1 ? mx(lo, W - kw + pad + 1) : Wo;
+        if (hi > Wo) hi = Wo;
+        ptrdiff_t ox = 0;
+        auto scalar_col = [&](ptrdiff_t o) {
+          float s = b;
+          for (ptrdiff_t ky = 0; ky < kh; ++ky) {
+            ptrdiff_t iy = oy * stride - pad + ky;
+            if (iy < 0 || iy >= H) continue;
+            for (ptrdiff_t kx = 0; kx < kw; ++kx) {
+              ptrdiff_t ix = o * stride - pad + kx;
+              if (ix >= 0 && ix < W) s += xp[iy * W + ix] * wt[ky * kw + kx];
+            }
+          }
+          return s;
+        };
+        for (; ox < lo; ++ox) yr[ox] = scalar_col(ox);
+        for (; ox + VW <= hi; ox += VW) {
+          vf s = vset(b);
+          for (ptrdiff_t ky = 0; ky < kh; ++ky) {
+            ptrdiff_t iy = oy - pad + ky;
+            if (iy < 0 || iy >= H) continue;
+            const float* xr = xp + iy * W + ox - pad;
+            for (ptrdiff_t kx = 0; kx < kw; ++kx) s += vload(xr + kx) * wt[ky * kw + kx];
+          }
+          vstore(yr + ox, s);
+        }
+        for (; ox < Wo; ++ox) yr[ox] = scalar_col(ox);
+        if (act != SANA_ACT_NONE) {
+          ptrdiff_t i = 0;
+          for (; i + VW <= Wo; i += VW) vstore(yr + i, vact(vload(yr + i), act));
+          if (i < Wo) vstore_n(yr + i, vact(vload_n(yr + i, Wo - i), act), Wo - i);
+        }
+      }
+    }
+  });
+  return SANA_OK;
+}
+
+int conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const void* w, int dt,
+           ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups,
+           const float* bias, int act, float* y) {
+  ptrdiff_t cig = Cin / groups, cog = Cout / groups;
+  if (cig == 1 && cog == 1) return conv2d_depthwise(ctx, x, B, Cin, H, W, w, dt, kh, kw, stride, pad, bias, act, y);
+  ptrdiff_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1, P = Ho * Wo;
+  ptrdiff_t K = cig * kh * kw;
+  bool pointwise = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+  for (ptrdiff_t b = 0; b < B; ++b)
+    for (ptrdiff_t gi = 0; gi < groups; ++gi) {
+      const float* xg = x + (b * Cin + gi * cig) * H * W;
+      Im2col im{xg, H, W, Wo, kh, kw, stride, pad};
+      Gemm g{};
+      g.M = cog, g.N = P, g.K = K;
+      g.A = Operand{static_cast<const char*>(w) + gi * cog * K * (dt == SANA_F32 ? 4 : 2), dt, K, 1};
+      if (pointwise) {
+        g.B = Operand{xg, SANA_F32, P, 1};
+      } else {
+        g.pack_b_custom = pack_im2col;
+        g.pack_b_arg = &im;
+      }
+      g.C = y + (b * Cout + gi * cog) * P, g.ldc = P;
+      g.bias_row = bias ? bias + gi * cog : nullptr, g.act = act;
+      int st = gemm(ctx, g);
+      if (st != SANA_OK) return st;
+    }
+  return SANA_OK;
+}
+
+// Linear attention: per (batch, head) the state kvt[j][i] = Σ_n relu(k_nj)·v_ni and ksum[j] = Σ_n relu(k_nj),
+// then out_n = (Σ_j relu(q_nj)·kvt[j]) / (ksum·relu(q_n) + eps). Tokens are gathered in blocks so any
+// strides (fused qkv slices, NCHW channel groups) read efficiently.
+constexpr ptrdiff_t TB = 32;
+
+void gather_block(const sana_view4* t, ptrdiff_t b, ptrdiff_t n0, ptrdiff_t nb, ptrdiff_t h, ptrdiff_t d,
+                  ptrdiff_t ld, bool relu, float* dst) {
+  const float* base = t->data + b * t->sb + n0 * t->sn + h * t->sh;
+  if (t->sd == 1) {
+    for (ptrdiff_t n = 0; n < nb; ++n) std::memcpy(dst + n * ld, base + n * t->sn, sizeof(float) * d);
+  } else {
+    for (ptrdiff_t j = 0; j < d; ++j)
+      for (ptrdiff_t n = 0; n < nb; ++n) dst[n * ld + j] = base[n * t->sn + j * t->sd];
+  }
+  if (relu)
+    for (ptrdiff_t n = 0; n < nb; ++n)
+      for (ptrdiff_t j = 0; j < d; ++j) dst[n * ld + j] = dst[n * ld + j] > 0 ? dst[n * ld + j] : 0.0f;
+  for (ptrdiff_t n = 0; n < nb; ++n)
+    for (ptrdiff_t j = d; j < ld; ++j) dst[n * ld + j] = 0.0f;
+}

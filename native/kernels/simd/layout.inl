@@ -1,0 +1,92 @@
+// Pixel (un)shuffle, nearest upsampling, elementwise activation, RoPE.
+// Included by ops.inl inside the variant's namespace.
+
+int pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t r,
+                  float* y) {
+  ptrdiff_t Wr = W * r;
+  parallel_for(ctx, B * C * H, [&](ptrdiff_t t0, ptrdiff_t t1) {
+    for (ptrdiff_t t = t0; t < t1; ++t) {
+      ptrdiff_t bc = t / H, h = t % H;  // bc = b·C + c; input channels bc·r² + i·r + j
+      for (ptrdiff_t i = 0; i < r; ++i) {
+        float* yr = y + (bc * H * r + h * r + i) * Wr;
+        for (ptrdiff_t j = 0; j < r; ++j) {
+          const float* xr = x + ((bc * r * r + i * r + j) * H + h) * W;
+          for (ptrdiff_t w = 0; w < W; ++w) yr[w * r + j] = xr[w];
+        }
+      }
+    }
+  });
+  return SANA_OK;
+}
+
+int pixel_unshuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t r,
+                    float* y) {
+  ptrdiff_t Ho = H / r, Wo = W / r;
+  parallel_for(ctx, B * C * Ho, [&](ptrdiff_t t0, ptrdiff_t t1) {
+    for (ptrdiff_t t = t0; t < t1; ++t) {
+      ptrdiff_t bc = t / Ho, h = t % Ho;
+      for (ptrdiff_t i = 0; i < r; ++i) {
+        const float* xr = x + (bc * H + h * r + i) * W;
+        for (ptrdiff_t j = 0; j < r; ++j) {
+          float* yr = y + ((bc * r * r + i * r + j) * Ho + h) * Wo;
+          for (ptrdiff_t w = 0; w < Wo; ++w) yr[w] = xr[w * r + j];
+        }
+      }
+    }
+  });
+  return SANA_OK;
+}
+
+int upsample_nearest2x(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, float* y) {
+  parallel_for(ctx, B * C * H, [&](ptrdiff_t t0, ptrdiff_t t1) {
+    for (ptrdiff_t t = t0; t < t1; ++t) {
+      const float* xr = x + t * W;
+      float* y0 = y + (t / H * 2 * H + t % H * 2) * 2 * W;
+      for (ptrdiff_t w = 0; w < W; ++w) y0[2 * w] = y0[2 * w + 1] = xr[w];
+      std::memcpy(y0 + 2 * W, y0, sizeof(float) * 2 * W);
+    }
+  });
+  return SANA_OK;
+}
+
+int activation(sana_ctx* ctx, const float* x, ptrdiff_t n, int act, float* y) {
+  constexpr ptrdiff_t CH = 4096;
+  parallel_for(ctx, (n + CH - 1) / CH, [&](ptrdiff_t c0, ptrdiff_t c1) {
+    ptrdiff_t i = c0 * CH, e = mn(n, c1 * CH);
+    for (; i + VW <= e; i += VW) vstore(y + i, vact(vload(x + i), act));
+    if (i < e) vstore_n(y + i, vact(vload_n(x + i, e - i), act), e - i);
+  });
+  return SANA_OK;
+}
+
+int rope(sana_ctx* ctx, const sana_view4* x, ptrdiff_t B, ptrdiff_t L, ptrdiff_t heads, ptrdiff_t dim,
+         const int32_t* positions, float theta, const sana_view4* out) {
+  ptrdiff_t half = dim / 2;
+  float* cs = static_cast<float*>(scratch_alloc(sizeof(float) * (size_t)(2 * L * half)));
+  if (!cs) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "rope: out of memory");
+  // cos/sin tables exactly as the reference computes them (fp32 inv_freq, fp32 angle)
+  for (ptrdiff_t l = 0; l < L; ++l) {
+    float pos = positions ? (float)positions[l] : (float)l;
+    for (ptrdiff_t i = 0; i < half; ++i) {
+      float ang = pos * (1.0f / std::pow(theta, (float)(2 * i) / (float)dim));
+      cs[(2 * l) * half + i] = std::cos(ang);
+      cs[(2 * l + 1) * half + i] = std::sin(ang);
+    }
+  }
+  parallel_for(ctx, B * L * heads, [&](ptrdiff_t t0, ptrdiff_t t1) {
+    for (ptrdiff_t t = t0; t < t1; ++t) {
+      ptrdiff_t b = t / (L * heads), l = t / heads % L, h = t % heads;
+      const float* xs = x->data + b * x->sb + l * x->sn + h * x->sh;
+      float* os = out->data + b * out->sb + l * out->sn + h * out->sh;
+      const float* c = cs + 2 * l * half;
+      const float* s = c + half;
+      for (ptrdiff_t i = 0; i < half; ++i) {
+        float x1 = xs[i * x->sd], x2 = xs[(i + half) * x->sd];
+        os[i * out->sd] = x1 * c[i] - x2 * s[i];
+        os[(i + half) * out->sd] = x2 * c[i] + x1 * s[i];
+      }
+    }
+  });
+  scratch_free(cs);
+  return SANA_OK;
+}
