@@ -8,7 +8,8 @@ import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { view4, type View4 } from '../tensor/tensor.js';
-import { Params, type LoadOptions, type ParamSpec } from './params.js';
+import { Linear, RmsNorm, Scope, Weights } from './modules.js';
+import type { LoadOptions, Params } from './params.js';
 
 export interface SanaTransformerConfig {
   inChannels: number;
@@ -157,10 +158,120 @@ export interface StepConditioning {
 /** Debug taps: host copies of intermediate values in the reference layout. */
 export type Taps = (name: string, value: Float32Array, shape: number[]) => void;
 
+/** The modules of a SanaTransformer2DModel config: every weight declared once, where it is used. */
+class SanaModules {
+  readonly weights = new Weights();
+  readonly patchEmbed: { weight: string; bias: string };
+  readonly captionProjection: [Linear, Linear];
+  readonly captionNorm: RmsNorm;
+  readonly timestepEmbedder: TimestepMlp;
+  readonly guidanceEmbedder: TimestepMlp | null;
+  readonly timeLinear: Linear;
+  readonly scaleShiftTable: string;
+  readonly projOut: Linear;
+  readonly blocks: SanaBlock[];
+
+  constructor(c: SanaTransformerConfig) {
+    const w = this.weights;
+    const D = c.numAttentionHeads * c.attentionHeadDim;
+    const p = c.patchSize;
+    // the config values behind each shape, for mismatch messages
+    const width = `num_attention_heads = ${c.numAttentionHeads}, attention_head_dim = ${c.attentionHeadDim}`;
+    const patch = `${width}, in_channels = ${c.inChannels}, patch_size = ${p}`;
+    this.patchEmbed = { weight: w.matrix('patch_embed.proj.weight', [D, c.inChannels, p, p], patch), bias: w.vector('patch_embed.proj.bias', [D], width) };
+    this.captionProjection = [
+      Linear.declare(w, 'caption_projection.linear_1', D, c.captionChannels, `${width}, caption_channels = ${c.captionChannels}`),
+      Linear.declare(w, 'caption_projection.linear_2', D, D, width),
+    ];
+    this.captionNorm = new RmsNorm(w, 'caption_norm', D, width, 1e-5);
+    const time = c.guidanceEmbeds ? 'time_embed.timestep_embedder' : 'time_embed.emb.timestep_embedder';
+    this.timestepEmbedder = new TimestepMlp(w, time, D, width);
+    this.guidanceEmbedder = c.guidanceEmbeds ? new TimestepMlp(w, 'time_embed.guidance_embedder', D, width) : null;
+    this.timeLinear = Linear.declare(w, 'time_embed.linear', 6 * D, D, width);
+    this.scaleShiftTable = w.vector('scale_shift_table', [2, D], width);
+    this.projOut = Linear.declare(w, 'proj_out', p * p * c.outChannels, D, `${width}, out_channels = ${c.outChannels}, patch_size = ${p}`);
+    this.blocks = Array.from({ length: c.numLayers }, (_, l) => new SanaBlock(w, `transformer_blocks.${l}`, c));
+  }
+}
+
+/** Sinusoidal features [B, 256] → linear_1 → SiLU → linear_2 (diffusers' TimestepEmbedding). */
+class TimestepMlp {
+  private readonly l1: Linear;
+  private readonly l2: Linear;
+  constructor(w: Weights, prefix: string, D: number, from: string) {
+    this.l1 = Linear.declare(w, `${prefix}.linear_1`, D, 256, from);
+    this.l2 = Linear.declare(w, `${prefix}.linear_2`, D, D, from);
+  }
+  forward(be: Backend, p: Params, features: Tensor, scope: Scope): Tensor {
+    return scope.keep(this.l2.forward(be, p, scope.keep(this.l1.forward(be, p, features, { act: 'silu' }))));
+  }
+}
+
+/** One SanaTransformerBlock: adaLN-single modulation, linear self-attention (q/k/v one fused GEMM without
+ * qk-norm), cross-attention on the text, Mix-FFN (GLUMBConv) on the token grid. */
+class SanaBlock {
+  readonly table: string;
+  readonly qkv: Linear | null;
+  readonly q: Linear | null;
+  readonly k: Linear | null;
+  readonly v: Linear | null;
+  readonly normQ: RmsNorm | null;
+  readonly normK: RmsNorm | null;
+  readonly out: Linear;
+  readonly crossQ: Linear;
+  readonly crossK: Linear;
+  readonly crossV: Linear;
+  readonly crossOut: Linear;
+  readonly crossNormQ: RmsNorm | null;
+  readonly crossNormK: RmsNorm | null;
+  readonly ff: { inverted: Linear; depth: { weight: string; bias: string }; point: Linear };
+
+  constructor(w: Weights, readonly pre: string, c: SanaTransformerConfig) {
+    const D = c.numAttentionHeads * c.attentionHeadDim;
+    const Dx = c.numCrossAttentionHeads * c.crossAttentionHeadDim;
+    const F = Math.floor(c.mlpRatio * D);
+    const width = `num_attention_heads = ${c.numAttentionHeads}, attention_head_dim = ${c.attentionHeadDim}`;
+    const cross = `${width}, num_cross_attention_heads = ${c.numCrossAttentionHeads}, cross_attention_head_dim = ${c.crossAttentionHeadDim}`;
+    const kv = `${cross}, cross_attention_dim = ${c.crossAttentionDim}`;
+    const ff = `${width}, mlp_ratio = ${c.mlpRatio}`;
+    const bias = c.attentionBias;
+    this.table = w.vector(`${pre}.scale_shift_table`, [6, D], width);
+    const a = `${pre}.attn1`;
+    const fuse = c.qkNorm === null; // qk-norm normalises q and k as whole rows across heads: they stay separate
+    const [q, k, v] = ['to_q', 'to_k', 'to_v'].map((n) => Linear.declare(w, `${a}.${n}`, D, D, width, { bias, group: fuse ? `${a}.qkv` : undefined }));
+    if (fuse) {
+      const weight = w.fuse(`${a}.to_qkv.weight`, [q, k, v].map((t) => t.weight), [3 * D, D], true);
+      this.qkv = new Linear(weight, bias ? w.fuse(`${a}.to_qkv.bias`, [q, k, v].map((t) => t.bias!), [3 * D], false) : null);
+      [this.q, this.k, this.v] = [null, null, null];
+    } else {
+      this.qkv = null;
+      [this.q, this.k, this.v] = [q, k, v];
+    }
+    this.out = Linear.declare(w, `${a}.to_out.0`, D, D, width);
+    this.normQ = c.qkNorm ? new RmsNorm(w, `${a}.norm_q`, D, width, 1e-5) : null;
+    this.normK = c.qkNorm ? new RmsNorm(w, `${a}.norm_k`, D, width, 1e-5) : null;
+    const x = `${pre}.attn2`;
+    this.crossQ = Linear.declare(w, `${x}.to_q`, Dx, D, cross);
+    this.crossK = Linear.declare(w, `${x}.to_k`, Dx, c.crossAttentionDim, kv);
+    this.crossV = Linear.declare(w, `${x}.to_v`, Dx, c.crossAttentionDim, kv);
+    this.crossOut = Linear.declare(w, `${x}.to_out.0`, D, Dx, cross);
+    this.crossNormQ = c.qkNorm ? new RmsNorm(w, `${x}.norm_q`, Dx, cross, 1e-5) : null;
+    this.crossNormK = c.qkNorm ? new RmsNorm(w, `${x}.norm_k`, Dx, cross, 1e-5) : null;
+    // the fused Mix-FFN kernel reads these three together (one dtype group)
+    const g = `${pre}.ff`;
+    this.ff = {
+      inverted: Linear.declare(w, `${g}.conv_inverted`, 2 * F, D, ff, { conv1x1: true, group: g }),
+      depth: { weight: w.matrix(`${g}.conv_depth.weight`, [2 * F, 1, 3, 3], ff, { group: g }), bias: w.vector(`${g}.conv_depth.bias`, [2 * F], ff) },
+      point: Linear.declare(w, `${g}.conv_point`, D, F, ff, { conv1x1: true, bias: false, group: g }),
+    };
+  }
+}
+
 export class SanaTransformer2DModel {
   private constructor(
     readonly backend: Backend,
     readonly config: SanaTransformerConfig,
+    private readonly m: SanaModules,
     private readonly p: Params,
     /** unused checkpoint tensors and config keys (diffusers logs these too) */
     readonly warnings: string[],
@@ -186,22 +297,9 @@ export class SanaTransformer2DModel {
     const store = WeightStore.open(dir, 'diffusion_pytorch_model', opts.variant);
     try {
       cfg.checkCounts(store.names().length, store.source);
-      const specs = paramSpecs(config);
-      const params = Params.load(backend, store, specs, 'SanaTransformer2DModel', opts.weightDtype, opts.onBytesRead);
-      // every GEMM weight except the patch embedding (used through a reshape) and the depth-wise kernels
-      const gemm = specs.filter((s) => !s.vector && !s.name.startsWith('patch_embed') && !s.name.endsWith('conv_depth.weight')).map((s) => s.name);
-      if (fusesQkv(config)) {
-        const D = config.numAttentionHeads * config.attentionHeadDim;
-        for (let l = 0; l < config.numLayers; l++) {
-          const a = `transformer_blocks.${l}.attn1`;
-          const parts = (kind: string) => ['to_q', 'to_k', 'to_v'].map((n) => `${a}.${n}.${kind}`);
-          params.fuse(backend, `${a}.to_qkv.weight`, parts('weight'), [3 * D, D]);
-          if (config.attentionBias) params.fuse(backend, `${a}.to_qkv.bias`, parts('bias'), [3 * D]);
-          gemm.push(`${a}.to_qkv.weight`);
-        }
-      }
-      params.packLinear(backend, gemm.filter((n) => params.has(n)));
-      return new SanaTransformer2DModel(backend, config, params, params.warnings(cfg));
+      const modules = new SanaModules(config);
+      const params = modules.weights.load(backend, store, 'SanaTransformer2DModel', opts);
+      return new SanaTransformer2DModel(backend, config, modules, params, params.warnings(cfg));
     } finally {
       store.close();
     }
@@ -216,42 +314,33 @@ export class SanaTransformer2DModel {
   /** The text conditioning of `batch` rows of `textLength` tokens: hidden states [B, T, caption_channels], mask [B, T]. */
   prepareText(encoderHiddenStates: Float32Array, textLength: number, mask: ArrayLike<number>, batch: number, taps?: Taps): TextConditioning {
     const be = this.backend;
+    const { m, p } = this;
     const c = this.config;
     const [B, T] = [batch, textLength];
     if (encoderHiddenStates.length !== B * T * c.captionChannels || mask.length !== B * T)
       throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `SanaTransformer2DModel: Expected [${B}, ${T}, ${c.captionChannels}] encoder hidden states and a [${B}, ${T}] mask but received ${encoderHiddenStates.length} and ${mask.length} values`);
-    const P = (name: string) => this.p.get(name);
-    const temp: Tensor[] = []; // freed at the end
-    const made: Tensor[] = []; // the result's tensors: freed only on failure (dispose is idempotent)
-    const t = <T2 extends Tensor>(x: T2): T2 => (temp.push(x), x);
-    const own = <T2 extends Tensor>(x: T2): T2 => (made.push(x), x);
+    const temp = new Scope(); // freed at the end
+    const made = new Scope(); // the result's tensors: freed on failure only
     const bias = new Float32Array(B * T);
     for (let i = 0; i < B * T; i++) bias[i] = (1 - Number(mask[i])) * -10000.0;
     try {
-      const keyBias = own(be.tensor([B, T], 'f32', bias));
-      const ctx = t(be.tensor([B, T, c.captionChannels], 'f32', encoderHiddenStates));
-      const c1 = t(be.linear(ctx, P('caption_projection.linear_1.weight'), { bias: P('caption_projection.linear_1.bias'), act: 'gelu-tanh' }));
-      const c2 = t(be.linear(c1, P('caption_projection.linear_2.weight'), { bias: P('caption_projection.linear_2.bias') }));
-      const Cn = t(be.rmsNorm(c2, { eps: 1e-5, weight: P('caption_norm.weight') }));
+      const keyBias = made.keep(be.tensor([B, T], 'f32', bias));
+      const ctx = temp.keep(be.tensor([B, T, c.captionChannels], 'f32', encoderHiddenStates));
+      const [l1, l2] = m.captionProjection;
+      const c2 = temp.keep(l2.forward(be, p, temp.keep(l1.forward(be, p, ctx, { act: 'gelu-tanh' }))));
+      const Cn = temp.keep(m.captionNorm.forward(be, p, c2));
       taps?.('caption_norm.out', Cn.toFloat32(), [...Cn.shape]);
-      const kv: { k: Tensor; v: Tensor }[] = [];
-      for (let l = 0; l < c.numLayers; l++) {
-        const pre = `transformer_blocks.${l}.attn2`;
-        let k = own(be.linear(Cn, P(`${pre}.to_k.weight`), { bias: P(`${pre}.to_k.bias`) }));
-        const v = own(be.linear(Cn, P(`${pre}.to_v.weight`), { bias: P(`${pre}.to_v.bias`) }));
-        if (c.qkNorm) {
-          const raw = k;
-          k = own(be.rmsNorm(raw, { eps: 1e-5, weight: P(`${pre}.norm_k.weight`) }));
-          raw.dispose();
-        }
-        kv.push({ k, v });
-      }
+      const kv = m.blocks.map((blk) => {
+        const raw = blk.crossK.forward(be, p, Cn);
+        const k = blk.crossNormK ? made.keep(blk.crossNormK.forward(be, p, temp.keep(raw))) : made.keep(raw);
+        return { k, v: made.keep(blk.crossV.forward(be, p, Cn)) };
+      });
       return new TextConditioning(B, T, keyBias, kv);
     } catch (e) {
-      for (const x of made) x.dispose();
+      made.dispose();
       throw e;
     } finally {
-      for (const x of temp) x.dispose();
+      temp.dispose();
     }
   }
 
@@ -303,18 +392,16 @@ export class SanaTransformer2DModel {
     const w = W / p;
     const N = h * w;
     const D = c.numAttentionHeads * c.attentionHeadDim;
-    const live: Tensor[] = [];
-    const keep = <T2 extends Tensor>(t: T2): T2 => (live.push(t), t);
+    const { m, p: params } = this;
+    const scope = new Scope();
+    const keep = <T2 extends Tensor>(t: T2): T2 => scope.keep(t);
     const tap = (name: string, t: Tensor, shape = [...t.shape]) => taps?.(name, t.toFloat32(), shape);
-    const P = (name: string) => this.p.get(name);
     let X: Tensor | null = null;
     try {
       // 1. patch embedding → tokens [B, N, D]
-      if (p === 1) {
-        X = be.linear(keep(be.patchify(x, 1)), P('patch_embed.proj.weight').reshape([D, C]), { bias: P('patch_embed.proj.bias') });
-      } else {
-        X = be.patchify(keep(be.conv2d(x, P('patch_embed.proj.weight'), { bias: P('patch_embed.proj.bias'), stride: p })), 1);
-      }
+      const [pw, pb] = [params.get(m.patchEmbed.weight), params.get(m.patchEmbed.bias)];
+      if (p === 1) X = be.linear(keep(be.patchify(x, 1)), pw.reshape([D, C]), { bias: pb });
+      else X = be.patchify(keep(be.conv2d(x, pw, { bias: pb, stride: p })), 1);
       if (c.interpolationScale !== null) {
         const pe = this.positionEmbedding(h, w);
         for (let b = 0; b < B; b++) {
@@ -325,163 +412,91 @@ export class SanaTransformer2DModel {
       tap('patch_embed.out', X);
 
       // 2. timestep conditioning (adaLN-single)
-      const embedder = (prefix: string, features: Tensor) => {
-        const h1 = keep(be.linear(features, P(`${prefix}.linear_1.weight`), { bias: P(`${prefix}.linear_1.bias`), act: 'silu' }));
-        return keep(be.linear(h1, P(`${prefix}.linear_2.weight`), { bias: P(`${prefix}.linear_2.bias`) }));
-      };
-      let emb: Tensor;
-      if (c.guidanceEmbeds) {
-        emb = embedder('time_embed.timestep_embedder', step.timestep);
-        be.residual(emb, embedder('time_embed.guidance_embedder', step.guidance!), { out: emb });
-      } else {
-        emb = embedder('time_embed.emb.timestep_embedder', step.timestep);
-      }
-      const mod = keep(be.linear(keep(be.activation(emb, 'silu')), P('time_embed.linear.weight'), { bias: P('time_embed.linear.bias') }));
+      const emb = m.timestepEmbedder.forward(be, params, step.timestep, scope);
+      if (m.guidanceEmbedder) be.residual(emb, m.guidanceEmbedder.forward(be, params, step.guidance!, scope), { out: emb });
+      const mod = keep(m.timeLinear.forward(be, params, keep(be.activation(emb, 'silu'))));
       tap('time_embed.out0_timestep_mod', mod);
       tap('time_embed.out1_embedded_timestep', emb);
 
       // 3. blocks
-      for (let l = 0; l < c.numLayers; l++) {
-        const blockLive: Tensor[] = [];
-        const k2 = <T2 extends Tensor>(t: T2): T2 => (blockLive.push(t), t);
-        try {
-          const prev: Tensor = X;
-          X = this.block(l, prev, text, mod, B, N, h, w, k2, l === 0 ? taps : undefined);
-          prev.dispose(); // the residual stream of the previous block is no longer needed
-        } finally {
-          for (const t of blockLive) if (t !== X) t.dispose();
-        }
-      }
+      m.blocks.forEach((blk, l) => {
+        const prev: Tensor = X!;
+        X = this.block(blk, l, prev, text, mod, [B, N, h, w], l === 0 ? taps : undefined);
+        prev.dispose(); // the residual stream of the previous block is no longer needed
+      });
 
       // 4. output head: LayerNorm · (1 + scale) + shift with [shift; scale] = scale_shift_table + emb, then proj_out
-      const head = keep(be.adalnModulation(P('scale_shift_table'), emb, { shared: true })); // [2, B, D]
+      const head = keep(be.adalnModulation(params.get(m.scaleShiftTable), emb, { shared: true })); // [2, B, D]
       const Y = keep(be.layerNorm(X, { eps: 1e-6, shift: head.slice(0, [B, D]), scale: head.slice(B * D, [B, D]) }));
-      const outTok = keep(be.linear(Y, P('proj_out.weight'), { bias: P('proj_out.bias') })); // [B, N, p·p·Cout]
+      const outTok = keep(m.projOut.forward(be, params, Y)); // [B, N, p·p·Cout]
       return be.unpatchify(outTok, { height: h, width: w, patch: p });
     } finally {
-      for (const t of live) t.dispose();
+      scope.dispose();
       X?.dispose();
     }
   }
 
-  private block(l: number, X: Tensor, text: TextConditioning, mod: Tensor, B: number, N: number, h: number, w: number,
-    keep: <T2 extends Tensor>(t: T2) => T2, taps?: Taps): Tensor {
+  /** One block on the residual stream X [B, N, D]; returns the new stream (X is left to the caller). */
+  private block(blk: SanaBlock, l: number, X: Tensor, text: TextConditioning, mod: Tensor, [B, N, h, w]: number[], taps?: Taps): Tensor {
     const be = this.backend;
     const c = this.config;
-    const pre = `transformer_blocks.${l}`;
-    const P = (name: string) => this.p.get(`${pre}.${name}`);
-    const opt = (name: string) => (this.config.attentionBias ? P(name) : undefined);
+    const p = this.p;
+    const scope = new Scope();
+    const keep = <T2 extends Tensor>(t: T2): T2 => scope.keep(t);
     const tap = (name: string, t: Tensor, shape = [...t.shape]) => taps?.(`block${l}.${name}`, t.toFloat32(), shape);
     const D = c.numAttentionHeads * c.attentionHeadDim;
     const Hc = c.numCrossAttentionHeads;
     const dc = c.crossAttentionHeadDim;
+    try {
+      // shift/scale/gate rows: scale_shift_table[6, D] + mod.reshape(B, 6, D), as six [B, D] chunks
+      const chunks = keep(be.adalnModulation(p.get(blk.table), mod));
+      const [shiftSa, scaleSa, gateSa, shiftFf, scaleFf, gateFf] = [0, 1, 2, 3, 4, 5].map((k) => chunks.slice(k * B * D, [B, D]));
 
-    // shift/scale/gate rows: scale_shift_table[6, D] + mod.reshape(B, 6, D), as six [B, D] chunks
-    const chunks = keep(be.adalnModulation(P('scale_shift_table'), mod));
-    const [shiftSa, scaleSa, gateSa, shiftFf, scaleFf, gateFf] = [0, 1, 2, 3, 4, 5].map((k) => chunks.slice(k * B * D, [B, D]));
+      // (a) linear self-attention
+      const Y = keep(be.layerNorm(X, { eps: c.normEps, scale: scaleSa, shift: shiftSa }));
+      const heads = [B, N, c.numAttentionHeads, c.attentionHeadDim] as const; // [B, N, heads, headDim]
+      let q: View4, k: View4, v: View4;
+      if (blk.qkv) {
+        // one [3D, D] GEMM; q, k and v are strided views of its [B, N, 3D] output
+        const QKV = keep(blk.qkv.forward(be, p, Y));
+        const strides = [N * 3 * D, 3 * D, c.attentionHeadDim, 1] as const;
+        [q, k, v] = [0, D, 2 * D].map((offset) => view4(QKV, heads, strides, offset));
+      } else {
+        const Q = keep(blk.normQ!.forward(be, p, keep(blk.q!.forward(be, p, Y))));
+        const K = keep(blk.normK!.forward(be, p, keep(blk.k!.forward(be, p, Y))));
+        const V = keep(blk.v!.forward(be, p, Y));
+        [q, k, v] = [Q, K, V].map((t) => view4(t, heads));
+      }
+      const A = keep(be.linearAttention(q, k, v, { eps: 1e-15 }));
+      const a1 = keep(blk.out.forward(be, p, A.reshape([B, N, D])));
+      tap('attn1.out', a1);
+      const X1 = keep(be.residual(X, a1, { gate: gateSa }));
+      tap('resid_after_self_attn', X1);
 
-    // (a) linear self-attention
-    const Y = keep(be.layerNorm(X, { eps: c.normEps, scale: scaleSa, shift: shiftSa }));
-    const heads = [B, N, c.numAttentionHeads, c.attentionHeadDim] as const; // [B, N, heads, headDim]
-    let q: View4, k: View4, v: View4;
-    if (fusesQkv(c)) {
-      // one [3D, D] GEMM; q, k and v are strided views of its [B, N, 3D] output
-      const QKV = keep(be.linear(Y, P('attn1.to_qkv.weight'), { bias: opt('attn1.to_qkv.bias') }));
-      const strides = [N * 3 * D, 3 * D, c.attentionHeadDim, 1] as const;
-      [q, k, v] = [0, D, 2 * D].map((offset) => view4(QKV, heads, strides, offset));
-    } else {
-      let Q = keep(be.linear(Y, P('attn1.to_q.weight'), { bias: opt('attn1.to_q.bias') }));
-      let K = keep(be.linear(Y, P('attn1.to_k.weight'), { bias: opt('attn1.to_k.bias') }));
-      const V = keep(be.linear(Y, P('attn1.to_v.weight'), { bias: opt('attn1.to_v.bias') }));
-      Q = keep(be.rmsNorm(Q, { eps: 1e-5, weight: P('attn1.norm_q.weight') }));
-      K = keep(be.rmsNorm(K, { eps: 1e-5, weight: P('attn1.norm_k.weight') }));
-      [q, k, v] = [Q, K, V].map((t) => view4(t, heads));
+      // (b) cross-attention on the raw residual stream (no norm, no gate); keys and values come with the text
+      let q2 = keep(blk.crossQ.forward(be, p, X1));
+      if (blk.crossNormQ) q2 = keep(blk.crossNormQ.forward(be, p, q2));
+      const T = text.length;
+      const { k: k2, v: v2 } = text.kv[l];
+      const o2 = keep(be.attention(view4(q2, [B, N, Hc, dc]), view4(k2, [B, T, Hc, dc]), view4(v2, [B, T, Hc, dc]), { keyBias: text.keyBias }));
+      const a2 = keep(blk.crossOut.forward(be, p, o2.reshape([B, N, Hc * dc])));
+      tap('attn2.out', a2);
+      const X2 = keep(be.residual(X1, a2));
+      tap('resid_after_cross_attn', X2);
+
+      // (c) Mix-FFN on the h×w token grid
+      const Y2 = keep(be.layerNorm(X2, { eps: c.normEps, scale: scaleFf, shift: shiftFf }));
+      const { inverted, depth, point } = blk.ff;
+      const Z = keep(be.glumbconv(Y2, {
+        wInverted: p.get(inverted.weight), bInverted: p.get(inverted.bias!), wDepth: p.get(depth.weight), bDepth: p.get(depth.bias), wPoint: p.get(point.weight),
+      }, { height: h, width: w }));
+      if (taps) tap('ff.out', keep(be.unpatchify(Z, { height: h, width: w, patch: 1 })));
+      const X3 = be.residual(X2, Z, { gate: gateFf });
+      tap('out', X3);
+      return X3;
+    } finally {
+      scope.dispose();
     }
-    const A = keep(be.linearAttention(q, k, v, { eps: 1e-15 }));
-    const a1 = keep(be.linear(A.reshape([B, N, D]), P('attn1.to_out.0.weight'), { bias: P('attn1.to_out.0.bias') }));
-    tap('attn1.out', a1);
-    const X1 = keep(be.residual(X, a1, { gate: gateSa }));
-    tap('resid_after_self_attn', X1);
-
-    // (b) cross-attention on the raw residual stream (no norm, no gate); keys and values come with the text
-    let q2 = keep(be.linear(X1, P('attn2.to_q.weight'), { bias: P('attn2.to_q.bias') }));
-    if (c.qkNorm) q2 = keep(be.rmsNorm(q2, { eps: 1e-5, weight: P('attn2.norm_q.weight') }));
-    const T = text.length;
-    const { k: k2, v: v2 } = text.kv[l];
-    const o2 = keep(be.attention(view4(q2, [B, N, Hc, dc]), view4(k2, [B, T, Hc, dc]), view4(v2, [B, T, Hc, dc]), { keyBias: text.keyBias }));
-    const a2 = keep(be.linear(o2.reshape([B, N, Hc * dc]), P('attn2.to_out.0.weight'), { bias: P('attn2.to_out.0.bias') }));
-    tap('attn2.out', a2);
-    const X2 = keep(be.residual(X1, a2));
-    tap('resid_after_cross_attn', X2);
-
-    // (c) Mix-FFN on the h×w token grid
-    const Y2 = keep(be.layerNorm(X2, { eps: c.normEps, scale: scaleFf, shift: shiftFf }));
-    const Z = keep(be.glumbconv(Y2, {
-      wInverted: P('ff.conv_inverted.weight'), bInverted: P('ff.conv_inverted.bias'),
-      wDepth: P('ff.conv_depth.weight'), bDepth: P('ff.conv_depth.bias'), wPoint: P('ff.conv_point.weight'),
-    }, { height: h, width: w }));
-    if (taps) {
-      const nchw = be.unpatchify(Z, { height: h, width: w, patch: 1 });
-      taps(`block${l}.ff.out`, nchw.toFloat32(), [B, D, h, w]);
-      nchw.dispose();
-    }
-    const X3 = be.residual(X2, Z, { gate: gateFf });
-    tap('out', X3);
-    return X3;
   }
 }
 
-/** Self-attention q, k and v run as one fused GEMM, except with qk-norm: it normalises q and k as whole rows
- * across heads, which needs them contiguous. */
-function fusesQkv(c: SanaTransformerConfig): boolean {
-  return c.qkNorm === null;
-}
-
-function paramSpecs(c: SanaTransformerConfig): ParamSpec[] {
-  const D = c.numAttentionHeads * c.attentionHeadDim;
-  const Dx = c.numCrossAttentionHeads * c.crossAttentionHeadDim;
-  const F = Math.floor(c.mlpRatio * D);
-  const p = c.patchSize;
-  // the config values behind each shape, for mismatch messages
-  const width = `num_attention_heads = ${c.numAttentionHeads}, attention_head_dim = ${c.attentionHeadDim}`;
-  const cross = `${width}, num_cross_attention_heads = ${c.numCrossAttentionHeads}, cross_attention_head_dim = ${c.crossAttentionHeadDim}`;
-  const m = (name: string, shape: number[], from = width, group?: string): ParamSpec => ({ name, shape, from, group });
-  const v = (name: string, shape: number[], from = width): ParamSpec => ({ name, shape, vector: true, from });
-  const mlp = (prefix: string) => [m(`${prefix}.linear_1.weight`, [D, 256]), v(`${prefix}.linear_1.bias`, [D]), m(`${prefix}.linear_2.weight`, [D, D]), v(`${prefix}.linear_2.bias`, [D])];
-  const patch = `${width}, in_channels = ${c.inChannels}, patch_size = ${p}`;
-  const output = `${width}, out_channels = ${c.outChannels}, patch_size = ${p}`;
-  const specs: ParamSpec[] = [
-    m('patch_embed.proj.weight', [D, c.inChannels, p, p], patch), v('patch_embed.proj.bias', [D]),
-    m('caption_projection.linear_1.weight', [D, c.captionChannels], `${width}, caption_channels = ${c.captionChannels}`), v('caption_projection.linear_1.bias', [D]),
-    m('caption_projection.linear_2.weight', [D, D]), v('caption_projection.linear_2.bias', [D]),
-    v('caption_norm.weight', [D]),
-    ...(c.guidanceEmbeds ? [...mlp('time_embed.timestep_embedder'), ...mlp('time_embed.guidance_embedder')] : mlp('time_embed.emb.timestep_embedder')),
-    m('time_embed.linear.weight', [6 * D, D]), v('time_embed.linear.bias', [6 * D]),
-    v('scale_shift_table', [2, D]),
-    m('proj_out.weight', [p * p * c.outChannels, D], output), v('proj_out.bias', [p * p * c.outChannels], output),
-  ];
-  const kv = `${cross}, cross_attention_dim = ${c.crossAttentionDim}`;
-  const ff = `${width}, mlp_ratio = ${c.mlpRatio}`;
-  for (let l = 0; l < c.numLayers; l++) {
-    const b = `transformer_blocks.${l}`;
-    specs.push(v(`${b}.scale_shift_table`, [6, D]));
-    for (const n of ['to_q', 'to_k', 'to_v']) {
-      specs.push(m(`${b}.attn1.${n}.weight`, [D, D], width, fusesQkv(c) ? `${b}.attn1.qkv` : undefined)); // fused at load: one dtype
-      if (c.attentionBias) specs.push(v(`${b}.attn1.${n}.bias`, [D]));
-    }
-    specs.push(m(`${b}.attn1.to_out.0.weight`, [D, D]), v(`${b}.attn1.to_out.0.bias`, [D]));
-    if (c.qkNorm)
-      specs.push(v(`${b}.attn1.norm_q.weight`, [D]), v(`${b}.attn1.norm_k.weight`, [D]), v(`${b}.attn2.norm_q.weight`, [Dx], cross), v(`${b}.attn2.norm_k.weight`, [Dx], cross));
-    specs.push(
-      m(`${b}.attn2.to_q.weight`, [Dx, D], cross), v(`${b}.attn2.to_q.bias`, [Dx], cross),
-      m(`${b}.attn2.to_k.weight`, [Dx, c.crossAttentionDim], kv), v(`${b}.attn2.to_k.bias`, [Dx], cross),
-      m(`${b}.attn2.to_v.weight`, [Dx, c.crossAttentionDim], kv), v(`${b}.attn2.to_v.bias`, [Dx], cross),
-      m(`${b}.attn2.to_out.0.weight`, [D, Dx], cross), v(`${b}.attn2.to_out.0.bias`, [D]),
-      // the fused Mix-FFN kernel reads these three together
-      m(`${b}.ff.conv_inverted.weight`, [2 * F, D, 1, 1], ff, `${b}.ff`), v(`${b}.ff.conv_inverted.bias`, [2 * F], ff),
-      m(`${b}.ff.conv_depth.weight`, [2 * F, 1, 3, 3], ff, `${b}.ff`), v(`${b}.ff.conv_depth.bias`, [2 * F], ff),
-      m(`${b}.ff.conv_point.weight`, [D, F, 1, 1], ff, `${b}.ff`),
-    );
-  }
-  return specs;
-}
