@@ -3,13 +3,14 @@
  * ../shared/design/sana-spec.md §6.3. Activations fp32; GQA, rotate-half RoPE, sliding window on even
  * layers, attention logit soft-cap before the mask, (1 + w) RMSNorms, GeGLU (tanh GELU), right padding.
  */
-import type { Backend } from '../backends/backend.js';
+import { throwIfNonFinite, type Backend } from '../backends/backend.js';
 import { SanaError } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { view4 } from '../tensor/tensor.js';
-import { Params, type LoadOptions, type ParamSpec } from './params.js';
+import { Linear, RmsNorm, Scope, Weights } from './modules.js';
+import type { LoadOptions, Params } from './params.js';
 import type { Taps } from './sana-transformer.js';
 
 export interface Gemma2Config {
@@ -62,12 +63,65 @@ export function readGemma2Config(cfg: ConfigReader): Gemma2Config {
   return c;
 }
 
+/** One Gemma2DecoderLayer's weights. */
+class GemmaLayer {
+  readonly inputNorm: RmsNorm;
+  readonly q: Linear;
+  readonly k: Linear;
+  readonly v: Linear;
+  readonly o: Linear;
+  readonly postAttentionNorm: RmsNorm;
+  readonly preFeedforwardNorm: RmsNorm;
+  readonly gate: Linear;
+  readonly up: Linear;
+  readonly down: Linear;
+  readonly postFeedforwardNorm: RmsNorm;
+
+  constructor(w: Weights, pre: string, c: Gemma2Config) {
+    const H = c.hiddenSize;
+    // the config values behind each shape, for mismatch messages
+    const hidden = `hidden_size = ${H}`;
+    const q = `${hidden}, num_attention_heads = ${c.numAttentionHeads}, head_dim = ${c.headDim}`;
+    const kv = `${hidden}, num_key_value_heads = ${c.numKeyValueHeads}, head_dim = ${c.headDim}`;
+    const mlp = `${hidden}, intermediate_size = ${c.intermediateSize}`;
+    const norm = (name: string) => new RmsNorm(w, `${pre}${name}`, H, hidden, c.rmsNormEps, true);
+    const proj = (name: string, out: number, inp: number, from: string) => Linear.declare(w, `${pre}${name}`, out, inp, from, { bias: false });
+    this.inputNorm = norm('input_layernorm');
+    this.q = proj('self_attn.q_proj', c.numAttentionHeads * c.headDim, H, q);
+    this.k = proj('self_attn.k_proj', c.numKeyValueHeads * c.headDim, H, kv);
+    this.v = proj('self_attn.v_proj', c.numKeyValueHeads * c.headDim, H, kv);
+    this.o = proj('self_attn.o_proj', H, c.numAttentionHeads * c.headDim, q);
+    this.postAttentionNorm = norm('post_attention_layernorm');
+    this.preFeedforwardNorm = norm('pre_feedforward_layernorm');
+    this.gate = proj('mlp.gate_proj', c.intermediateSize, H, mlp);
+    this.up = proj('mlp.up_proj', c.intermediateSize, H, mlp);
+    this.down = proj('mlp.down_proj', H, c.intermediateSize, mlp);
+    this.postFeedforwardNorm = norm('post_feedforward_layernorm');
+  }
+}
+
+/** The modules of a Gemma2Model config under a key prefix ("" or Gemma2ForCausalLM's "model."). */
+class GemmaModules {
+  readonly weights = new Weights();
+  readonly embedTokens: string;
+  readonly layers: GemmaLayer[];
+  readonly norm: RmsNorm;
+
+  constructor(c: Gemma2Config, prefix: string) {
+    const w = this.weights;
+    const hidden = `hidden_size = ${c.hiddenSize}`;
+    this.embedTokens = w.matrix(`${prefix}embed_tokens.weight`, [c.vocabSize, c.hiddenSize], `vocab_size = ${c.vocabSize}, ${hidden}`);
+    this.layers = Array.from({ length: c.numHiddenLayers }, (_, l) => new GemmaLayer(w, `${prefix}layers.${l}.`, c));
+    this.norm = new RmsNorm(w, `${prefix}norm`, c.hiddenSize, hidden, c.rmsNormEps, true);
+  }
+}
+
 export class Gemma2Model {
   private constructor(
     readonly backend: Backend,
     readonly config: Gemma2Config,
+    private readonly m: GemmaModules,
     private readonly p: Params,
-    private readonly prefix: string,
     readonly warnings: string[],
   ) {}
 
@@ -79,10 +133,9 @@ export class Gemma2Model {
       cfg.checkCounts(store.names().length, store.source);
       // Gemma2ForCausalLM checkpoints prefix every key with "model." and add a tied lm_head: accept both
       const prefix = store.info('embed_tokens.weight') ? '' : store.info('model.embed_tokens.weight') ? 'model.' : '';
-      const specs = paramSpecs(config, prefix);
-      const params = Params.load(backend, store, specs, 'Gemma2Model', opts.weightDtype, opts.onBytesRead);
-      params.packLinear(backend, specs.filter((s) => !s.vector && !s.name.endsWith('embed_tokens.weight')).map((s) => s.name));
-      return new Gemma2Model(backend, config, params, prefix, params.warnings(cfg, ['lm_head.weight']));
+      const modules = new GemmaModules(config, prefix);
+      const params = modules.weights.load(backend, store, 'Gemma2Model', opts);
+      return new Gemma2Model(backend, config, modules, params, params.warnings(cfg, ['lm_head.weight']));
     } finally {
       store.close();
     }
@@ -96,10 +149,9 @@ export class Gemma2Model {
   forward(inputIds: ArrayLike<number>, attentionMask: ArrayLike<number>, B: number, L: number, taps?: Taps): Float32Array {
     const be = this.backend;
     const c = this.config;
+    const { m, p } = this;
     const Hd = c.hiddenSize;
-    const P = (name: string) => this.p.get(this.prefix + name);
-    const live: Tensor[] = [];
-    const keep = <T extends Tensor>(t: T): T => (live.push(t), t);
+    const run = new Scope();
     try {
       // embeddings × sqrt(hidden) (the normalizer is rounded to the activation dtype first), reading only the
       // rows of the ids in their stored dtype
@@ -108,75 +160,48 @@ export class Gemma2Model {
         if (!Number.isInteger(id) || id < 0 || id >= c.vocabSize)
           throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `Gemma2Model: Expected token ids in [0, ${c.vocabSize}) for input_ids but received ${id} at position ${i}`);
       }
-      const ids = keep(be.tensor([B * L], 'i32', inputIds));
-      let Hs = keep(be.embedding(P('embed_tokens.weight'), ids, { scale: Math.fround(Math.sqrt(Hd)) })).reshape([B, L, Hd]);
+      const ids = run.keep(be.tensor([B * L], 'i32', inputIds));
+      let Hs = run.keep(be.embedding(p.get(m.embedTokens), ids, { scale: Math.fround(Math.sqrt(Hd)) })).reshape([B, L, Hd]);
       taps?.('hidden_states.0', Hs.toFloat32(), [B, L, Hd]);
       const bias = new Float32Array(B * L);
       for (let i = 0; i < B * L; i++) bias[i] = Number(attentionMask[i]) ? 0 : -3.4028234663852886e38; // finfo(float32).min
-      const keyBias = keep(be.tensor([B, L], 'f32', bias));
-      const norm = (x: Tensor, name: string) => keep(be.rmsNorm(x, { eps: c.rmsNormEps, weight: P(name), onePlusWeight: true }));
+      const keyBias = run.keep(be.tensor([B, L], 'f32', bias));
 
-      for (let l = 0; l < c.numHiddenLayers; l++) {
-        const pre = `layers.${l}.`;
-        const a = norm(Hs, `${pre}input_layernorm.weight`);
-        const q = keep(be.linear(a, P(`${pre}self_attn.q_proj.weight`)));
-        const k = keep(be.linear(a, P(`${pre}self_attn.k_proj.weight`)));
-        const v = keep(be.linear(a, P(`${pre}self_attn.v_proj.weight`)));
-        const qv = view4(q, [B, L, c.numAttentionHeads, c.headDim]); // [B, L, heads, headDim]
-        const kv = view4(k, [B, L, c.numKeyValueHeads, c.headDim]);
-        be.rope(qv, { theta: c.ropeTheta, out: qv }); // in place
-        be.rope(kv, { theta: c.ropeTheta, out: kv });
-        const sliding = l % 2 === 0 && c.slidingWindow !== null;
-        const o = keep(be.attention(qv, kv, view4(v, [B, L, c.numKeyValueHeads, c.headDim]), {
-          keyBias, scale: c.queryPreAttnScalar ** -0.5, softcap: c.attnLogitSoftcapping ?? 0, causal: true, window: sliding ? c.slidingWindow! : 0,
-        }));
-        const attn = keep(be.linear(o.reshape([B, L, c.numAttentionHeads * c.headDim]), P(`${pre}self_attn.o_proj.weight`)));
-        const h1 = keep(be.residual(Hs, norm(attn, `${pre}post_attention_layernorm.weight`)));
-        const f = norm(h1, `${pre}pre_feedforward_layernorm.weight`);
-        const gate = keep(be.linear(f, P(`${pre}mlp.gate_proj.weight`), { act: 'gelu-tanh' }));
-        be.mul(gate, keep(be.linear(f, P(`${pre}mlp.up_proj.weight`))), gate);
-        const down = keep(be.linear(gate, P(`${pre}mlp.down_proj.weight`)));
-        Hs = keep(be.residual(h1, norm(down, `${pre}post_feedforward_layernorm.weight`)));
-        if (l < c.numHiddenLayers - 1) taps?.(`hidden_states.${l + 1}`, Hs.toFloat32(), [B, L, Hd]);
-        for (const t of live.splice(0)) if (t !== Hs && t !== keyBias) t.dispose();
-        live.push(Hs, keyBias);
-      }
-      const out = norm(Hs, 'norm.weight').toFloat32();
+      m.layers.forEach((layer, l) => {
+        const scope = new Scope();
+        const keep = <T extends Tensor>(t: T): T => scope.keep(t);
+        try {
+          const a = keep(layer.inputNorm.forward(be, p, Hs));
+          const [q, k, v] = [layer.q, layer.k, layer.v].map((proj) => keep(proj.forward(be, p, a)));
+          const qv = view4(q, [B, L, c.numAttentionHeads, c.headDim]); // [B, L, heads, headDim]
+          const kv = view4(k, [B, L, c.numKeyValueHeads, c.headDim]);
+          be.rope(qv, { theta: c.ropeTheta, out: qv }); // in place
+          be.rope(kv, { theta: c.ropeTheta, out: kv });
+          const sliding = l % 2 === 0 && c.slidingWindow !== null;
+          const o = keep(be.attention(qv, kv, view4(v, [B, L, c.numKeyValueHeads, c.headDim]), {
+            keyBias, scale: c.queryPreAttnScalar ** -0.5, softcap: c.attnLogitSoftcapping ?? 0, causal: true, window: sliding ? c.slidingWindow! : 0,
+          }));
+          const attn = keep(layer.o.forward(be, p, o.reshape([B, L, c.numAttentionHeads * c.headDim])));
+          const h1 = keep(be.residual(Hs, keep(layer.postAttentionNorm.forward(be, p, attn))));
+          const f = keep(layer.preFeedforwardNorm.forward(be, p, h1));
+          const gate = keep(layer.gate.forward(be, p, f, { act: 'gelu-tanh' }));
+          be.mul(gate, keep(layer.up.forward(be, p, f)), gate);
+          const down = keep(layer.down.forward(be, p, gate));
+          const prev = Hs;
+          Hs = run.keep(be.residual(h1, keep(layer.postFeedforwardNorm.forward(be, p, down))));
+          run.release(prev).dispose(); // the previous residual stream (the embeddings' alias first: a no-op)
+          if (l < c.numHiddenLayers - 1) taps?.(`hidden_states.${l + 1}`, Hs.toFloat32(), [B, L, Hd]);
+        } finally {
+          scope.dispose();
+        }
+      });
+      const last = run.keep(m.norm.forward(be, p, Hs));
+      throwIfNonFinite(be, last, 'Gemma2Model produced non-finite values (NaN or Infinity): the weights or inputs hold NaN/Inf');
+      const out = last.toFloat32();
       taps?.(`hidden_states.${c.numHiddenLayers}`, out, [B, L, Hd]);
-      if (!out.every(Number.isFinite))
-        throw new SanaError('ERR_SANA_NON_FINITE', 'Gemma2Model produced non-finite values (NaN or Infinity): the weights or inputs hold NaN/Inf');
       return out;
     } finally {
-      for (const t of live) t.dispose();
+      run.dispose();
     }
   }
-}
-
-function paramSpecs(c: Gemma2Config, prefix: string): ParamSpec[] {
-  const H = c.hiddenSize;
-  // the config values behind each shape, for mismatch messages
-  const hidden = `hidden_size = ${H}`;
-  const q = `${hidden}, num_attention_heads = ${c.numAttentionHeads}, head_dim = ${c.headDim}`;
-  const kv = `${hidden}, num_key_value_heads = ${c.numKeyValueHeads}, head_dim = ${c.headDim}`;
-  const mlp = `${hidden}, intermediate_size = ${c.intermediateSize}`;
-  const m = (name: string, shape: number[], from: string): ParamSpec => ({ name: prefix + name, shape, from });
-  const v = (name: string): ParamSpec => ({ name: prefix + name, shape: [H], vector: true, from: hidden });
-  const specs: ParamSpec[] = [m('embed_tokens.weight', [c.vocabSize, H], `vocab_size = ${c.vocabSize}, ${hidden}`), v('norm.weight')];
-  for (let l = 0; l < c.numHiddenLayers; l++) {
-    const p = `layers.${l}.`;
-    specs.push(
-      v(`${p}input_layernorm.weight`),
-      m(`${p}self_attn.q_proj.weight`, [c.numAttentionHeads * c.headDim, H], q),
-      m(`${p}self_attn.k_proj.weight`, [c.numKeyValueHeads * c.headDim, H], kv),
-      m(`${p}self_attn.v_proj.weight`, [c.numKeyValueHeads * c.headDim, H], kv),
-      m(`${p}self_attn.o_proj.weight`, [H, c.numAttentionHeads * c.headDim], q),
-      v(`${p}post_attention_layernorm.weight`),
-      v(`${p}pre_feedforward_layernorm.weight`),
-      m(`${p}mlp.gate_proj.weight`, [c.intermediateSize, H], mlp),
-      m(`${p}mlp.up_proj.weight`, [c.intermediateSize, H], mlp),
-      m(`${p}mlp.down_proj.weight`, [H, c.intermediateSize], mlp),
-      v(`${p}post_feedforward_layernorm.weight`),
-    );
-  }
-  return specs;
 }
