@@ -16,14 +16,23 @@ import type { LoadOptions } from '../models/params.js';
 import { SanaTransformer2DModel } from '../models/sana-transformer.js';
 import { SCHEDULER_CLASSES, type Scheduler } from '../schedulers/schedulers.js';
 
-const PIPELINES = ['SanaPipeline'];
-/** component → classes this engine can load for it (null = the component may be absent) */
-const COMPONENTS: Record<string, (string | null)[]> = {
-  text_encoder: ['Gemma2Model'],
-  transformer: ['SanaTransformer2DModel'],
-  vae: ['AutoencoderDC'],
-  scheduler: Object.keys(SCHEDULER_CLASSES),
-  tokenizer: ['GemmaTokenizer', 'GemmaTokenizerFast', null],
+/** The model classes this engine loads, by the `_class_name` model_index.json gives them. */
+const MODEL_CLASSES = {
+  Gemma2Model: (dir: string, be: Backend, opts: LoadOptions) => Gemma2Model.fromFolder(dir, be, opts),
+  SanaTransformer2DModel: (dir: string, be: Backend, opts: LoadOptions) => SanaTransformer2DModel.fromFolder(dir, be, opts),
+  AutoencoderDC: (dir: string, be: Backend, opts: LoadOptions) => AutoencoderDC.fromFolder(dir, be, opts),
+};
+
+/** The pipelines this engine runs, by model_index.json's `_class_name`: for each component folder the
+ * classes it may hold (null: the component may be absent). A new pipeline is one entry here. */
+const PIPELINE_CLASSES: Record<string, Record<string, (string | null)[]>> = {
+  SanaPipeline: {
+    text_encoder: ['Gemma2Model'],
+    transformer: ['SanaTransformer2DModel'],
+    vae: ['AutoencoderDC'],
+    scheduler: Object.keys(SCHEDULER_CLASSES),
+    tokenizer: ['GemmaTokenizer', 'GemmaTokenizerFast', null],
+  },
 };
 
 export interface SanaComponents {
@@ -56,13 +65,14 @@ export function readModelIndex(dir: string): { classes: Record<string, string | 
     throw e;
   }
   if (!isObject(raw)) fail('not a JSON object');
-  if (!PIPELINES.includes(raw._class_name as string))
-    fail(`Expected one of ${PIPELINES.join(', ')} for _class_name but received ${describeValue(raw._class_name)}`);
+  const pipeline = raw._class_name as string;
+  const COMPONENTS = Object.hasOwn(PIPELINE_CLASSES, pipeline) ? PIPELINE_CLASSES[pipeline] : undefined;
+  if (!COMPONENTS) fail(`Expected one of ${Object.keys(PIPELINE_CLASSES).join(', ')} for _class_name but received ${describeValue(raw._class_name)}`);
   const classes: Record<string, string | null> = {};
   const warnings: string[] = [];
   for (const [name, allowed] of Object.entries(COMPONENTS)) {
     const entry = raw[name];
-    if (entry === undefined) fail(`missing the ${name} entry (SanaPipeline needs ${Object.keys(COMPONENTS).join(', ')})`);
+    if (entry === undefined) fail(`missing the ${name} entry (${pipeline} needs ${Object.keys(COMPONENTS).join(', ')})`);
     if (!Array.isArray(entry) || entry.length !== 2) fail(`Expected [library, class] for ${name} but received ${describeValue(entry)}`);
     const cls = entry[1];
     if (!allowed.includes(cls as string | null))
@@ -75,7 +85,7 @@ export function readModelIndex(dir: string): { classes: Record<string, string | 
   for (const [name, entry] of Object.entries(raw)) {
     if (name.startsWith('_') || name in COMPONENTS) continue;
     if (Array.isArray(entry) && entry[0] === null && entry[1] === null) continue; // e.g. safety_checker: [null, null]
-    warnings.push(`model_index.json: component ${name} (${describeValue(entry)}) is not used by SanaPipeline`);
+    warnings.push(`model_index.json: component ${name} (${describeValue(entry)}) is not used by ${pipeline}`);
   }
   return { classes, warnings };
 }
@@ -125,9 +135,11 @@ export function loadSanaComponents(dir: string, backends: { textEncoder: Backend
     return m;
   };
   try {
-    const textEncoder = keep('text_encoder', Gemma2Model.fromFolder(join(dir, 'text_encoder'), backends.textEncoder, reading('text_encoder')));
-    const transformer = keep('transformer', SanaTransformer2DModel.fromFolder(join(dir, 'transformer'), backends.transformer, reading('transformer')));
-    const vae = keep('vae', AutoencoderDC.fromFolder(join(dir, 'vae'), backends.vae, reading('vae')));
+    const model = <K extends keyof typeof MODEL_CLASSES>(name: string, backend: Backend): ReturnType<(typeof MODEL_CLASSES)[K]> =>
+      keep(name, MODEL_CLASSES[classes[name] as K](join(dir, name), backend, reading(name)) as ReturnType<(typeof MODEL_CLASSES)[K]>);
+    const textEncoder = model<'Gemma2Model'>('text_encoder', backends.textEncoder);
+    const transformer = model<'SanaTransformer2DModel'>('transformer', backends.transformer);
+    const vae = model<'AutoencoderDC'>('vae', backends.vae);
     const scheduler = SCHEDULER_CLASSES[classes.scheduler!].fromFolder(join(dir, 'scheduler'));
     const all = [
       ...warnings,
