@@ -4,7 +4,8 @@ import { join } from 'node:path';
 
 import { packageRoot } from '../paths.js';
 import type { Storage } from '../tensor/tensor.js';
-import { KernelBackend, type OpDescription, type RawKernels } from './kernel-backend.js';
+import { KernelBackend } from './kernel-backend.js';
+import type { OpDescription, RawKernels } from './raw-kernels.js';
 
 interface Addon {
   info: RawKernels['info'];

@@ -2,6 +2,7 @@ import { fromKernelError, invalidArgument, SanaError } from '../errors.js';
 import { dtypeCode, encode, storageArrayType, type DType, type TensorArray } from '../tensor/dtype.js';
 import { contiguousStrides, Tensor, view4, type Storage, type View4 } from '../tensor/tensor.js';
 import { BlockCache, type Usage } from './block-cache.js';
+import { activationCode, checkEps, encodeArgs, isPositiveInt, type OpArg, type RawKernels } from './raw-kernels.js';
 import type {
   Activation,
   AttentionOptions,
@@ -13,36 +14,6 @@ import type {
   GlumbconvWeights,
   LinearOptions,
 } from './backend.js';
-
-/** One op of the kernels' table (SANA_OPS in native/include/sana_ops.h): its C name and the kinds of its
- * arguments after the context, one letter each (p pointer, i integer, f float, v 4-D view, a attention params). */
-export interface OpDescription {
-  name: string;
-  signature: string;
-}
-
-/** The raw kernel surface shared by the native addon (native/napi/addon.cpp) and the wasm glue
- * (ts/backends/wasm.ts): every op runs through one generic call whose arguments are doubles in a shared
- * buffer, so an op is described once, in C, and needs no binding code. */
-export interface RawKernels {
-  info(): { variant: string; threads: number; variants: { name: string; supported: boolean }[] };
-  setThreads(threads: number): void;
-  setVariant(variant: string): void;
-  /** the ops in op-number order */
-  readonly ops: readonly OpDescription[];
-  /** the argument slots of the next call (asked before each call: the wasm heap may have moved) */
-  args(): Float64Array;
-  call(op: number, nargs: number): void;
-}
-
-/** An op argument: a tensor (its address) or null, a number, a 4-D view, or the attention params' fields. */
-type OpArg = Tensor | View4 | number | null | readonly number[];
-
-const ACTS: Record<Activation, number> = { none: 0, relu: 1, silu: 2, 'gelu-tanh': 3 };
-
-function isPositiveInt(v: unknown): v is number {
-  return typeof v === 'number' && Number.isInteger(v) && v > 0;
-}
 
 /** Validation and output allocation for every op, on top of a RawKernels implementation and its memory.
  * Everything a user can get wrong is checked here and reported as a SanaError before native code runs. */
@@ -168,7 +139,7 @@ export abstract class KernelBackend implements Backend {
       throw invalidArgument(op, `a last dimension of ${K} (w is ${JSON.stringify(w.shape)})`, 'x.shape', x.shape);
     const M = x.size / K;
     if (opts.bias) this.f32Shape(op, 'bias', opts.bias, [N]);
-    const act = this.act(op, opts.act);
+    const act = activationCode(op, opts.act);
     if (opts.fastBf16 && w.dtype !== 'bf16') throw invalidArgument(op, 'bf16 weights with fastBf16', 'w.dtype', w.dtype);
     const y = this.output(op, opts.out, [...x.shape.slice(0, -1), N]);
     const flags = (opts.fastBf16 ? 1 : 0) | (w.layout === 'packed32' ? 2 : 0);
@@ -197,7 +168,7 @@ export abstract class KernelBackend implements Backend {
     const Wo = Math.floor((W + 2 * pad - kw) / stride) + 1;
     if (Ho < 1 || Wo < 1) throw invalidArgument(op, `an input of at least ${kh}×${kw} after padding ${pad}`, 'x.shape', x.shape);
     if (opts.bias) this.f32Shape(op, 'bias', opts.bias, [Cout]);
-    const act = this.act(op, opts.act);
+    const act = activationCode(op, opts.act);
     const y = this.output(op, opts.out, [B, Cout, Ho, Wo]);
     this.run('conv2d', [x, B, Cin, H, W, w, dtypeCode(w.dtype), Cout, kh, kw, stride, pad, groups, opts.bias ?? null, act, y]);
     return y;
@@ -282,7 +253,7 @@ export abstract class KernelBackend implements Backend {
     this.f32(op, 'x', x);
     const D = x.shape[x.shape.length - 1];
     const rows = x.size / D;
-    this.eps(op, opts.eps);
+    checkEps(op, opts.eps);
     if (!opts.scale !== !opts.shift) throw invalidArgument(op, 'both scale and shift or neither', opts.scale ? 'shift' : 'scale', undefined);
     let rpb = rows;
     if (opts.scale && opts.shift) {
@@ -333,7 +304,7 @@ export abstract class KernelBackend implements Backend {
     const op = 'rmsNorm';
     this.f32(op, 'x', x);
     const D = x.shape[x.shape.length - 1];
-    this.eps(op, opts.eps);
+    checkEps(op, opts.eps);
     if (opts.weight) this.f32Shape(op, 'weight', opts.weight, [D]);
     if (opts.bias) this.f32Shape(op, 'bias', opts.bias, [D]);
     if (opts.onePlusWeight && !opts.weight) throw invalidArgument(op, 'a weight with onePlusWeight', 'weight', undefined);
@@ -347,7 +318,7 @@ export abstract class KernelBackend implements Backend {
     this.f32(op, 'x', x);
     if (x.shape.length < 3) throw invalidArgument(op, 'an NCHW map [B, C, H, W]', 'x.shape', x.shape);
     const [B, C] = x.shape;
-    this.eps(op, opts.eps);
+    checkEps(op, opts.eps);
     if (opts.weight) this.f32Shape(op, 'weight', opts.weight, [C]);
     if (opts.bias) this.f32Shape(op, 'bias', opts.bias, [C]);
     const y = this.output(op, opts.out, x.shape);
@@ -385,7 +356,7 @@ export abstract class KernelBackend implements Backend {
   activation(x: Tensor, act: Activation, out?: Tensor): Tensor {
     const op = 'activation';
     this.f32(op, 'x', x);
-    const a = this.act(op, act);
+    const a = activationCode(op, act);
     const y = out === x ? x : this.output(op, out, x.shape);
     this.run('activation', [x, x.size, a, y]);
     return y;
@@ -529,21 +500,7 @@ export abstract class KernelBackend implements Backend {
     if (!spec) throw new SanaError('ERR_SANA_UNSUPPORTED', `${name}: the ${this.name} kernels of this build have no such op (rebuild them)`);
     const sig = spec.signature;
     if (args.length !== sig.length) throw new SanaError('ERR_SANA_NATIVE', `${name}: ${args.length} arguments for the C signature (${sig})`);
-    this.call(name, () => {
-      const slots = this.raw.args();
-      let n = 0;
-      for (let i = 0; i < sig.length; i++) {
-        const a = args[i];
-        if (sig[i] === 'p') slots[n++] = a === null ? 0 : (a as Tensor).address;
-        else if (sig[i] === 'v') {
-          const v = a as View4;
-          slots[n++] = v.tensor.address + v.offset * 4;
-          for (let j = 0; j < 4; j++) slots[n++] = v.strides[j];
-        } else if (sig[i] === 'a') for (const x of a as readonly number[]) slots[n++] = x;
-        else slots[n++] = a as number;
-      }
-      this.raw.call(spec.index, n);
-    });
+    this.call(name, () => this.raw.call(spec.index, encodeArgs(sig, args, this.raw.args())));
   }
 
   /** Runs a raw kernel call, turning its failures into SanaErrors. */
@@ -595,17 +552,6 @@ export abstract class KernelBackend implements Backend {
     this.f32(op, 'x', x);
     if (x.shape.length !== 4) throw invalidArgument(op, 'an NCHW map [B, C, H, W]', 'x.shape', x.shape);
     return x.shape as [number, number, number, number];
-  }
-
-  private eps(op: string, eps: number): void {
-    if (!(eps > 0 && eps < 1)) throw invalidArgument(op, '0 < eps < 1', 'eps', eps);
-  }
-
-  private act(op: string, act: Activation | undefined): number {
-    if (act === undefined) return 0;
-    const code = ACTS[act];
-    if (code === undefined) throw invalidArgument(op, 'one of none, relu, silu, gelu-tanh', 'act', act);
-    return code;
   }
 
   private output(op: string, out: Tensor | undefined, shape: readonly number[]): Tensor {

@@ -4,7 +4,8 @@ import { pathToFileURL } from 'node:url';
 
 import { packageRoot } from '../paths.js';
 import type { Storage } from '../tensor/tensor.js';
-import { KernelBackend, type OpDescription, type RawKernels } from './kernel-backend.js';
+import { KernelBackend } from './kernel-backend.js';
+import type { OpDescription, RawKernels } from './raw-kernels.js';
 
 /** The emscripten module of wasm/dist (functions of native/include/sana_ops.h plus malloc/free). */
 interface WasmModule {

@@ -50,17 +50,18 @@ export class Weights {
   }
 }
 
-/** Tensors made while running a piece of a model, freed together: the one lifetime rule of the models. */
+/** Tensors (or anything else disposable, such as a TextConditioning) made while running a piece of a model,
+ * freed together: the one lifetime rule of the models. */
 export class Scope {
-  private readonly tensors: Tensor[] = [];
+  private readonly tensors: { dispose(): void }[] = [];
 
-  keep<T extends Tensor>(t: T): T {
+  keep<T extends { dispose(): void }>(t: T): T {
     this.tensors.push(t);
     return t;
   }
 
   /** Hands a kept tensor back to the caller (it outlives the scope). */
-  release<T extends Tensor>(t: T): T {
+  release<T extends { dispose(): void }>(t: T): T {
     const i = this.tensors.lastIndexOf(t);
     if (i >= 0) this.tensors.splice(i, 1);
     return t;

@@ -360,17 +360,17 @@ export class SanaTransformer2DModel {
     if (!input.text && (!ehs || T === undefined || !mask))
       throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'SanaTransformer2DModel: Expected text conditioning (encoderHiddenStates, textLength and encoderAttentionMask, or text) but received none');
     if (c.guidanceEmbeds && !input.guidance) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'SanaTransformer2DModel: Expected guidance values for guidance (the model has guidance_embeds) but received undefined');
-    const made: { dispose(): void }[] = [];
-    const own = <T2 extends { dispose(): void }>(t: T2): T2 => (made.push(t), t);
+    const scope = new Scope();
     try {
-      const x = own(be.tensor([...input.shape], 'f32', input.hiddenStates));
-      const text = input.text ?? own(this.prepareText(ehs!, T!, mask!, B, taps));
-      const step: StepConditioning = { text, timestep: own(this.timestepFeatures(input.timestep)), guidance: input.guidance && own(this.timestepFeatures(input.guidance)) };
-      const out = own(this.forwardTensor(x, step, taps));
+      const x = scope.keep(be.tensor([...input.shape], 'f32', input.hiddenStates));
+      const text = input.text ?? scope.keep(this.prepareText(ehs!, T!, mask!, B, taps));
+      const timestep = scope.keep(this.timestepFeatures(input.timestep));
+      const guidance = input.guidance && scope.keep(this.timestepFeatures(input.guidance));
+      const out = scope.keep(this.forwardTensor(x, { text, timestep, guidance }, taps));
       throwIfNonFinite(be, out, 'SanaTransformer2DModel produced non-finite values (NaN or Infinity) in its output: the weights or inputs hold NaN/Inf');
       return out.toFloat32();
     } finally {
-      for (const t of made) t.dispose();
+      scope.dispose();
     }
   }
 

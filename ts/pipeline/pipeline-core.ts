@@ -20,11 +20,11 @@ import type { LoadOptions } from '../models/params.js';
 import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../schedulers/flow-euler.js';
 import type { Scheduler } from '../schedulers/schedulers.js';
+import type { Tensor } from '../tensor/tensor.js';
 import { loadSanaComponents, type SanaComponents } from './components.js';
 import { GeneratedImage } from './image.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
 import { aspectRatioBins, classifyHeightWidthBin, hasAspectRatioBins } from './resolution.js';
-import type { Tensor } from '../tensor/tensor.js';
 import { randn, TorchGenerator } from './torch-random.js';
 import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
 
@@ -253,7 +253,7 @@ export class SanaPipelineCore {
     const text = this.prepareText(shape[0], cond, uncond, opts.guidanceScale);
     let run: DenoiseRun | null = null;
     try {
-      run = this.startDenoise(latents, shape, text, { ...opts, scheduler: this.components.scheduler });
+      run = new DenoiseRun(this.components.transformer, latents, shape, text, { ...opts, scheduler: this.components.scheduler });
       for (let i = 0; i < opts.steps; i++) run.step(opts.onStep);
       return run.latents();
     } finally {
@@ -272,13 +272,6 @@ export class SanaPipelineCore {
     const text = cfg ? concat(uncond!.embeds, cond.embeds) : cond.embeds;
     const mask = cfg ? [...uncond!.mask, ...cond.mask] : cond.mask;
     return this.components.transformer.prepareText(text, cond.length, mask, cfg ? 2 * B : B);
-  }
-
-  /** A denoising run from initial latents: its state lives in tensors on the transformer's backend, and a
-   * step reads back one value (the non-finite flag of the model output). */
-  private startDenoise(latents: Float32Array, shape: readonly [number, number, number, number], text: TextConditioning,
-    opts: { steps: number; guidanceScale: number; scheduler: Scheduler }): DenoiseRun {
-    return new DenoiseRun(this.components.transformer, latents, shape, text, opts);
   }
 
   /** Text → images, as SanaPipeline.__call__ (spec §5): binning, latents, CFG loop, decode, resize, uint8. */
@@ -324,7 +317,7 @@ export class SanaPipelineCore {
     const text = this.prepareText(shape[0], condN, uncondN, o.guidance);
     let run: DenoiseRun | null = null;
     try {
-      run = this.startDenoise(latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, scheduler: o.scheduler });
+      run = new DenoiseRun(this.components.transformer, latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, scheduler: o.scheduler });
       for (let i = 0; i < o.steps; i++) {
         // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
         await new Promise((r) => setImmediate(r));
@@ -490,9 +483,10 @@ function concat(a: Float32Array, b: Float32Array): Float32Array {
 }
 
 /**
- * One generation's denoising loop (diffusers' order): latents x on the transformer's backend; per step the
+ * One generation's denoising loop (diffusers' order): latents x on the transformer's backend. Per step the
  * model batch ([x; x] with guidance), the velocity, the guided velocity (uncond + g·(cond − uncond)) and the
- * scheduler update are tensor ops. The timestep features of every step are made once, up front.
+ * scheduler update are tensor ops, and one value is read back (the non-finite flag of the model output).
+ * The timestep features of every step are made once, up front.
  */
 class DenoiseRun {
   private x: Tensor;

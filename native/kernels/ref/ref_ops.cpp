@@ -334,19 +334,10 @@ int adaln_modulation(sana_ctx*, const float* table, const float* emb, ptrdiff_t 
   return SANA_OK;
 }
 
-int patchify(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t p, float* y) {
-  ptrdiff_t h = H / p, w = W / p;
-  for (ptrdiff_t b = 0; b < B; ++b)
-    for (ptrdiff_t i = 0; i < h; ++i)
-      for (ptrdiff_t j = 0; j < w; ++j)
-        for (ptrdiff_t r = 0; r < p; ++r)
-          for (ptrdiff_t s = 0; s < p; ++s)
-            for (ptrdiff_t c = 0; c < C; ++c)
-              y[((b * h * w + i * w + j) * p * p + r * p + s) * C + c] = x[((b * C + c) * H + i * p + r) * W + j * p + s];
-  return SANA_OK;
-}
-
-int unpatchify(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t h, ptrdiff_t w, ptrdiff_t p, ptrdiff_t C, float* y) {
+// Calls f(pixel, token) for every element of a patch-size-p grid of h × w patches: pixel (b, c, i·p + r, j·p + s)
+// of the NCHW map and channel (r·p + s)·C + c of token (b, i·w + j).
+template <class F>
+void each_patch_element(ptrdiff_t B, ptrdiff_t C, ptrdiff_t h, ptrdiff_t w, ptrdiff_t p, F f) {
   ptrdiff_t H = h * p, W = w * p;
   for (ptrdiff_t b = 0; b < B; ++b)
     for (ptrdiff_t i = 0; i < h; ++i)
@@ -354,7 +345,16 @@ int unpatchify(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t h, ptrdiff_t w,
         for (ptrdiff_t r = 0; r < p; ++r)
           for (ptrdiff_t s = 0; s < p; ++s)
             for (ptrdiff_t c = 0; c < C; ++c)
-              y[((b * C + c) * H + i * p + r) * W + j * p + s] = x[((b * h * w + i * w + j) * p * p + r * p + s) * C + c];
+              f(((b * C + c) * H + i * p + r) * W + j * p + s, ((b * h * w + i * w + j) * p * p + r * p + s) * C + c);
+}
+
+int patchify(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t p, float* y) {
+  each_patch_element(B, C, H / p, W / p, p, [&](ptrdiff_t pixel, ptrdiff_t token) { y[token] = x[pixel]; });
+  return SANA_OK;
+}
+
+int unpatchify(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t h, ptrdiff_t w, ptrdiff_t p, ptrdiff_t C, float* y) {
+  each_patch_element(B, C, h, w, p, [&](ptrdiff_t pixel, ptrdiff_t token) { y[pixel] = x[token]; });
   return SANA_OK;
 }
 

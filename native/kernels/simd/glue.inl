@@ -93,23 +93,28 @@ void transpose(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t R, ptrdiff_
   });
 }
 
+// Calls f(pixels, tokens) per patch position (b, i, j, r, s): the C elements at pixel (b, ·, i·p + r, j·p + s) of
+// the NCHW map (stride H·W) and at channels (r·p + s)·C + · of token (b, i·w + j) (stride 1). Rows split over threads.
+template <class F>
+void each_patch(sana_ctx* ctx, ptrdiff_t B, ptrdiff_t C, ptrdiff_t h, ptrdiff_t w, ptrdiff_t p, F f) {
+  ptrdiff_t H = h * p, W = w * p;
+  parallel_for(ctx, B * h, [&](ptrdiff_t r0, ptrdiff_t r1) {
+    for (ptrdiff_t row = r0; row < r1; ++row) {
+      ptrdiff_t b = row / h, i = row % h;
+      for (ptrdiff_t j = 0; j < w; ++j)
+        for (ptrdiff_t r = 0; r < p; ++r)
+          for (ptrdiff_t s = 0; s < p; ++s) f((b * C * H + i * p + r) * W + j * p + s, ((row * w + j) * p * p + r * p + s) * C);
+    }
+  });
+}
+
 int patchify(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t p, float* y) {
   if (p == 1) {
     transpose(ctx, x, B, C, H * W, y);
     return SANA_OK;
   }
-  ptrdiff_t h = H / p, w = W / p;
-  parallel_for(ctx, B * h, [&](ptrdiff_t r0, ptrdiff_t r1) {
-    for (ptrdiff_t r = r0; r < r1; ++r) {
-      ptrdiff_t b = r / h, i = r % h;
-      for (ptrdiff_t j = 0; j < w; ++j)
-        for (ptrdiff_t pr = 0; pr < p; ++pr)
-          for (ptrdiff_t pc = 0; pc < p; ++pc) {
-            float* o = y + ((r * w + j) * p * p + pr * p + pc) * C;
-            const float* s = x + (b * C * H + i * p + pr) * W + j * p + pc;
-            for (ptrdiff_t c = 0; c < C; ++c) o[c] = s[c * H * W];
-          }
-    }
+  each_patch(ctx, B, C, H / p, W / p, p, [&](ptrdiff_t pixels, ptrdiff_t tokens) {
+    for (ptrdiff_t c = 0; c < C; ++c) y[tokens + c] = x[pixels + c * H * W];
   });
   return SANA_OK;
 }
@@ -119,18 +124,9 @@ int unpatchify(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t h, ptrdiff_
     transpose(ctx, x, B, h * w, C, y);
     return SANA_OK;
   }
-  ptrdiff_t H = h * p, W = w * p;
-  parallel_for(ctx, B * h, [&](ptrdiff_t r0, ptrdiff_t r1) {
-    for (ptrdiff_t r = r0; r < r1; ++r) {
-      ptrdiff_t b = r / h, i = r % h;
-      for (ptrdiff_t j = 0; j < w; ++j)
-        for (ptrdiff_t pr = 0; pr < p; ++pr)
-          for (ptrdiff_t pc = 0; pc < p; ++pc) {
-            const float* s = x + ((r * w + j) * p * p + pr * p + pc) * C;
-            float* o = y + (b * C * H + i * p + pr) * W + j * p + pc;
-            for (ptrdiff_t c = 0; c < C; ++c) o[c * H * W] = s[c];
-          }
-    }
+  ptrdiff_t HW = h * p * w * p;
+  each_patch(ctx, B, C, h, w, p, [&](ptrdiff_t pixels, ptrdiff_t tokens) {
+    for (ptrdiff_t c = 0; c < C; ++c) y[pixels + c * HW] = x[tokens + c];
   });
   return SANA_OK;
 }
