@@ -2,6 +2,7 @@
 // and the wasm glue both call ops only through here, so a new op needs no binding code of its own: the
 // unpacking of each argument is derived from the C type in the op's public signature.
 #include <cmath>
+#include <limits>
 #include <tuple>
 
 #include "internal.h"
@@ -19,23 +20,20 @@ bool integral(double d) { return std::isfinite(d) && d == std::floor(d) && std::
 template <class T>
 struct Arg;
 
-template <>
-struct Arg<ptrdiff_t> {
+template <class I>
+struct IntegerArg {
   static constexpr char kind = 'i';
   static constexpr int slots = 1;
-  ptrdiff_t v = 0;
-  bool read(const double* a) { return integral(a[0]) && (v = (ptrdiff_t)a[0], true); }
-  ptrdiff_t get() const { return v; }
+  I v = 0;
+  bool read(const double* a) {
+    return integral(a[0]) && a[0] >= (double)std::numeric_limits<I>::min() && a[0] <= (double)std::numeric_limits<I>::max() && (v = (I)a[0], true);
+  }
+  I get() const { return v; }
 };
-
 template <>
-struct Arg<int> {
-  static constexpr char kind = 'i';
-  static constexpr int slots = 1;
-  int v = 0;
-  bool read(const double* a) { return integral(a[0]) && std::fabs(a[0]) <= 2147483647.0 && (v = (int)a[0], true); }
-  int get() const { return v; }
-};
+struct Arg<ptrdiff_t> : IntegerArg<ptrdiff_t> {};
+template <>
+struct Arg<int> : IntegerArg<int> {};
 
 template <>
 struct Arg<float> {

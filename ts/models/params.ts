@@ -189,11 +189,6 @@ export class Params {
     ];
   }
 
-  /** Host copy of a small f32 parameter (modulation tables). */
-  host(name: string): Float32Array {
-    return this.get(name).toFloat32();
-  }
-
   dispose(): void {
     for (const t of this.tensors.values()) t.dispose();
     this.tensors.clear();
