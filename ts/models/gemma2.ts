@@ -77,7 +77,8 @@ class GemmaLayer {
   readonly down: Linear;
   readonly postFeedforwardNorm: RmsNorm;
 
-  constructor(w: Weights, pre: string, c: Gemma2Config) {
+  constructor(w: Weights, pre: string, private readonly config: Gemma2Config) {
+    const c = config;
     const H = c.hiddenSize;
     // the config values behind each shape, for mismatch messages
     const hidden = `hidden_size = ${H}`;
@@ -97,6 +98,34 @@ class GemmaLayer {
     this.up = proj('mlp.up_proj', c.intermediateSize, H, mlp);
     this.down = proj('mlp.down_proj', H, c.intermediateSize, mlp);
     this.postFeedforwardNorm = norm('post_feedforward_layernorm');
+  }
+
+  /** Layer `l` on the residual stream h [B, L, hidden]; returns the new stream (h is left to the caller). */
+  forward(be: Backend, p: Params, l: number, h: Tensor, keyBias: Tensor, [B, L]: number[]): Tensor {
+    const c = this.config;
+    const scope = new Scope();
+    const keep = <T extends Tensor>(t: T): T => scope.keep(t);
+    try {
+      const a = keep(this.inputNorm.forward(be, p, h));
+      const [q, k, v] = [this.q, this.k, this.v].map((proj) => keep(proj.forward(be, p, a)));
+      const qv = view4(q, [B, L, c.numAttentionHeads, c.headDim]); // [B, L, heads, headDim]
+      const kv = view4(k, [B, L, c.numKeyValueHeads, c.headDim]);
+      be.rope(qv, { theta: c.ropeTheta, out: qv }); // in place
+      be.rope(kv, { theta: c.ropeTheta, out: kv });
+      const sliding = l % 2 === 0 && c.slidingWindow !== null;
+      const o = keep(be.attention(qv, kv, view4(v, [B, L, c.numKeyValueHeads, c.headDim]), {
+        keyBias, scale: c.queryPreAttnScalar ** -0.5, softcap: c.attnLogitSoftcapping ?? 0, causal: true, window: sliding ? c.slidingWindow! : 0,
+      }));
+      const attn = keep(this.o.forward(be, p, o.reshape([B, L, c.numAttentionHeads * c.headDim])));
+      const h1 = keep(be.residual(h, keep(this.postAttentionNorm.forward(be, p, attn))));
+      const f = keep(this.preFeedforwardNorm.forward(be, p, h1));
+      const gate = keep(this.gate.forward(be, p, f, { act: 'gelu-tanh' }));
+      be.mul(gate, keep(this.up.forward(be, p, f)), gate);
+      const down = keep(this.down.forward(be, p, gate));
+      return be.residual(h1, keep(this.postFeedforwardNorm.forward(be, p, down)));
+    } finally {
+      scope.dispose();
+    }
   }
 }
 
@@ -168,32 +197,10 @@ export class Gemma2Model {
       const keyBias = run.keep(be.tensor([B, L], 'f32', bias));
 
       m.layers.forEach((layer, l) => {
-        const scope = new Scope();
-        const keep = <T extends Tensor>(t: T): T => scope.keep(t);
-        try {
-          const a = keep(layer.inputNorm.forward(be, p, Hs));
-          const [q, k, v] = [layer.q, layer.k, layer.v].map((proj) => keep(proj.forward(be, p, a)));
-          const qv = view4(q, [B, L, c.numAttentionHeads, c.headDim]); // [B, L, heads, headDim]
-          const kv = view4(k, [B, L, c.numKeyValueHeads, c.headDim]);
-          be.rope(qv, { theta: c.ropeTheta, out: qv }); // in place
-          be.rope(kv, { theta: c.ropeTheta, out: kv });
-          const sliding = l % 2 === 0 && c.slidingWindow !== null;
-          const o = keep(be.attention(qv, kv, view4(v, [B, L, c.numKeyValueHeads, c.headDim]), {
-            keyBias, scale: c.queryPreAttnScalar ** -0.5, softcap: c.attnLogitSoftcapping ?? 0, causal: true, window: sliding ? c.slidingWindow! : 0,
-          }));
-          const attn = keep(layer.o.forward(be, p, o.reshape([B, L, c.numAttentionHeads * c.headDim])));
-          const h1 = keep(be.residual(Hs, keep(layer.postAttentionNorm.forward(be, p, attn))));
-          const f = keep(layer.preFeedforwardNorm.forward(be, p, h1));
-          const gate = keep(layer.gate.forward(be, p, f, { act: 'gelu-tanh' }));
-          be.mul(gate, keep(layer.up.forward(be, p, f)), gate);
-          const down = keep(layer.down.forward(be, p, gate));
-          const prev = Hs;
-          Hs = run.keep(be.residual(h1, keep(layer.postFeedforwardNorm.forward(be, p, down))));
-          run.release(prev).dispose(); // the previous residual stream (the embeddings' alias first: a no-op)
-          if (l < c.numHiddenLayers - 1) taps?.(`hidden_states.${l + 1}`, Hs.toFloat32(), [B, L, Hd]);
-        } finally {
-          scope.dispose();
-        }
+        const prev = Hs;
+        Hs = run.keep(layer.forward(be, p, l, prev, keyBias, [B, L]));
+        run.release(prev).dispose(); // the previous residual stream (the embeddings' alias first: a no-op)
+        if (l < c.numHiddenLayers - 1) taps?.(`hidden_states.${l + 1}`, Hs.toFloat32(), [B, L, Hd]);
       });
       const last = run.keep(m.norm.forward(be, p, Hs));
       throwIfNonFinite(be, last, 'Gemma2Model produced non-finite values (NaN or Infinity): the weights or inputs hold NaN/Inf');

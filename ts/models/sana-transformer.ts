@@ -226,7 +226,8 @@ class SanaBlock {
   readonly crossNormK: RmsNorm | null;
   readonly ff: { inverted: Linear; depth: { weight: string; bias: string }; point: Linear };
 
-  constructor(w: Weights, readonly pre: string, c: SanaTransformerConfig) {
+  constructor(w: Weights, readonly pre: string, private readonly config: SanaTransformerConfig) {
+    const c = config;
     const D = c.numAttentionHeads * c.attentionHeadDim;
     const Dx = c.numCrossAttentionHeads * c.crossAttentionHeadDim;
     const F = Math.floor(c.mlpRatio * D);
@@ -264,6 +265,67 @@ class SanaBlock {
       depth: { weight: w.matrix(`${g}.conv_depth.weight`, [2 * F, 1, 3, 3], ff, { group: g }), bias: w.vector(`${g}.conv_depth.bias`, [2 * F], ff) },
       point: Linear.declare(w, `${g}.conv_point`, D, F, ff, { conv1x1: true, bias: false, group: g }),
     };
+  }
+
+  /** Block `l` on the residual stream X [B, N, D]; returns the new stream (X is left to the caller). */
+  forward(be: Backend, p: Params, l: number, X: Tensor, text: TextConditioning, mod: Tensor, [B, N, h, w]: number[], taps?: Taps): Tensor {
+    const c = this.config;
+    const scope = new Scope();
+    const keep = <T2 extends Tensor>(t: T2): T2 => scope.keep(t);
+    const tap = (name: string, t: Tensor, shape = [...t.shape]) => taps?.(`block${l}.${name}`, t.toFloat32(), shape);
+    const D = c.numAttentionHeads * c.attentionHeadDim;
+    const Hc = c.numCrossAttentionHeads;
+    const dc = c.crossAttentionHeadDim;
+    try {
+      // shift/scale/gate rows: scale_shift_table[6, D] + mod.reshape(B, 6, D), as six [B, D] chunks
+      const chunks = keep(be.adalnModulation(p.get(this.table), mod));
+      const [shiftSa, scaleSa, gateSa, shiftFf, scaleFf, gateFf] = [0, 1, 2, 3, 4, 5].map((k) => chunks.slice(k * B * D, [B, D]));
+
+      // (a) linear self-attention
+      const Y = keep(be.layerNorm(X, { eps: c.normEps, scale: scaleSa, shift: shiftSa }));
+      const heads = [B, N, c.numAttentionHeads, c.attentionHeadDim] as const; // [B, N, heads, headDim]
+      let q: View4, k: View4, v: View4;
+      if (this.qkv) {
+        // one [3D, D] GEMM; q, k and v are strided views of its [B, N, 3D] output
+        const QKV = keep(this.qkv.forward(be, p, Y));
+        const strides = [N * 3 * D, 3 * D, c.attentionHeadDim, 1] as const;
+        [q, k, v] = [0, D, 2 * D].map((offset) => view4(QKV, heads, strides, offset));
+      } else {
+        const Q = keep(this.normQ!.forward(be, p, keep(this.q!.forward(be, p, Y))));
+        const K = keep(this.normK!.forward(be, p, keep(this.k!.forward(be, p, Y))));
+        const V = keep(this.v!.forward(be, p, Y));
+        [q, k, v] = [Q, K, V].map((t) => view4(t, heads));
+      }
+      const A = keep(be.linearAttention(q, k, v, { eps: 1e-15 }));
+      const a1 = keep(this.out.forward(be, p, A.reshape([B, N, D])));
+      tap('attn1.out', a1);
+      const X1 = keep(be.residual(X, a1, { gate: gateSa }));
+      tap('resid_after_self_attn', X1);
+
+      // (b) cross-attention on the raw residual stream (no norm, no gate); keys and values come with the text
+      let q2 = keep(this.crossQ.forward(be, p, X1));
+      if (this.crossNormQ) q2 = keep(this.crossNormQ.forward(be, p, q2));
+      const T = text.length;
+      const { k: k2, v: v2 } = text.kv[l];
+      const o2 = keep(be.attention(view4(q2, [B, N, Hc, dc]), view4(k2, [B, T, Hc, dc]), view4(v2, [B, T, Hc, dc]), { keyBias: text.keyBias }));
+      const a2 = keep(this.crossOut.forward(be, p, o2.reshape([B, N, Hc * dc])));
+      tap('attn2.out', a2);
+      const X2 = keep(be.residual(X1, a2));
+      tap('resid_after_cross_attn', X2);
+
+      // (c) Mix-FFN on the h×w token grid
+      const Y2 = keep(be.layerNorm(X2, { eps: c.normEps, scale: scaleFf, shift: shiftFf }));
+      const { inverted, depth, point } = this.ff;
+      const Z = keep(be.glumbconv(Y2, {
+        wInverted: p.get(inverted.weight), bInverted: p.get(inverted.bias!), wDepth: p.get(depth.weight), bDepth: p.get(depth.bias), wPoint: p.get(point.weight),
+      }, { height: h, width: w }));
+      if (taps) tap('ff.out', keep(be.unpatchify(Z, { height: h, width: w, patch: 1 })));
+      const X3 = be.residual(X2, Z, { gate: gateFf });
+      tap('out', X3);
+      return X3;
+    } finally {
+      scope.dispose();
+    }
   }
 }
 
@@ -421,7 +483,7 @@ export class SanaTransformer2DModel {
       // 3. blocks
       m.blocks.forEach((blk, l) => {
         const prev: Tensor = X!;
-        X = this.block(blk, l, prev, text, mod, [B, N, h, w], l === 0 ? taps : undefined);
+        X = blk.forward(be, params, l, prev, text, mod, [B, N, h, w], l === 0 ? taps : undefined);
         prev.dispose(); // the residual stream of the previous block is no longer needed
       });
 
@@ -435,68 +497,4 @@ export class SanaTransformer2DModel {
       X?.dispose();
     }
   }
-
-  /** One block on the residual stream X [B, N, D]; returns the new stream (X is left to the caller). */
-  private block(blk: SanaBlock, l: number, X: Tensor, text: TextConditioning, mod: Tensor, [B, N, h, w]: number[], taps?: Taps): Tensor {
-    const be = this.backend;
-    const c = this.config;
-    const p = this.p;
-    const scope = new Scope();
-    const keep = <T2 extends Tensor>(t: T2): T2 => scope.keep(t);
-    const tap = (name: string, t: Tensor, shape = [...t.shape]) => taps?.(`block${l}.${name}`, t.toFloat32(), shape);
-    const D = c.numAttentionHeads * c.attentionHeadDim;
-    const Hc = c.numCrossAttentionHeads;
-    const dc = c.crossAttentionHeadDim;
-    try {
-      // shift/scale/gate rows: scale_shift_table[6, D] + mod.reshape(B, 6, D), as six [B, D] chunks
-      const chunks = keep(be.adalnModulation(p.get(blk.table), mod));
-      const [shiftSa, scaleSa, gateSa, shiftFf, scaleFf, gateFf] = [0, 1, 2, 3, 4, 5].map((k) => chunks.slice(k * B * D, [B, D]));
-
-      // (a) linear self-attention
-      const Y = keep(be.layerNorm(X, { eps: c.normEps, scale: scaleSa, shift: shiftSa }));
-      const heads = [B, N, c.numAttentionHeads, c.attentionHeadDim] as const; // [B, N, heads, headDim]
-      let q: View4, k: View4, v: View4;
-      if (blk.qkv) {
-        // one [3D, D] GEMM; q, k and v are strided views of its [B, N, 3D] output
-        const QKV = keep(blk.qkv.forward(be, p, Y));
-        const strides = [N * 3 * D, 3 * D, c.attentionHeadDim, 1] as const;
-        [q, k, v] = [0, D, 2 * D].map((offset) => view4(QKV, heads, strides, offset));
-      } else {
-        const Q = keep(blk.normQ!.forward(be, p, keep(blk.q!.forward(be, p, Y))));
-        const K = keep(blk.normK!.forward(be, p, keep(blk.k!.forward(be, p, Y))));
-        const V = keep(blk.v!.forward(be, p, Y));
-        [q, k, v] = [Q, K, V].map((t) => view4(t, heads));
-      }
-      const A = keep(be.linearAttention(q, k, v, { eps: 1e-15 }));
-      const a1 = keep(blk.out.forward(be, p, A.reshape([B, N, D])));
-      tap('attn1.out', a1);
-      const X1 = keep(be.residual(X, a1, { gate: gateSa }));
-      tap('resid_after_self_attn', X1);
-
-      // (b) cross-attention on the raw residual stream (no norm, no gate); keys and values come with the text
-      let q2 = keep(blk.crossQ.forward(be, p, X1));
-      if (blk.crossNormQ) q2 = keep(blk.crossNormQ.forward(be, p, q2));
-      const T = text.length;
-      const { k: k2, v: v2 } = text.kv[l];
-      const o2 = keep(be.attention(view4(q2, [B, N, Hc, dc]), view4(k2, [B, T, Hc, dc]), view4(v2, [B, T, Hc, dc]), { keyBias: text.keyBias }));
-      const a2 = keep(blk.crossOut.forward(be, p, o2.reshape([B, N, Hc * dc])));
-      tap('attn2.out', a2);
-      const X2 = keep(be.residual(X1, a2));
-      tap('resid_after_cross_attn', X2);
-
-      // (c) Mix-FFN on the h×w token grid
-      const Y2 = keep(be.layerNorm(X2, { eps: c.normEps, scale: scaleFf, shift: shiftFf }));
-      const { inverted, depth, point } = blk.ff;
-      const Z = keep(be.glumbconv(Y2, {
-        wInverted: p.get(inverted.weight), bInverted: p.get(inverted.bias!), wDepth: p.get(depth.weight), bDepth: p.get(depth.bias), wPoint: p.get(point.weight),
-      }, { height: h, width: w }));
-      if (taps) tap('ff.out', keep(be.unpatchify(Z, { height: h, width: w, patch: 1 })));
-      const X3 = be.residual(X2, Z, { gate: gateFf });
-      tap('out', X3);
-      return X3;
-    } finally {
-      scope.dispose();
-    }
-  }
 }
-
