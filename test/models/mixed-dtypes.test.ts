@@ -45,8 +45,9 @@ describe('mixed storage dtypes', () => {
   const reference = restore('reference', mixedDtype, true);
 
   it('F16 weights with BF16 depth-wise kernels load (with a warning per block) and generate what the same values in F32 do', async () => {
-    const pipe = await SanaPipelineCore.fromPretrained(mixed);
-    const ref = await SanaPipelineCore.fromPretrained(reference);
+    // fp32 precision: 'auto' would run this 16-bit checkpoint in bf16 (weights converted, no mixed groups)
+    const pipe = await SanaPipelineCore.fromPretrained(mixed, { precision: 'fp32' });
+    const ref = await SanaPipelineCore.fromPretrained(reference, { precision: 'fp32' });
     try {
       const notes = pipe.warnings.filter((w) => w.includes('mixed dtypes'));
       expect(notes).toHaveLength(4); // one per transformer block
@@ -62,8 +63,8 @@ describe('mixed storage dtypes', () => {
   });
 
   it('the same on the worker path: an image within one uint8 step of the reference', async () => {
-    const pipe = await SanaPipeline.fromPretrained(mixed);
-    const ref = await SanaPipeline.fromPretrained(reference);
+    const pipe = await SanaPipeline.fromPretrained(mixed, { precision: 'fp32' });
+    const ref = await SanaPipeline.fromPretrained(reference, { precision: 'fp32' });
     try {
       const a = (await pipe.generate(PROMPT, { steps: 4, seed: 7 })).images[0].data;
       const b = (await ref.generate(PROMPT, { steps: 4, seed: 7 })).images[0].data;

@@ -8,6 +8,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 
 import { backendNames, createBackend, deviceForms, probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError } from '../errors.js';
+import { choosePrecision, PRECISION_CHOICES, type PrecisionChoice } from '../models/precision.js';
 import { demoModelDir } from '../paths.js';
 import { inspectPipeline } from '../pipeline/inspect.js';
 import type { BackendChoice, DecodeMode } from '../pipeline/pipeline-core.js';
@@ -71,7 +72,7 @@ async function backends(): Promise<void> {
   }
 }
 
-function info(opts: { model: string; variant?: string }): void {
+async function info(opts: { model: string; variant?: string }): Promise<void> {
   const { components, warnings } = inspectPipeline(opts.model, opts.variant);
   if (opts.model === demoModelDir())
     process.stdout.write(`model: the built-in demo model (${opts.model}): a 64×64 Sana trained on pictures of one shape on a plain background, see training/README.md\n`);
@@ -84,6 +85,17 @@ function info(opts: { model: string; variant?: string }): void {
   for (const w of warnings) process.stdout.write(`warning: ${w}\n`);
   process.stdout.write('backends:\n');
   for (const p of probeBackends()) process.stdout.write(`  ${p.name.padEnd(5)} ${p.available ? 'available' : `unavailable: ${p.reason}`}\n`);
+  // what --precision auto picks here, from the stored dtypes and the backend auto would use
+  const be = await createBackend('auto');
+  const on = be.info;
+  be.dispose();
+  process.stdout.write(`precision (auto, on ${on.name} ${on.variant}):\n`);
+  for (const c of components.filter((c) => c.dtypes))
+    process.stdout.write(`  ${c.name}: ${describePrecision(choosePrecision('auto', on, Object.keys(c.dtypes!), c.name !== 'vae'))}\n`);
+}
+
+function describePrecision(d: { precision: string; reason: string }): string {
+  return `${d.precision} (${d.reason})`;
 }
 
 interface GenerateCliOptions {
@@ -98,6 +110,7 @@ interface GenerateCliOptions {
   scheduler?: 'flow-dpm-solver' | 'flow-euler';
   backend?: BackendChoice;
   threads?: number;
+  precision?: PrecisionChoice;
   numImages?: number;
   maxSequenceLength?: number;
   chi: boolean;
@@ -113,9 +126,10 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
   const width = opts.size?.width ?? opts.width;
   const height = opts.size?.height ?? opts.height;
   const t0 = performance.now();
-  const pipe = await SanaPipeline.fromPretrained(opts.model, { backend: opts.backend, threads: opts.threads });
+  const pipe = await SanaPipeline.fromPretrained(opts.model, { backend: opts.backend, threads: opts.threads, precision: opts.precision });
   try {
     for (const w of pipe.warnings) process.stderr.write(`warning: ${w}\n`);
+    const precision = Object.entries(pipe.precision).map(([c, d]) => `${c} ${describePrecision(d)}`).join(', ');
     const loadMs = performance.now() - t0;
     let decodeNote = '';
     const bar = new SingleBar({ format: 'sana |{bar}| {value}/{total} steps | {stage}', stream: process.stderr, hideCursor: true, noTTYOutput: true, notTTYSchedule: 2000 });
@@ -148,7 +162,7 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
       ? ` (generated at ${result.generatedSize.width}x${result.generatedSize.height})` : '';
     process.stderr.write(
       `wrote ${files.join(', ')} ${result.images[0].width}x${result.images[0].height}${binned}, seed ${result.seed}: load ${(loadMs / 1000).toFixed(1)} s, ` +
-        `encode ${t.encodeMs.toFixed(0)} ms, ${t.stepMs.length} steps ${(stepsMs / 1000).toFixed(1)} s (${(stepsMs / t.stepMs.length).toFixed(0)} ms/step), decode ${t.decodeMs.toFixed(0)} ms (${decodeNote})\n`,
+        `encode ${t.encodeMs.toFixed(0)} ms, ${t.stepMs.length} steps ${(stepsMs / 1000).toFixed(1)} s (${(stepsMs / t.stepMs.length).toFixed(0)} ms/step), decode ${t.decodeMs.toFixed(0)} ms (${decodeNote}); precision: ${precision}\n`,
     );
   } finally {
     pipe.dispose();
@@ -165,6 +179,7 @@ interface RenderCliOptions {
   seed: number;
   decode?: 'auto' | DecodeMode;
   threadsPerWorker?: number;
+  precision?: PrecisionChoice;
   maxAttempts: number;
 }
 
@@ -174,7 +189,7 @@ async function render(prompts: string, opts: RenderCliOptions): Promise<void> {
   const onSignal = () => abort.abort();
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
-  const pool = await createSanaPool({ model: opts.model, devices: opts.devices, threadsPerWorker: opts.threadsPerWorker, maxAttempts: opts.maxAttempts });
+  const pool = await createSanaPool({ model: opts.model, devices: opts.devices, threadsPerWorker: opts.threadsPerWorker, maxAttempts: opts.maxAttempts, precision: opts.precision });
   const bars = new MultiBar({ format: '{name} |{bar}| {value}/{total} {unit} | {stage}', stream: process.stderr, hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 });
   let summary;
   try {
@@ -229,6 +244,7 @@ function program(): Command {
     .option('--scheduler <name>', "flow-dpm-solver or flow-euler (default: the model folder's scheduler)", choice('flow-dpm-solver', 'flow-euler'))
     .option('--backend <name>', `auto (default) or one of ${backendNames().join(', ')}`, choice('auto', ...backendNames()))
     .option('--threads <n>', 'compute threads (default: all cores)', integer(1, 256))
+    .option('--precision <mode>', 'auto (default: bf16 GEMMs on a CPU with AMX/AVX-512-BF16 and a 16-bit checkpoint, else fp32), fp32 or bf16', choice(...PRECISION_CHOICES))
     .option('--num-images <n>', 'images per prompt', integer(1, 64))
     .option('--no-binning', 'generate at the exact size instead of the nearest aspect-ratio bin')
     .option('--no-chi', "leave out Sana's complex human instruction before the prompt")
@@ -250,6 +266,7 @@ function program(): Command {
     .option('--seed <n>', 'seed of prompt i when its line names none: seed + i', integer(0, Number.MAX_SAFE_INTEGER), 0)
     .option('--decode <mode>', 'DC-AE decode in each worker: auto, full, tiled or sharded', choice('auto', 'full', 'tiled', 'sharded'))
     .option('--threads-per-worker <n>', 'kernel threads of each CPU worker (default: the cores divided among them)', integer(1, 256))
+    .option('--precision <mode>', 'auto (default), fp32 or bf16: as for sana generate', choice(...PRECISION_CHOICES))
     .option('--max-attempts <n>', 'tries per image before the render fails (a crashed worker\'s image goes to another)', integer(1, 100), 3)
     .addHelpText('after', '\nExample:\n  sana render prompts.txt --model ./Sana_600M_1024px_diffusers --devices cpu,cpu --out renders/\n')
     .action(render);

@@ -14,6 +14,7 @@ import { DcaeModules, DownBlock, EfficientVitBlock, groupMean, LINEAR_ATTENTION_
 import { blendTiles, cropTensor, latentTiles, type Rect, type TilingOptions } from './dcae-tiling.js';
 import { Scope } from './modules.js';
 import type { LoadOptions, Params } from './params.js';
+import type { PrecisionDecision } from './precision.js';
 import type { Taps } from './sana-transformer.js';
 
 export class AutoencoderDC {
@@ -39,7 +40,7 @@ export class AutoencoderDC {
       // bf16's 8-bit mantissa costs 1–3 % relative L2 error through the DC-AE's ~40 weight layers on the
       // golden cases, f16's 11 bits < 0.2 %: the same memory, so reduced-precision mode holds DC-AE weights as f16
       const weightDtype = opts.weightDtype === 'bf16' ? 'f16' : opts.weightDtype;
-      const params = modules.weights.load(backend, store, 'AutoencoderDC', { ...opts, weightDtype });
+      const params = modules.weights.load(backend, store, 'AutoencoderDC', { ...opts, weightDtype }, false);
       const warnings = [
         ...(opts.weightDtype === 'bf16' ? ['reduced-precision mode: AutoencoderDC weights are held as f16 (same memory as bf16, 8× finer mantissa)'] : []),
         ...params.warnings(cfg),
@@ -52,6 +53,11 @@ export class AutoencoderDC {
 
   get spatialCompression(): number {
     return 2 ** (this.config.decoderBlockOutChannels.length - 1);
+  }
+
+  /** the precision this model runs in, and why (fp32: no bf16 convolution kernels yet) */
+  get precision(): PrecisionDecision {
+    return this.p.precision;
   }
 
   dispose(): void {

@@ -11,6 +11,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { view4 } from '../tensor/tensor.js';
 import { Linear, RmsNorm, Scope, Weights } from './modules.js';
 import type { LoadOptions, Params } from './params.js';
+import type { Precision, PrecisionDecision } from './precision.js';
 import type { Taps } from './sana-transformer.js';
 
 export interface Gemma2Config {
@@ -168,6 +169,16 @@ export class Gemma2Model {
     } finally {
       store.close();
     }
+  }
+
+  /** the precision this model runs in, and why */
+  get precision(): PrecisionDecision {
+    return this.p.precision;
+  }
+
+  /** Runs in `precision` until the returned function is called (Params.override). */
+  overridePrecision(precision: Precision): () => void {
+    return this.p.override(precision, 'Gemma2Model');
   }
 
   dispose(): void {

@@ -7,7 +7,9 @@
 import type { Activation, Backend } from '../backends/backend.js';
 import type { WeightStore } from '../io/weights.js';
 import type { Tensor } from '../tensor/tensor.js';
+import { SanaError } from '../errors.js';
 import { Params, type LoadOptions, type ParamSpec } from './params.js';
+import { choosePrecision } from './precision.js';
 
 /** The weights a model declares, and what happens to them after reading. */
 export class Weights {
@@ -37,8 +39,17 @@ export class Weights {
     return name;
   }
 
-  load(backend: Backend, store: WeightStore, component: string, opts: LoadOptions): Params {
-    const params = Params.load(backend, store, this.specs, component, opts.weightDtype, opts.onBytesRead);
+  /** Checks, reads, fuses and repacks the declared weights. The precision is decided here (from the backend's
+   * kernel variant and the stored dtypes of the GEMM matrices); bf16 holds those matrices as bf16.
+   * `bf16Path` false: the model has no bf16 kernels and runs in fp32. */
+  load(backend: Backend, store: WeightStore, component: string, opts: LoadOptions, bf16Path = true): Params {
+    const stored = this.gemm.filter((n) => store.info(n)).map((n) => store.info(n)!.dtype);
+    const precision = choosePrecision(opts.precision ?? 'auto', backend.info, stored, bf16Path);
+    if (precision.precision === 'bf16' && opts.weightDtype === 'f16')
+      throw new SanaError('ERR_SANA_INVALID_OPTION', `${component}: Expected precision fp32 with f16 weights (bf16 compute holds its weights as bf16) but received precision ${opts.precision ?? 'auto'} (${precision.reason})`);
+    const weightDtype = precision.precision === 'bf16' ? 'bf16' : opts.weightDtype;
+    const params = Params.load(backend, store, this.specs, component, weightDtype, opts.onBytesRead);
+    params.precision = precision;
     try {
       for (const f of this.fusions) params.fuse(backend, f.name, f.parts, f.shape);
       params.packLinear(backend, this.gemm.filter((n) => params.has(n))); // fused parts are gone
@@ -84,7 +95,8 @@ export class Linear {
   }
 
   forward(be: Backend, p: Params, x: Tensor, opts: { act?: Activation; out?: Tensor } = {}): Tensor {
-    return be.linear(x, p.get(this.weight), { bias: this.bias === null ? undefined : p.get(this.bias), ...opts });
+    const w = p.get(this.weight);
+    return be.linear(x, w, { bias: this.bias === null ? undefined : p.get(this.bias), fastBf16: p.fastBf16(w), ...opts });
   }
 }
 

@@ -10,6 +10,7 @@ import type { JsonValue } from '../io/json.js';
 import type { WeightStore } from '../io/weights.js';
 import { decode, encode, type DType } from '../tensor/dtype.js';
 import type { Tensor } from '../tensor/tensor.js';
+import type { Precision, PrecisionChoice, PrecisionDecision } from './precision.js';
 
 export interface LoadOptions {
   /** load `<base>.<variant>.safetensors` (e.g. "fp16", "bf16") */
@@ -20,6 +21,8 @@ export interface LoadOptions {
   onBytesRead?: (bytes: number) => void;
   /** config keys replaced before the model is built (golden cases use this) */
   configOverrides?: Record<string, JsonValue>;
+  /** compute precision (ts/models/precision.ts; default 'auto') */
+  precision?: PrecisionChoice;
 }
 
 export interface ParamSpec {
@@ -88,6 +91,9 @@ function unifyGroups(backend: Backend, specs: ParamSpec[], tensors: Map<string, 
 }
 
 export class Params {
+  /** the precision the model runs in; with bf16, GEMMs on bf16 weights take the fast bf16 path */
+  precision: PrecisionDecision = { precision: 'fp32', reason: 'requested' };
+
   private constructor(
     private readonly tensors: Map<string, Tensor>,
     /** tensors of the file the model does not use (diffusers warns about these too) */
@@ -133,6 +139,24 @@ export class Params {
       throw e;
     }
     return new Params(tensors, store.names().filter((n) => !wanted.has(n)), notes);
+  }
+
+  /** Runs in `precision` instead of the loaded one until the returned function is called (one generation):
+   * fp32 arithmetic works on any weights; bf16 needs the model loaded in bf16. */
+  override(precision: Precision, component: string): () => void {
+    const loaded = this.precision;
+    if (precision === loaded.precision) return () => {};
+    if (precision === 'bf16')
+      throw new SanaError('ERR_SANA_INVALID_OPTION', `${component}: Expected precision fp32 or auto for this pipeline (loaded in fp32: ${loaded.reason}; load it with precision 'bf16' for bf16 compute) but received bf16`);
+    this.precision = { precision: 'fp32', reason: 'requested for this generation (fp32 arithmetic on the bf16 weights)' };
+    return () => {
+      this.precision = loaded;
+    };
+  }
+
+  /** Whether a GEMM on weight w runs on the bf16 engine (bf16 precision and a bf16 weight). */
+  fastBf16(w: Tensor): boolean {
+    return this.precision.precision === 'bf16' && w.dtype === 'bf16';
   }
 
   has(name: string): boolean {

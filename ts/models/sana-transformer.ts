@@ -10,6 +10,7 @@ import type { Tensor } from '../tensor/tensor.js';
 import { view4, type View4 } from '../tensor/tensor.js';
 import { Linear, RmsNorm, Scope, Weights } from './modules.js';
 import type { LoadOptions, Params } from './params.js';
+import type { Precision, PrecisionDecision } from './precision.js';
 
 export interface SanaTransformerConfig {
   inChannels: number;
@@ -316,9 +317,10 @@ class SanaBlock {
       // (c) Mix-FFN on the h×w token grid
       const Y2 = keep(be.layerNorm(X2, { eps: c.normEps, scale: scaleFf, shift: shiftFf }));
       const { inverted, depth, point } = this.ff;
+      const wInverted = p.get(inverted.weight);
       const Z = keep(be.glumbconv(Y2, {
-        wInverted: p.get(inverted.weight), bInverted: p.get(inverted.bias!), wDepth: p.get(depth.weight), bDepth: p.get(depth.bias), wPoint: p.get(point.weight),
-      }, { height: h, width: w }));
+        wInverted, bInverted: p.get(inverted.bias!), wDepth: p.get(depth.weight), bDepth: p.get(depth.bias), wPoint: p.get(point.weight),
+      }, { height: h, width: w, fastBf16: p.fastBf16(wInverted) }));
       if (taps) tap('ff.out', keep(be.unpatchify(Z, { height: h, width: w, patch: 1 })));
       const X3 = be.residual(X2, Z, { gate: gateFf });
       tap('out', X3);
@@ -365,6 +367,16 @@ export class SanaTransformer2DModel {
     } finally {
       store.close();
     }
+  }
+
+  /** the precision this model runs in, and why */
+  get precision(): PrecisionDecision {
+    return this.p.precision;
+  }
+
+  /** Runs in `precision` until the returned function is called (Params.override). */
+  overridePrecision(precision: Precision): () => void {
+    return this.p.override(precision, 'SanaTransformer2DModel');
   }
 
   dispose(): void {
@@ -462,7 +474,7 @@ export class SanaTransformer2DModel {
     try {
       // 1. patch embedding → tokens [B, N, D]
       const [pw, pb] = [params.get(m.patchEmbed.weight), params.get(m.patchEmbed.bias)];
-      if (p === 1) X = be.linear(keep(be.patchify(x, 1)), pw.reshape([D, C]), { bias: pb });
+      if (p === 1) X = be.linear(keep(be.patchify(x, 1)), pw.reshape([D, C]), { bias: pb, fastBf16: params.fastBf16(pw) });
       else X = be.patchify(keep(be.conv2d(x, pw, { bias: pb, stride: p })), 1);
       if (c.interpolationScale !== null) {
         const pe = this.positionEmbedding(h, w);

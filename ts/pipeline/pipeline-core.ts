@@ -17,6 +17,7 @@ import { checkTiling, type TilingOptions } from '../models/dcae-tiling.js';
 import { estimateDecodeBytes, runShardTask, shardedDecode } from '../models/dcae-sharded.js';
 import type { SanaTransformer2DModel, TextConditioning } from '../models/sana-transformer.js';
 import type { LoadOptions } from '../models/params.js';
+import { checkPrecision, type PrecisionChoice, type PrecisionDecision } from '../models/precision.js';
 import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../schedulers/flow-euler.js';
 import type { Scheduler } from '../schedulers/schedulers.js';
@@ -81,6 +82,9 @@ export interface GenerateOptions {
   steps?: number;
   /** classifier-free guidance is on iff > 1 (default 4.5) */
   guidanceScale?: number;
+  /** 'fp32' runs this generation in fp32 arithmetic on whatever weights are loaded; 'bf16' needs a pipeline
+   * loaded in bf16; 'auto' (default): the precision chosen at load (SanaPipeline.precision) */
+  precision?: PrecisionChoice;
   /** torch.Generator('cpu').manual_seed(seed) latents (a list: one generator per image); default: a random
    * seed (reported in the result) */
   seed?: number | bigint | (number | bigint)[];
@@ -146,6 +150,7 @@ export class SanaPipelineCore {
    * pipeline creates and owns it), one name per component, or a Backend instance (shared, not disposed).
    */
   static async fromPretrained(dir: string, opts: CoreLoadOptions = {}): Promise<SanaPipelineCore> {
+    if (opts.precision !== undefined) checkPrecision(opts.precision);
     const owned = new Map<string, Backend>();
     const pick = async (component: 'textEncoder' | 'transformer' | 'vae'): Promise<Backend> => {
       const b = opts.backend;
@@ -169,6 +174,12 @@ export class SanaPipelineCore {
   get backendInfo(): Record<'textEncoder' | 'transformer' | 'vae', BackendInfo> {
     const c = this.components;
     return { textEncoder: c.textEncoder.backend.info, transformer: c.transformer.backend.info, vae: c.vae.backend.info };
+  }
+
+  /** The precision each component runs in, and why (ts/models/precision.ts). */
+  get precision(): Record<'textEncoder' | 'transformer' | 'vae', PrecisionDecision> {
+    const c = this.components;
+    return { textEncoder: c.textEncoder.precision, transformer: c.transformer.precision, vae: c.vae.precision };
   }
 
   /** Tensor memory of each backend in use (weights and live activations), with the components it runs. */
@@ -276,6 +287,17 @@ export class SanaPipelineCore {
 
   /** Text → images, as SanaPipeline.__call__ (spec §5): binning, latents, CFG loop, decode, resize, uint8. */
   async generate(prompt: string | string[], opts: GenerateOptions = {}): Promise<GenerateResult> {
+    const choice = opts.precision === undefined ? 'auto' : checkPrecision(opts.precision);
+    const restore: (() => void)[] = [];
+    try {
+      if (choice !== 'auto') for (const m of [this.components.textEncoder, this.components.transformer]) restore.push(m.overridePrecision(choice));
+      return await this.generateIn(prompt, opts);
+    } finally {
+      for (const r of restore) r();
+    }
+  }
+
+  private async generateIn(prompt: string | string[], opts: GenerateOptions): Promise<GenerateResult> {
     const t0 = performance.now();
     const o = this.validate(prompt, opts);
     const progress = opts.onProgress ?? (() => {});

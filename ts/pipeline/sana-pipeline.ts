@@ -10,6 +10,7 @@ import { Piscina } from 'piscina';
 
 import type { BackendInfo } from '../backends/backend.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
+import type { PrecisionDecision } from '../models/precision.js';
 import { demoModelDir, packageRoot } from '../paths.js';
 import { GeneratedImage } from './image.js';
 import type { BackendChoice, ComponentBackends, CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, PipelineMemory, ProgressEvent } from './pipeline-core.js';
@@ -59,6 +60,8 @@ export class SanaPipeline {
     readonly warnings: string[],
     /** which backend and kernel variant runs each component, and why */
     readonly backendInfo: Record<'textEncoder' | 'transformer' | 'vae', BackendInfo>,
+    /** the precision each component runs in, and why (`precision` option: auto, fp32, bf16) */
+    readonly precision: Record<'textEncoder' | 'transformer' | 'vae', PrecisionDecision>,
   ) {
     this.pool = pool;
   }
@@ -71,8 +74,8 @@ export class SanaPipeline {
     const options = { ...rest, weightDtype: rest.weightDtype ?? (dtype === 'auto' ? undefined : dtype) };
     const pool = new Piscina({ filename: join(packageRoot(), 'dist', 'ts', 'pipeline', 'worker.js'), minThreads: 1, maxThreads: 1, idleTimeout: Infinity });
     try {
-      const info = await runWithProgress<{ warnings: string[]; backendInfo: SanaPipeline['backendInfo'] }>(pool, (port) => ({ type: 'load', dir, options, port }), onProgress);
-      return new SanaPipeline(pool, info.warnings, info.backendInfo);
+      const info = await runWithProgress<{ warnings: string[]; backendInfo: SanaPipeline['backendInfo']; precision: SanaPipeline['precision'] }>(pool, (port) => ({ type: 'load', dir, options, port }), onProgress);
+      return new SanaPipeline(pool, info.warnings, info.backendInfo, info.precision);
     } catch (e) {
       await pool.destroy();
       throw e;

@@ -28,7 +28,7 @@ export default async function run(task: WorkerTask): Promise<unknown> {
         pipe = null;
         const send = (e: ProgressEvent) => task.port.postMessage(e);
         pipe = await SanaPipelineCore.fromPretrained(task.dir, { ...task.options, onProgress: send });
-        return { warnings: pipe.warnings, backendInfo: pipe.backendInfo };
+        return { warnings: pipe.warnings, backendInfo: pipe.backendInfo, precision: pipe.precision };
       }
       case 'generate': {
         if (!pipe) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');

@@ -27,6 +27,7 @@ export interface ModelRef {
   kind: 'pipeline' | 'vae';
   dir: string;
   weightDtype?: LoadOptions['weightDtype'];
+  precision?: LoadOptions['precision'];
 }
 
 export type PoolTask =
@@ -51,7 +52,7 @@ async function model(ref: ModelRef, force = false): Promise<NonNullable<typeof l
   if (ref.kind === 'vae') {
     loaded = { key, vae: AutoencoderDC.fromFolder(ref.dir, backend, { weightDtype: ref.weightDtype }) };
   } else {
-    const pipeline = await SanaPipelineCore.fromPretrained(ref.dir, { backend, weightDtype: ref.weightDtype });
+    const pipeline = await SanaPipelineCore.fromPretrained(ref.dir, { backend, weightDtype: ref.weightDtype, precision: ref.precision });
     loaded = { key, pipeline, vae: pipeline.components.vae };
   }
   return loaded;

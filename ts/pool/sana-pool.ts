@@ -17,6 +17,7 @@ import { parseDevice, probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { readAutoencoderDcConfig, type AutoencoderDcConfig } from '../models/dcae-config.js';
+import { checkPrecision, type PrecisionChoice } from '../models/precision.js';
 import { blendTiles, checkTiling, latentTiles, type TilingOptions } from '../models/dcae-tiling.js';
 import { shardedDecode, type ShardOptions } from '../models/dcae-sharded.js';
 import { demoModelDir, packageRoot } from '../paths.js';
@@ -35,6 +36,8 @@ export interface SanaPoolOptions {
   maxAttempts?: number;
   /** weights held as stored ('auto') or as bf16 / f16 */
   dtype?: 'auto' | 'bf16' | 'f16';
+  /** compute precision of each worker's pipeline: auto (default), fp32 or bf16 (ts/models/precision.ts) */
+  precision?: PrecisionChoice;
   /** load events of each device (load-start, load-retry, load-done) */
   onProgress?: (e: PoolEvent) => void;
 }
@@ -123,7 +126,8 @@ export async function createSanaPool(opts: SanaPoolOptions = {}): Promise<SanaPo
   const dir = opts.model ?? demoModelDir();
   const vaeDir = kind === 'vae' ? dir : join(dir, 'vae');
   const vaeConfig = readAutoencoderDcConfig(ConfigReader.load(vaeDir));
-  const model: ModelRef = { kind, dir, weightDtype: opts.dtype === 'auto' ? undefined : opts.dtype };
+  const precision = opts.precision === undefined ? undefined : checkPrecision(opts.precision);
+  const model: ModelRef = { kind, dir, weightDtype: opts.dtype === 'auto' ? undefined : opts.dtype, precision };
   const pool = new SanaPool(devices, model, vaeConfig, maxAttempts);
   try {
     await pool.load({ onProgress: opts.onProgress });
