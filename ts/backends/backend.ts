@@ -64,6 +64,13 @@ export interface BackendMemory extends CacheCounters {
   bytes: number;
 }
 
+/** Time spent in one op (its C name) while profiling. */
+export interface OpTiming {
+  op: string;
+  calls: number;
+  ms: number;
+}
+
 /** One compute backend. Tensors belong to the backend that made them; ops check it. */
 export interface Backend {
   readonly name: BackendName;
@@ -134,6 +141,10 @@ export interface Backend {
 
   /** The tensor memory this backend holds now (every tensor it made that is not yet disposed) and at most. */
   memory(): BackendMemory;
+  /** Starts (true: from zero) or stops timing every op call; profileReport() gives the totals by op, longest
+   * first (bench:models prints them). */
+  profile(on: boolean): void;
+  profileReport(): OpTiming[];
   /** Resolves when every op issued so far has finished (host backends run ops synchronously: at once; a
    * device backend waits for its stream). Tensor.read() synchronises by itself. */
   synchronize(): Promise<void>;

@@ -13,6 +13,7 @@ import type {
   Conv2dOptions,
   GlumbconvWeights,
   LinearOptions,
+  OpTiming,
 } from './backend.js';
 
 /** Validation and output allocation for every op, on top of a RawKernels implementation and its memory.
@@ -23,6 +24,8 @@ export abstract class KernelBackend implements Backend {
   selection?: BackendInfo['selection'];
   private readonly blocks = new BlockCache((bytes) => this.call('alloc', () => this.allocStorage(bytes)));
   private readonly opTable: ReadonlyMap<string, { index: number; signature: string }>;
+  /** per-op time while profiling (null: off) */
+  private timings: Map<string, { calls: number; ms: number }> | null = null;
 
   protected constructor(protected readonly raw: RawKernels) {
     this.opTable = new Map(raw.ops.map((o, index) => [o.name, { index, signature: o.signature }]));
@@ -35,6 +38,14 @@ export abstract class KernelBackend implements Backend {
   memory(): BackendMemory {
     const c = this.blocks.counters;
     return { ...c, bytes: c.weightBytes + c.activationBytes };
+  }
+
+  profile(on: boolean): void {
+    this.timings = on ? new Map() : null;
+  }
+
+  profileReport(): OpTiming[] {
+    return [...(this.timings ?? [])].map(([op, t]) => ({ op, ...t })).sort((a, b) => b.ms - a.ms);
   }
 
   async synchronize(): Promise<void> {
@@ -500,7 +511,16 @@ export abstract class KernelBackend implements Backend {
     if (!spec) throw new SanaError('ERR_SANA_UNSUPPORTED', `${name}: the ${this.name} kernels of this build have no such op (rebuild them)`);
     const sig = spec.signature;
     if (args.length !== sig.length) throw new SanaError('ERR_SANA_NATIVE', `${name}: ${args.length} arguments for the C signature (${sig})`);
+    if (!this.timings) {
+      this.call(name, () => this.raw.call(spec.index, encodeArgs(sig, args, this.raw.args())));
+      return;
+    }
+    const t0 = performance.now();
     this.call(name, () => this.raw.call(spec.index, encodeArgs(sig, args, this.raw.args())));
+    const entry = this.timings.get(name) ?? { calls: 0, ms: 0 };
+    entry.calls++;
+    entry.ms += performance.now() - t0;
+    this.timings.set(name, entry);
   }
 
   /** Runs a raw kernel call, turning its failures into SanaErrors. */

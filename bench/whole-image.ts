@@ -1,0 +1,137 @@
+// One whole 1024² image at the real sizes, 20 steps (part `e2e` of npm run bench:models): Gemma-2-2B (all 26
+// layers, bf16 weights as released), the 600M transformer and the DC-AE f32c32 decoder, random weights. The
+// folder is assembled in .peer/sana_1024_e2e from the peer cases (layers 6..25 of Gemma are generated here into
+// a second shard of a sharded checkpoint), with the demo model's tokenizer and scheduler. Prints the time of
+// each stage and the peak RSS of each (VmHWM, reset between stages), in both precisions.
+import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
+import { join } from 'node:path';
+
+import { SanaPipelineCore, type ProgressEvent } from '../ts/pipeline/pipeline-core.js';
+import type { Precision } from '../ts/models/precision.js';
+import { demoModelDir } from '../ts/paths.js';
+
+const GEMMA_LAYERS = 26;
+const PEER_LAYERS = 6;
+
+/** Seeded bf16 words ~ U(−scale, scale). */
+function bf16Uniform(n: number, seed: number, scale: number): Uint16Array {
+  const out = new Uint16Array(n);
+  const f = new Float32Array(1);
+  const u = new Uint32Array(f.buffer);
+  let s = seed >>> 0 || 1;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    f[0] = ((s / 2 ** 32) * 2 - 1) * scale;
+    out[i] = u[0] >>> 16; // truncation is fine for random weights
+  }
+  return out;
+}
+
+/** Gemma layers PEER_LAYERS..GEMMA_LAYERS−1 (the tensors of one layer, as the peer case names them) in one shard. */
+function writeExtraLayers(file: string, H: number, I: number, q: number, kv: number): string[] {
+  const names: string[] = [];
+  const tensors: { name: string; shape: number[]; scale: number }[] = [];
+  for (let l = PEER_LAYERS; l < GEMMA_LAYERS; l++) {
+    const p = `layers.${l}.`;
+    const add = (name: string, shape: number[], scale: number) => tensors.push({ name: p + name, shape, scale });
+    add('self_attn.q_proj.weight', [q, H], 1 / Math.sqrt(H));
+    add('self_attn.k_proj.weight', [kv, H], 1 / Math.sqrt(H));
+    add('self_attn.v_proj.weight', [kv, H], 1 / Math.sqrt(H));
+    add('self_attn.o_proj.weight', [H, q], 1 / Math.sqrt(q));
+    add('mlp.gate_proj.weight', [I, H], 1 / Math.sqrt(H));
+    add('mlp.up_proj.weight', [I, H], 1 / Math.sqrt(H));
+    add('mlp.down_proj.weight', [H, I], 1 / Math.sqrt(I));
+    for (const n of ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm']) add(`${n}.weight`, [H], 0.1);
+  }
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const t of tensors) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * 2;
+    header[t.name] = { dtype: 'BF16', shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+    names.push(t.name);
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const fd = openSync(file, 'w');
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeSync(fd, len);
+  writeSync(fd, Buffer.from(json));
+  tensors.forEach((t, i) => {
+    const data = bf16Uniform(t.shape.reduce((a, b) => a * b, 1), 1000 + i, t.scale);
+    writeSync(fd, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
+  });
+  closeSync(fd);
+  return names;
+}
+
+/** The real-size pipeline folder (made once). */
+function assemble(peerOut: string, materialise: (name: string) => string): string {
+  const dir = join(peerOut, 'sana_1024_e2e');
+  if (existsSync(join(dir, 'model_index.json'))) return dir;
+  const demo = demoModelDir();
+  const [transformer, vae, gemma] = ['sana_600m_full_1024', 'dcae_f32c32_decoder_512', 'gemma2_2b_6l'].map(materialise);
+  for (const sub of ['transformer', 'vae', 'text_encoder', 'scheduler', 'tokenizer']) mkdirSync(join(dir, sub), { recursive: true });
+  for (const f of ['config.json', 'diffusion_pytorch_model.safetensors']) {
+    symlinkSync(join(transformer, f), join(dir, 'transformer', f));
+    symlinkSync(join(vae, f), join(dir, 'vae', f));
+  }
+  for (const f of ['scheduler/scheduler_config.json', 'tokenizer/tokenizer.json', 'tokenizer/tokenizer_config.json', 'model_index.json'])
+    writeFileSync(join(dir, f), readFileSync(join(demo, f)));
+  const cfg = JSON.parse(readFileSync(join(gemma, 'config.json'), 'utf8'));
+  writeFileSync(join(dir, 'text_encoder', 'config.json'), JSON.stringify({ ...cfg, num_hidden_layers: GEMMA_LAYERS }, null, 1));
+  symlinkSync(join(gemma, 'model.safetensors'), join(dir, 'text_encoder', 'model-00001-of-00002.safetensors'));
+  const peerHeader = JSON.parse(readFileSync(join(gemma, 'manifest.json'), 'utf8')).tensors.map((t: { name: string }) => t.name) as string[];
+  console.error('generating Gemma layers 6..25 (3.1 GB of bf16) ...');
+  const extra = writeExtraLayers(join(dir, 'text_encoder', 'model-00002-of-00002.safetensors'), cfg.hidden_size, cfg.intermediate_size, cfg.num_attention_heads * cfg.head_dim, cfg.num_key_value_heads * cfg.head_dim);
+  const weightMap: Record<string, string> = {};
+  for (const n of peerHeader) weightMap[n] = 'model-00001-of-00002.safetensors';
+  for (const n of extra) weightMap[n] = 'model-00002-of-00002.safetensors';
+  writeFileSync(join(dir, 'text_encoder', 'model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
+  return dir;
+}
+
+/** Peak RSS since the last reset (VmHWM), in MiB; reset() starts a new stage. */
+const hwm = {
+  read: () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024,
+  reset: () => writeFileSync('/proc/self/clear_refs', '5'),
+};
+
+export async function wholeImage(peerOut: string, materialise: (name: string) => string, threads: number): Promise<void> {
+  const dir = assemble(peerOut, materialise);
+  for (const precision of ['bf16', 'fp32'] as Precision[]) {
+    hwm.reset();
+    const t0 = performance.now();
+    const pipe = await SanaPipelineCore.fromPretrained(dir, { backend: 'cpu', threads, precision });
+    const peak: Record<string, number> = { load: hwm.read() };
+    let phase = 'encode + step 1'; // the first step event comes after step 1
+    const next = (name: string) => {
+      peak[phase] = Math.round(hwm.read());
+      hwm.reset();
+      phase = name;
+    };
+    hwm.reset();
+    const onProgress = (e: ProgressEvent) => {
+      if (e.status === 'step' && e.step === 1) next('steps 2..20');
+      if (e.status === 'decode') next('decode');
+    };
+    try {
+      const r = await pipe.generate('a red fox in the snow', { width: 1024, height: 1024, steps: 20, seed: 1, onProgress, decode: 'auto' });
+      next('end');
+      const t = r.timings;
+      console.log(JSON.stringify({
+        bench: 'whole 1024² image, 20 steps, real sizes (Gemma-2-2B 26 layers + 600M + DC-AE f32c32, random weights)', precision, threads: pipe.backendInfo.transformer.threads,
+        precisionOf: Object.fromEntries(Object.entries(pipe.precision).map(([k, v]) => [k, v.precision])),
+        seconds: { load: +((performance.now() - t0 - t.totalMs) / 1000).toFixed(1), encode: +(t.encodeMs / 1000).toFixed(1), steps: +(t.stepMs.reduce((a, b) => a + b, 0) / 1000).toFixed(1), decode: +(t.decodeMs / 1000).toFixed(1), total: +(t.totalMs / 1000).toFixed(1) },
+        peakRssMiB: peak, image: `${r.images[0].width}x${r.images[0].height}`,
+      }));
+    } finally {
+      pipe.dispose();
+    }
+  }
+}
