@@ -102,9 +102,9 @@ const hwm = {
   reset: () => writeFileSync('/proc/self/clear_refs', '5'),
 };
 
-export async function wholeImage(peerOut: string, materialise: (name: string) => string, threads: number): Promise<void> {
+export async function wholeImage(peerOut: string, materialise: (name: string) => string, threads: number, precisions: Precision[] = ['bf16', 'fp32']): Promise<void> {
   const dir = assemble(peerOut, materialise);
-  for (const precision of ['bf16', 'fp32'] as Precision[]) {
+  for (const precision of precisions) {
     hwm.reset();
     const t0 = performance.now();
     const pipe = await SanaPipelineCore.fromPretrained(dir, { backend: 'cpu', threads, precision });

@@ -46,10 +46,15 @@ export class ResBlock {
     this.conv2 = new Conv(w, `${pre}.conv2`, [C, C, 3, 3], from, false);
     this.norm = new ChannelNorm(w, `${pre}.norm`, C, from);
   }
+  // Intermediates are freed as soon as the next op has read them (still kept by the scope for errors;
+  // dispose is idempotent): at 1024² a map of stage 0 is 512 MB.
   forward(be: Backend, p: Params, scope: Scope, x: Tensor, act: Activation): Tensor {
     const h1 = scope.keep(this.conv1.forward(be, p, x, { padding: 1, act }));
     const h2 = scope.keep(this.conv2.forward(be, p, h1, { padding: 1 }));
-    return scope.keep(be.residual(x, scope.keep(this.norm.forward(be, p, h2))));
+    h1.dispose();
+    const n = scope.keep(this.norm.forward(be, p, h2));
+    h2.dispose();
+    return be.residual(n, x, { out: n }); // x + norm, in place (addition commutes exactly)
   }
 }
 
@@ -148,12 +153,17 @@ export class UpBlock {
   constructor(w: Weights, pre: string, Cin: number, readonly Cout: number, private readonly interpolate: boolean, from: string) {
     this.conv = new Conv(w, `${pre}.conv`, [interpolate ? Cout : Cout * 4, Cin, 3, 3], from);
   }
+  // the largest maps of a decode (the ×2 upsampled input is 4× the block's input): each freed once read
   forward(be: Backend, p: Params, scope: Scope, x: Tensor): Tensor {
-    const main = this.interpolate
-      ? scope.keep(this.conv.forward(be, p, scope.keep(be.upsampleNearest2x(x)), { padding: 1 }))
-      : scope.keep(be.pixelShuffle(scope.keep(this.conv.forward(be, p, x, { padding: 1 })), 2));
-    const sc = scope.keep(be.pixelShuffle(scope.keep(repeatInterleave(be, x, (this.Cout * 4) / x.shape[1])), 2));
-    return scope.keep(be.residual(main, sc));
+    const pre = scope.keep(this.interpolate ? be.upsampleNearest2x(x) : this.conv.forward(be, p, x, { padding: 1 }));
+    const main = scope.keep(this.interpolate ? this.conv.forward(be, p, pre, { padding: 1 }) : be.pixelShuffle(pre, 2));
+    pre.dispose();
+    const repeated = scope.keep(repeatInterleave(be, x, (this.Cout * 4) / x.shape[1]));
+    const sc = scope.keep(be.pixelShuffle(repeated, 2));
+    repeated.dispose();
+    be.residual(main, sc, { out: main });
+    sc.dispose();
+    return main;
   }
 }
 
