@@ -13,6 +13,12 @@ import { caseReader, OPS, type RunEntry } from './golden-ops.js';
 
 const goldenDir = golden.dir;
 const MODEL_OPS = ['SanaTransformer2DModel.forward', 'Gemma2Model.forward', 'AutoencoderDC.decode', 'AutoencoderDC.encode'];
+/** the whole tiny pipeline too, in bf16 precision (`sana generate --precision bf16` on it) */
+const PIPELINE_OPS = ['SanaPipeline.__call__'];
+/** 1e-2 for every model output and the pipeline's final latents; the pipeline's decoded images 2e-2: the
+ * (fp32) decoder maps the latents' bf16 error of ≈ 0.9e-2 to ≈ 1.0e-2 of the image (measured 2026-12-01), so
+ * the image gets twice the latents' bound rather than the same one */
+const bound = (op: string, role: string) => (PIPELINE_OPS.includes(op) && role.startsWith('image') ? 2e-2 : 1e-2);
 
 const backends: Backend[] = [];
 for (const p of probeBackends()) if (p.available) backends.push(await createBackend(p.name));
@@ -34,7 +40,7 @@ for (const caseName of golden.present ? readdirSync(goldenDir).sort() : []) {
   const caseDir = join(goldenDir, caseName);
   if (!existsSync(join(caseDir, 'case.json'))) continue;
   for (const entry of JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8')).run as RunEntry[])
-    if (MODEL_OPS.includes(entry.op)) entries.push({ caseName, caseDir, entry });
+    if (MODEL_OPS.includes(entry.op) || PIPELINE_OPS.includes(entry.op)) entries.push({ caseName, caseDir, entry });
 }
 
 const MODES: { label: string; load: LoadOptions }[] = [
@@ -46,12 +52,12 @@ const MODES: { label: string; load: LoadOptions }[] = [
  * arithmetic on the same bf16 weights */
 const BF16_OPS = ['SanaTransformer2DModel.forward', 'Gemma2Model.forward'];
 
-describe('reduced precision (relative L2 ≤ 1e-2)', () => {
+describe('reduced precision (relative L2 ≤ 1e-2; the tiny pipeline'"'"'s images 2e-2)', () => {
   reportSkipped(golden, 'the golden model cases with bf16 and f16 weights and in bf16 precision');
   it.skipIf(!golden.present)('finds model cases', () => expect(entries.length).toBeGreaterThan(5));
   for (const { label, load } of MODES)
     for (const backend of backends)
-      it.each(entries.map((e) => ({ ...e, name: `${e.caseName}/${e.entry.id}` })))(`${label} on ${backend.name}: $name`, async ({ caseDir, entry }) => {
+      it.each(entries.filter((e) => load.precision || !PIPELINE_OPS.includes(e.entry.op)).map((e) => ({ ...e, name: `${e.caseName}/${e.entry.id}` })))(`${label} on ${backend.name}: $name`, async ({ caseDir, entry }) => {
         const { read, close } = caseReader(caseDir);
         try {
           const result = await OPS[entry.op](backend, caseDir, entry, read, load);
@@ -59,7 +65,7 @@ describe('reduced precision (relative L2 ≤ 1e-2)', () => {
           const plain = load.precision && bf16Engine && BF16_OPS.includes(entry.op) ? await OPS[entry.op](backend, caseDir, entry, read, { weightDtype: 'bf16' }) : null;
           for (const [role, ref] of Object.entries(entry.outputs)) {
             const err = relL2(result.outputs[role].data, read(ref, 'outputs').data);
-            expect(err).toBeLessThanOrEqual(1e-2);
+            expect(err).toBeLessThanOrEqual(bound(entry.op, role));
             expect(err).toBeGreaterThan(0); // the weights really were rounded
             if (plain) expect(relL2(result.outputs[role].data, plain.outputs[role].data)).toBeGreaterThan(0); // the bf16 engine ran
           }
