@@ -52,7 +52,7 @@ const MODES: { label: string; load: LoadOptions }[] = [
  * arithmetic on the same bf16 weights */
 const BF16_OPS = ['SanaTransformer2DModel.forward', 'Gemma2Model.forward'];
 
-describe('reduced precision (relative L2 ≤ 1e-2; the tiny pipeline'"'"'s images 2e-2)', () => {
+describe('reduced precision (relative L2 ≤ 1e-2; the tiny pipeline images 2e-2)', () => {
   reportSkipped(golden, 'the golden model cases with bf16 and f16 weights and in bf16 precision');
   it.skipIf(!golden.present)('finds model cases', () => expect(entries.length).toBeGreaterThan(5));
   for (const { label, load } of MODES)
