@@ -5,9 +5,9 @@
  * (Weights.load: check, read, fuse, repack) and then runs the tree.
  */
 import type { Activation, Backend } from '../backends/backend.js';
+import { SanaError } from '../errors.js';
 import type { WeightStore } from '../io/weights.js';
 import type { Tensor } from '../tensor/tensor.js';
-import { SanaError } from '../errors.js';
 import { Params, type LoadOptions, type ParamSpec } from './params.js';
 import { choosePrecision } from './precision.js';
 
@@ -18,7 +18,7 @@ export class Weights {
   private readonly gemm: string[] = [];
   private readonly fusions: { name: string; parts: string[]; shape: number[] }[] = [];
 
-  /** A matrix kept in its stored dtype (`gemm`: read by the GEMM, so repacked when fp32). */
+  /** A matrix, kept in its stored dtype (bf16 in bf16 precision; `gemm`: read by the GEMM, so repacked when fp32). */
   matrix(name: string, shape: number[], from: string, opts: { group?: string; gemm?: boolean } = {}): string {
     this.specs.push({ name, shape, from, group: opts.group });
     if (opts.gemm) this.gemm.push(name);
