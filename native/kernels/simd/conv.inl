@@ -29,8 +29,13 @@ void pack_im2col(const void* arg, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrd
     float* d = dst + jp * kc;
     ptrdiff_t nr = mn<ptrdiff_t>(NR, nc - jp), p0 = j0 + jp, oy0 = p0 / s.Wo, ox0 = p0 % s.Wo;
     bool one_row = s.stride == 1 && ox0 + nr <= s.Wo;
-    for (ptrdiff_t k = 0; k < kc; ++k) {
-      ptrdiff_t kk = k0 + k, ci = kk / khw, ky = kk % khw / s.kw, kx = kk % s.kw;
+    // (ci, ky, kx) of row k, stepped instead of divided: the packing runs once per k and panel
+    ptrdiff_t ci = k0 / khw, ky = k0 % khw / s.kw, kx = k0 % s.kw;
+    for (ptrdiff_t k = 0; k < kc; ++k, ++kx) {
+      if (kx == s.kw) {
+        kx = 0;
+        if (++ky == s.kh) ky = 0, ++ci;
+      }
       float* dk = d + k * NR;
       if (one_row) {
         ptrdiff_t iy = oy0 - s.pad + ky, ix0 = ox0 - s.pad + kx;
@@ -40,7 +45,10 @@ void pack_im2col(const void* arg, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrd
         }
         const float* row = s.x + (ci * s.H + iy) * s.W;
         if (ix0 >= 0 && ix0 + nr <= s.W) {
-          std::memcpy(dk, row + ix0, sizeof(float) * nr);
+          if (nr == NR)
+            for (int v = 0; v < NV; ++v) vstore(dk + v * VW, vload(row + ix0 + v * VW));
+          else
+            std::memcpy(dk, row + ix0, sizeof(float) * nr);
         } else {
           for (ptrdiff_t j = 0; j < nr; ++j) {
             ptrdiff_t ix = ix0 + j;
