@@ -136,6 +136,9 @@ export class TextConditioning {
     readonly length: number,
     readonly keyBias: Tensor,
     readonly kv: readonly { k: Tensor; v: Tensor }[],
+    /** per row, its number of tokens when every row's mask is a run of ones then zeros (right padding, as the
+     * pipeline pads) with at least one token; null otherwise */
+    readonly validLengths: readonly number[] | null = null,
   ) {}
 
   dispose(): void {
@@ -144,6 +147,41 @@ export class TextConditioning {
       k.dispose();
       v.dispose();
     }
+  }
+}
+
+/** The number of leading ones of each of the B rows of a [B, T] 0/1 mask, when every row is ones then zeros
+ * with at least one 1; otherwise null. */
+function rightPaddedLengths(mask: ArrayLike<number>, B: number, T: number): number[] | null {
+  const lengths: number[] = [];
+  for (let b = 0; b < B; b++) {
+    let n = 0;
+    while (n < T && Number(mask[b * T + n]) === 1) n++;
+    for (let j = n; j < T; j++) if (Number(mask[b * T + j]) !== 0) return null;
+    if (n === 0) return null;
+    lengths.push(n);
+  }
+  return lengths;
+}
+
+/**
+ * Cross-attention of the latent tokens q [B, N, H·d] on the text keys and values [B, T, H·d]. With right
+ * padding each row attends to its own tokens only: a padded key's −10000 bias gives it a weight of exactly 0
+ * in fp32 (exp underflows; the kernel and torch both make it 0), so leaving it out changes nothing but the
+ * summation order, and a negative prompt of one token costs 1/300 of the full softmax (the peer benchmark's
+ * README allows it: "an engine that skips masked keys does less"). Otherwise all T keys with the bias.
+ */
+function crossAttention(be: Backend, q: Tensor, k: Tensor, v: Tensor, text: TextConditioning, [B, N, H, d]: number[]): Tensor {
+  const T = text.length;
+  if (!text.validLengths) return be.attention(view4(q, [B, N, H, d]), view4(k, [B, T, H, d]), view4(v, [B, T, H, d]), { keyBias: text.keyBias });
+  const out = be.empty([B, N, H, d]);
+  try {
+    const rows = (t: Tensor, L: number, len: number, b: number) => view4(t, [1, len, H, d], [L * H * d, H * d, d, 1], b * L * H * d);
+    text.validLengths.forEach((len, b) => be.attention(rows(q, N, N, b), rows(k, T, len, b), rows(v, T, len, b), { out: rows(out, N, N, b) }));
+    return out;
+  } catch (e) {
+    out.dispose();
+    throw e;
   }
 }
 
@@ -308,7 +346,7 @@ class SanaBlock {
       if (this.crossNormQ) q2 = keep(this.crossNormQ.forward(be, p, q2));
       const T = text.length;
       const { k: k2, v: v2 } = text.kv[l];
-      const o2 = keep(be.attention(view4(q2, [B, N, Hc, dc]), view4(k2, [B, T, Hc, dc]), view4(v2, [B, T, Hc, dc]), { keyBias: text.keyBias }));
+      const o2 = keep(crossAttention(be, q2, k2, v2, text, [B, N, Hc, dc]));
       const a2 = keep(this.crossOut.forward(be, p, o2.reshape([B, N, Hc * dc])));
       tap('attn2.out', a2);
       const X2 = keep(be.residual(X1, a2));
@@ -409,7 +447,7 @@ export class SanaTransformer2DModel {
         const k = blk.crossNormK ? made.keep(blk.crossNormK.forward(be, p, temp.keep(raw))) : made.keep(raw);
         return { k, v: made.keep(blk.crossV.forward(be, p, Cn)) };
       });
-      return new TextConditioning(B, T, keyBias, kv);
+      return new TextConditioning(B, T, keyBias, kv, rightPaddedLengths(mask, B, T));
     } catch (e) {
       made.dispose();
       throw e;
