@@ -11,7 +11,7 @@ import * as ort from 'onnxruntime-node';
 import type { Backend } from '../ts/backends/backend.js';
 import { DEFAULT_CACHE_BYTES } from '../ts/backends/block-cache.js';
 import { createBackend, probeBackends } from '../ts/backends/registry.js';
-import { view4, type Tensor } from '../ts/tensor/tensor.js';
+import type { Tensor } from '../ts/tensor/tensor.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');

@@ -511,12 +511,9 @@ export abstract class KernelBackend implements Backend {
     if (!spec) throw new SanaError('ERR_SANA_UNSUPPORTED', `${name}: the ${this.name} kernels of this build have no such op (rebuild them)`);
     const sig = spec.signature;
     if (args.length !== sig.length) throw new SanaError('ERR_SANA_NATIVE', `${name}: ${args.length} arguments for the C signature (${sig})`);
-    if (!this.timings) {
-      this.call(name, () => this.raw.call(spec.index, encodeArgs(sig, args, this.raw.args())));
-      return;
-    }
-    const t0 = performance.now();
+    const t0 = this.timings ? performance.now() : 0;
     this.call(name, () => this.raw.call(spec.index, encodeArgs(sig, args, this.raw.args())));
+    if (!this.timings) return;
     const entry = this.timings.get(name) ?? { calls: 0, ms: 0 };
     entry.calls++;
     entry.ms += performance.now() - t0;

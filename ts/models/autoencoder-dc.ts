@@ -89,7 +89,7 @@ export class AutoencoderDC {
     if (!this.hasEncoder) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'AutoencoderDC.encode: this checkpoint has no encoder weights');
     const be = this.backend;
     const c = this.config;
-    const [B, Cin, H, W] = shape;
+    const [, Cin, H, W] = shape;
     const f = this.spatialCompression;
     if (Cin !== c.inChannels || H % f || W % f)
       throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `AutoencoderDC.encode: Expected [B, ${c.inChannels}, H, W] with H, W multiples of ${f} for x but received ${JSON.stringify(shape)}`);

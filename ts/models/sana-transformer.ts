@@ -344,7 +344,6 @@ class SanaBlock {
       // (b) cross-attention on the raw residual stream (no norm, no gate); keys and values come with the text
       let q2 = keep(this.crossQ.forward(be, p, X1));
       if (this.crossNormQ) q2 = keep(this.crossNormQ.forward(be, p, q2));
-      const T = text.length;
       const { k: k2, v: v2 } = text.kv[l];
       const o2 = keep(crossAttention(be, q2, k2, v2, text, [B, N, Hc, dc]));
       const a2 = keep(this.crossOut.forward(be, p, o2.reshape([B, N, Hc * dc])));

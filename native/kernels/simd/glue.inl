@@ -1,14 +1,6 @@
 // The glue ops (native/include/sana_ops.h, "glue ops"): elementwise updates, layout changes and lookups that
 // used to run on host arrays between the big ops. Memory-bound: vectorised over the contiguous dim, split
-// across threads in chunks of kGlueChunk elements or in rows. Included by ops.inl inside the variant's namespace.
-
-constexpr ptrdiff_t kGlueChunk = 8192;
-
-// Calls f(begin, end) over [0, n) in chunks of kGlueChunk, spread over the context's threads.
-template <class F>
-void chunked(sana_ctx* ctx, ptrdiff_t n, F&& f) {
-  parallel_for(ctx, (n + kGlueChunk - 1) / kGlueChunk, [&](ptrdiff_t c0, ptrdiff_t c1) { f(c0 * kGlueChunk, mn(n, c1 * kGlueChunk)); });
-}
+// across threads in chunks (`chunked`, vector.inl) or in rows. Included by ops.inl inside the variant's namespace.
 
 SANA_EXACT_FP_BEGIN
 int axpby(sana_ctx* ctx, float a, const float* x, float b, const float* y, ptrdiff_t n, float* out) {
@@ -38,12 +30,12 @@ SANA_EXACT_FP_END
 
 int count_nonfinite(sana_ctx* ctx, const float* x, ptrdiff_t n, float* count) {
   // one partial count per chunk (chunks never overlap), summed after the parallel pass
-  ptrdiff_t chunks = (n + kGlueChunk - 1) / kGlueChunk;
+  ptrdiff_t chunks = (n + kChunk - 1) / kChunk;
   ptrdiff_t* partial = static_cast<ptrdiff_t*>(scratch_alloc(sizeof(ptrdiff_t) * chunks));
   if (!partial) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "count_nonfinite: out of memory");
   parallel_for(ctx, chunks, [&](ptrdiff_t c0, ptrdiff_t c1) {
     for (ptrdiff_t c = c0; c < c1; ++c) {
-      ptrdiff_t i = c * kGlueChunk, e = mn(n, i + kGlueChunk), bad = 0;
+      ptrdiff_t i = c * kChunk, e = mn(n, i + kChunk), bad = 0;
       vi acc = vi{};
       for (; i + VW <= e; i += VW) {
         vu bits;

@@ -50,9 +50,7 @@ int upsample_nearest2x(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, 
 }
 
 int activation(sana_ctx* ctx, const float* x, ptrdiff_t n, int act, float* y) {
-  constexpr ptrdiff_t CH = 4096;
-  parallel_for(ctx, (n + CH - 1) / CH, [&](ptrdiff_t c0, ptrdiff_t c1) {
-    ptrdiff_t i = c0 * CH, e = mn(n, c1 * CH);
+  chunked(ctx, n, [&](ptrdiff_t i, ptrdiff_t e) {
     for (; i + VW <= e; i += VW) vstore(y + i, vact(vload(x + i), act));
     if (i < e) vstore_n(y + i, vact(vload_n(x + i, e - i), act), e - i);
   });

@@ -61,9 +61,7 @@ int residual(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t rows, ptrd
 }
 
 int mul(sana_ctx* ctx, const float* x, const float* y, ptrdiff_t n, float* out) {
-  constexpr ptrdiff_t CH = 4096;
-  parallel_for(ctx, (n + CH - 1) / CH, [&](ptrdiff_t c0, ptrdiff_t c1) {
-    ptrdiff_t i = c0 * CH, e = mn(n, c1 * CH);
+  chunked(ctx, n, [&](ptrdiff_t i, ptrdiff_t e) {
     for (; i + VW <= e; i += VW) vstore(out + i, vload(x + i) * vload(y + i));
     if (i < e) vstore_n(out + i, vload_n(x + i, e - i) * vload_n(y + i, e - i), e - i);
   });

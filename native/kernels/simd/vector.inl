@@ -102,3 +102,10 @@ const float* load_run(const void* w, int dt, ptrdiff_t i, ptrdiff_t n, float* tm
   }
   return tmp;
 }
+
+// Elementwise ops split [0, n) into chunks of kChunk elements spread over the context's threads: f(begin, end).
+constexpr ptrdiff_t kChunk = 4096;
+template <class F>
+void chunked(sana_ctx* ctx, ptrdiff_t n, F&& f) {
+  parallel_for(ctx, (n + kChunk - 1) / kChunk, [&](ptrdiff_t c0, ptrdiff_t c1) { f(c0 * kChunk, mn(n, c1 * kChunk)); });
+}
