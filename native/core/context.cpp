@@ -23,8 +23,8 @@ struct sana_ctx {
   int variant = SANA_VARIANT_REF;
   const sana::KernelTable* table = nullptr;
   char error[768] = {0};
-  void* arena = nullptr;
-  size_t arena_bytes = 0;
+  void* arena[sana::ARENA_COUNT] = {};
+  size_t arena_bytes[sana::ARENA_COUNT] = {};
 #if !defined(__EMSCRIPTEN__)
   // Persistent workers (threads − 1 of them); the calling thread runs chunk 0.
   std::vector<std::thread> workers;
@@ -52,13 +52,13 @@ int fail(sana_ctx* ctx, int status, const char* fmt, ...) {
   return status;
 }
 
-void* gemm_arena(sana_ctx* ctx, size_t bytes) {
-  if (bytes > ctx->arena_bytes) {
-    scratch_free(ctx->arena);
-    ctx->arena = scratch_alloc(bytes);
-    ctx->arena_bytes = ctx->arena ? bytes : 0;
+void* ctx_arena(sana_ctx* ctx, Arena which, size_t bytes) {
+  if (bytes > ctx->arena_bytes[which]) {
+    scratch_free(ctx->arena[which]);
+    ctx->arena[which] = scratch_alloc(bytes);
+    ctx->arena_bytes[which] = ctx->arena[which] ? bytes : 0;
   }
-  return ctx->arena;
+  return ctx->arena[which];
 }
 
 void* scratch_alloc(size_t bytes) {
@@ -199,7 +199,7 @@ void sana_ctx_destroy(sana_ctx* ctx) {
 #if !defined(__EMSCRIPTEN__)
   stop_workers(ctx);
 #endif
-  scratch_free(ctx->arena);
+  for (void* a : ctx->arena) scratch_free(a);
   delete ctx;
 }
 

@@ -60,9 +60,12 @@ void parallel_for(sana_ctx* ctx, ptrdiff_t n, F&& f) {
       &f);
 }
 
-// The context's GEMM packing arena: at least `bytes`, 64-byte aligned, reused by later calls (grown when a
-// call needs more, freed with the context). One GEMM at a time per context; NULL on failure.
-void* gemm_arena(sana_ctx* ctx, size_t bytes);
+// Arenas of a context: at least `bytes`, 64-byte aligned, reused by later calls (grown when a call needs
+// more, freed with the context), so repeated calls reuse warm pages instead of mapping fresh ones. One user
+// of each at a time per context: the GEMM's packing buffers, and the Winograd convolution's transformed
+// operands (which calls the GEMM). NULL on failure.
+enum Arena { ARENA_GEMM, ARENA_WINOGRAD, ARENA_COUNT };
+void* ctx_arena(sana_ctx* ctx, Arena which, size_t bytes);
 
 // 64-byte aligned scratch; NULL on failure (callers return SANA_ERR_OUT_OF_MEMORY).
 void* scratch_alloc(size_t bytes);

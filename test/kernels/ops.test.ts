@@ -95,6 +95,12 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   [1, 9, 8, 21, 9, 5, 1, 2, 9, 'bf16', 'none'],
   [1, 6, 5, 9, 9, 1, 1, 0, 3, 'f32', 'none'],
   [1, 40, 6, 5, 33, 3, 1, 1, 1, 'f32', 'gelu-tanh'],
+  // dense 3×3 on maps of ≥ 1024 pixels with ≥ 32 channels: the Winograd path of the SIMD variants. Sizes
+  // leave partial 4×4 tiles at the bottom and right, tile rows that are no multiple of any vector width
+  // (so tile groups straddle the GEMM's 32-tile panels), several chunk-free K blocks (Cin > 256)
+  [2, 37, 29, 43, 35, 3, 1, 1, 1, 'f32', 'silu'],
+  [1, 300, 33, 34, 70, 3, 1, 1, 1, 'bf16', 'none'],
+  [1, 64, 64, 65, 33, 3, 1, 1, 1, 'f16', 'relu'],
 ] as const) {
   const x = rand(B * Cin * H * W, 21 + Cin);
   const wShape = [Cout, Cin / groups, k, k];

@@ -130,6 +130,8 @@ int conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t 
            const float* bias, int act, float* y) {
   ptrdiff_t cig = Cin / groups, cog = Cout / groups;
   if (cig == 1 && cog == 1) return conv2d_depthwise(ctx, x, B, Cin, H, W, w, dt, kh, kw, stride, pad, bias, act, y);
+  if (winograd_applies(Cin, Cout, H, W, kh, kw, stride, pad, groups))
+    return conv2d_winograd(ctx, x, B, Cin, H, W, w, dt, Cout, bias, act, y);
   ptrdiff_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1, P = Ho * Wo;
   ptrdiff_t K = cig * kh * kw;
   bool pointwise = kh == 1 && kw == 1 && stride == 1 && pad == 0;

@@ -36,6 +36,7 @@ struct Gemm {
   PackFn pack_b_custom;
   const void* pack_b_arg;
   const float* b_packed;  // B from sana_pack_weight (32-column k-major panels): read in place, never packed
+  const float* a_packed;  // fp32 A already in MR-row panels ([M/MR][K][MR], rows past M zero): read in place
 };
 
 float elem(const Operand& o, ptrdiff_t r, ptrdiff_t c) {
@@ -378,6 +379,7 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
         if (bf16) pack_a_bf16(g.A, ic, mc, pc, kc, reinterpret_cast<uint32_t*>(pa));
         else
 #endif
+        if (!g.a_packed)
           pack_a(g.A, ic, mc, pc, kc, pa);
         for (ptrdiff_t jr = 0; jr < nc; jr += NR)
           for (ptrdiff_t ir = 0; ir < mc; ir += MR) {
@@ -392,10 +394,11 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
               continue;
             }
 #endif
+            const float* a = g.a_packed ? g.a_packed + (row / MR * g.K + pc) * MR : pa + ir * kc;
             if (g.b_packed)
-              micro_f32(kc, pa + ir * kc, g.b_packed + (col / 32 * g.K + pc) * 32 + col % 32, 32, o);
+              micro_f32(kc, a, g.b_packed + (col / 32 * g.K + pc) * 32 + col % 32, 32, o);
             else
-              micro_f32(kc, pa + ir * kc, pb + jr * kc, NR, o);
+              micro_f32(kc, a, pb + jr * kc, NR, o);
           }
       }
     }
@@ -420,14 +423,14 @@ int gemm(sana_ctx* ctx, const Gemm& g) {
   // packing buffers sized by the problem (a small GEMM must not touch megabytes) and kept in the context's
   // arena, so repeated calls reuse warm pages instead of mapping fresh ones
   ptrdiff_t n_part = split_m ? g.N : (g.N + parts - 1) / parts;
-  size_t a_bytes = (size_t)(mn<ptrdiff_t>(MC, round_up(g.M, MR)) * KC) * sizeof(float);
+  size_t a_bytes = g.a_packed ? 0 : (size_t)(mn<ptrdiff_t>(MC, round_up(g.M, MR)) * KC) * sizeof(float);
   size_t b_bytes = g.b_packed ? 0 : (size_t)(KC * mn<ptrdiff_t>(NC, round_up(n_part, NR) + NR)) * sizeof(float);
 #if defined(SANA_AMX)
   if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = (size_t)(AMX_KC * mn<ptrdiff_t>(AMX_NC, round_up(n_part, 32) + 32)) * 2;
 #endif
   size_t per = round_up((ptrdiff_t)(a_bytes + b_bytes), 64);
-  char* buf = static_cast<char*>(gemm_arena(ctx, per * (size_t)parts));
-  if (!buf) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", parts);
+  char* buf = static_cast<char*>(ctx_arena(ctx, ARENA_GEMM, per * (size_t)parts));
+  if (!buf && per) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", parts);
   parallel_for(ctx, parts, [&](ptrdiff_t b, ptrdiff_t e, int) {
     for (ptrdiff_t t = b; t < e; ++t) {
       GemmRange r{0, g.M, 0, g.N};

@@ -23,6 +23,7 @@ namespace {
 
 #include "vector.inl"
 #include "gemm.inl"
+#include "winograd.inl"
 #include "conv.inl"
 #include "attention.inl"
 #include "mixffn.inl"
