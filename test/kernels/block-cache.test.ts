@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, it } from 'vitest';
 
 import type { Backend } from '../../ts/backends/backend.js';
-import { DEFAULT_CACHE_BYTES, sizeClass } from '../../ts/backends/block-cache.js';
+import { BlockCache, DEFAULT_CACHE_BYTES, PEAK_SLACK_BYTES, sizeClass } from '../../ts/backends/block-cache.js';
 import { createBackend, probeBackends } from '../../ts/backends/registry.js';
 import { demoModelDir } from '../../ts/paths.js';
 import { SanaPipelineCore } from '../../ts/pipeline/pipeline-core.js';
@@ -13,6 +13,40 @@ import { SanaPipelineCore } from '../../ts/pipeline/pipeline-core.js';
 const backends: Backend[] = [];
 for (const p of probeBackends()) if (p.available) backends.push(await createBackend(p.name));
 afterAll(() => backends.forEach((b) => b.dispose()));
+
+describe('the peak rule (bookkeeping only: the storages are records, no memory is mapped)', () => {
+  const MiB = 1024 * 1024;
+  function cache() {
+    const released: number[] = [];
+    const c = new BlockCache((bytes) => ({ location: 'host', handle: 0, bytes, host: undefined, free: () => released.push(bytes) }));
+    return { c, released, take: (mib: number) => c.take('f32', (mib * MiB) / 4, 'activation') };
+  }
+  it('a fresh block that would lift live + cached past the peak + slack releases cached blocks first, largest first', () => {
+    const { c, released, take } = cache();
+    // sizes that are their own size class
+    const a = take(208);
+    const b = take(96); // peak 304 MiB live
+    a.free();
+    b.free(); // both cached: 304 MiB, under the 1 GiB cap
+    expect(c.counters.cachedBytes).toBe(304 * MiB);
+    // 384 MiB fresh (no block of its class): live 384 + cached may reach 304 + slack 256 = 560, so 176 may stay
+    take(384);
+    expect(released).toEqual([208 * MiB]);
+    expect(c.counters.cachedBytes).toBe(96 * MiB);
+    expect(c.counters.activationBytes + c.counters.cachedBytes).toBeLessThanOrEqual(304 * MiB + PEAK_SLACK_BYTES);
+  });
+  it('blocks within the slack stay cached, and a request of their class reuses them', () => {
+    const { c, released, take } = cache();
+    take(96).free();
+    const d = take(208); // live 208 + cached 96 ≤ peak 96 + slack
+    expect(released).toEqual([]);
+    const again = take(96);
+    expect(c.counters.allocations).toBe(2);
+    expect(c.counters.cachedBytes).toBe(0);
+    d.free();
+    again.free();
+  });
+});
 
 describe('size classes', () => {
   it('cover every request with at most 12.5 % slack above 64 KiB (256-byte steps below), and never shrink', () => {

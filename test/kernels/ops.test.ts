@@ -424,3 +424,22 @@ describe('native and wasm agree', () => {
     expect(relError(a, Float64Array.from(b))).toBeLessThanOrEqual(2 * c.tol);
   });
 });
+
+describe('thread count', () => {
+  const cpu = targets.find((t) => t.backend.name === 'cpu' && t.variant === t.backend.info.variants.at(-1));
+  // the Winograd convolution sizes its tile chunks by the thread count: the sums must not depend on it
+  const winograd = cases.filter((c) => c.name.startsWith('conv2d [2,37,29,43]') || c.name.startsWith('conv2d [1,300,33,34]'));
+  it.skipIf(!cpu).each(winograd)('$name: 1 and 2 threads give the same bits', (c) => {
+    const be = cpu!.backend;
+    be.setVariant(cpu!.variant);
+    const threads = be.info.threads;
+    try {
+      be.setThreads(1);
+      const one = c.run(be);
+      be.setThreads(2);
+      expect(c.run(be)).toEqual(one);
+    } finally {
+      be.setThreads(threads);
+    }
+  });
+});

@@ -148,7 +148,7 @@ export interface Backend {
   /** Resolves when every op issued so far has finished (host backends run ops synchronously: at once; a
    * device backend waits for its stream). Tensor.read() synchronises by itself. */
   synchronize(): Promise<void>;
-  /** Most bytes of freed activation blocks kept for reuse (default 256 MiB; 0 = none). */
+  /** Most bytes of freed activation blocks kept for reuse (default 1 GiB, and never more than 256 MiB above the peak of live activations; 0 = none). */
   setCacheLimit(bytes: number): void;
   /** Releases the cached activation blocks now (e.g. after a one-off large decode). */
   trimCache(): void;

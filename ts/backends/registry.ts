@@ -18,7 +18,7 @@ export interface BackendProbe {
 export interface CreateBackendOptions {
   /** Kernel threads (cpu); 0 or undefined = all available cores. */
   threads?: number;
-  /** Most bytes of freed activation blocks the backend keeps for reuse (default 256 MiB; 0 = none). */
+  /** Most bytes of freed activation blocks the backend keeps for reuse (default 1 GiB, and never more than 256 MiB above the peak of live activations; 0 = none). */
   cacheBytes?: number;
   /** Device index of a device backend ('cuda:1' → 1; default 0). */
   device?: number;

@@ -98,11 +98,12 @@ inline void interleave4(const vf* p, float* dst) {
 #undef SANA_ZIPHI
 
 // Where the Winograd convolution pays and its operands stay bounded: wide enough channels that the tile
-// transforms are small next to the GEMM, a map of at least 32×32, and transformed weights of at most 64 MB.
+// transforms are small next to the GEMM, a map of at least 32×32, and transformed weights of at most 160 MB
+// (1024 × 1024 channels: the DC-AE's widest; they live in the context's arena between calls).
 bool winograd_applies(ptrdiff_t Cin, ptrdiff_t Cout, ptrdiff_t H, ptrdiff_t W, ptrdiff_t kh, ptrdiff_t kw,
                       ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups) {
   return kh == 3 && kw == 3 && stride == 1 && pad == 1 && groups == 1 && Cin >= 32 && Cout >= 32 &&
-         H * W >= 1024 && (double)WX * round_up(Cout, MR) * Cin * 4 <= 64.0 * (1 << 20);
+         H * W >= 1024 && (double)WX * round_up(Cout, MR) * Cin * 4 <= 160.0 * (1 << 20);
 }
 
 struct WinogradShape {
