@@ -93,6 +93,8 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   [1, 6, 9, 11, 5, 3, 2, 1, 1, 'f16', 'relu'],
   [2, 6, 7, 37, 6, 3, 1, 1, 6, 'f32', 'none'],
   [1, 9, 8, 21, 9, 5, 1, 2, 9, 'bf16', 'none'],
+  [1, 7, 6, 45, 7, 3, 1, 1, 7, 'f32', 'silu'],
+  [1, 5, 9, 11, 5, 3, 2, 1, 5, 'f16', 'relu'],
   [1, 6, 5, 9, 9, 1, 1, 0, 3, 'f32', 'none'],
   [1, 40, 6, 5, 33, 3, 1, 1, 1, 'f32', 'gelu-tanh'],
   // dense 3×3 on maps of ≥ 1024 pixels with ≥ 32 channels: the Winograd path of the SIMD variants. Sizes

@@ -28,7 +28,7 @@ describe('choosePrecision', () => {
   it('explicit choices are kept (bf16 without an engine says it computes in fp32 on bf16 weights); a model without bf16 kernels stays fp32', () => {
     expect(choosePrecision('fp32', amx, ['BF16'])).toEqual({ precision: 'fp32', reason: 'requested' });
     expect(choosePrecision('bf16', avx2, ['F32'])).toEqual({ precision: 'bf16', reason: 'requested; the cpu variant avx2 has no bf16 engine: fp32 arithmetic on bf16 weights' });
-    expect(choosePrecision('bf16', amx, ['BF16'], false)).toEqual({ precision: 'fp32', reason: 'requested bf16, but this model has no bf16 kernels yet (fp32 convolutions)' });
+    expect(choosePrecision('bf16', amx, ['BF16'], false)).toEqual({ precision: 'fp32', reason: 'requested bf16, but the DC-AE computes in fp32 (its Winograd fp32 convolutions outrun bf16 ones and keep fp32 accuracy)' });
   });
 });
 

@@ -41,7 +41,7 @@ export class Weights {
 
   /** Checks, reads, fuses and repacks the declared weights. The precision is decided here (from the backend's
    * kernel variant and the stored dtypes of the GEMM matrices); bf16 holds those matrices as bf16.
-   * `bf16Path` false: the model has no bf16 kernels and runs in fp32. */
+   * `bf16Path` false: the model computes in fp32 whatever is asked (the DC-AE). */
   load(backend: Backend, store: WeightStore, component: string, opts: LoadOptions, bf16Path = true): Params {
     const stored = this.gemm.filter((n) => store.info(n)).map((n) => store.info(n)!.dtype);
     const precision = choosePrecision(opts.precision ?? 'auto', backend.info, stored, bf16Path);

@@ -29,13 +29,13 @@ export function checkPrecision(value: unknown, option = 'precision'): PrecisionC
 
 /**
  * @param stored the storage dtypes of the model's GEMM matrices (safetensors names: F32, F16, BF16)
- * @param bf16Path false for a model without bf16 kernels (its decision is fp32 whatever is asked)
+ * @param bf16Path false for a model that computes in fp32 in every precision (the DC-AE: docs/performance.md)
  */
 export function choosePrecision(choice: PrecisionChoice, backend: Pick<BackendInfo, 'name' | 'variant'>, stored: Iterable<string>, bf16Path = true): PrecisionDecision {
   const engine = BF16_ENGINES[backend.variant];
   const dtypes = [...new Set(stored)];
   const sixteen = dtypes.length > 0 && dtypes.every((d) => d === 'BF16' || d === 'F16');
-  if (!bf16Path) return { precision: 'fp32', reason: `${choice === 'bf16' ? 'requested bf16, but ' : ''}this model has no bf16 kernels yet (fp32 convolutions)` };
+  if (!bf16Path) return { precision: 'fp32', reason: `${choice === 'bf16' ? 'requested bf16, but ' : ''}the DC-AE computes in fp32 (its Winograd fp32 convolutions outrun bf16 ones and keep fp32 accuracy)` };
   if (choice === 'fp32') return { precision: 'fp32', reason: 'requested' };
   if (choice === 'bf16')
     return { precision: 'bf16', reason: engine ? `requested; GEMMs on ${engine}` : `requested; the ${backend.name} variant ${backend.variant} has no bf16 engine: fp32 arithmetic on bf16 weights` };

@@ -70,10 +70,54 @@ void pack_im2col(const void* arg, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrd
   }
 }
 
-// Depth-wise conv (one input and one output channel per group): direct, vectorised along output columns.
+// Depth-wise conv, stride 1: each channel's plane is copied once into a zero-bordered buffer, so every output
+// column runs the vector body (the border columns were scalar, most of the time on the DC-AE's 32- and 64-wide
+// maps). Taps are summed in the same order as the strided path below.
+int conv2d_depthwise_s1(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
+                        const void* w, int dt, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t pad, const float* bias, int act,
+                        float* y) {
+  ptrdiff_t Ho = H + 2 * pad - kh + 1, Wo = W + 2 * pad - kw + 1, Hp = H + 2 * pad, Wp = W + 2 * pad;
+  size_t plane = (size_t)(Hp * Wp + VW + kw) * sizeof(float);  // slack: the last vector may read past the plane
+  int T = ctx_threads(ctx);
+  float* buf = static_cast<float*>(scratch_alloc(plane * (size_t)T));
+  if (!buf) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "conv2d: out of memory for %zu bytes of padded planes", plane * T);
+  parallel_for(ctx, B * C, [&](ptrdiff_t b0, ptrdiff_t e0, int slot) {
+    float wt[15 * 15];
+    float* pp = buf + plane / sizeof(float) * slot;
+    std::memset(pp, 0, plane);  // borders and slack stay zero: only the interior is rewritten per channel
+    for (ptrdiff_t bc = b0; bc < e0; ++bc) {
+      ptrdiff_t c = bc % C;
+      const float* src = load_run(w, dt, c * kh * kw, kh * kw, wt);
+      if (src != wt) std::memcpy(wt, src, sizeof(float) * kh * kw);
+      const float* xp = x + bc * H * W;
+      for (ptrdiff_t iy = 0; iy < H; ++iy) std::memcpy(pp + (iy + pad) * Wp + pad, xp + iy * W, sizeof(float) * W);
+      float* yp = y + bc * Ho * Wo;
+      vf b = vset(bias ? bias[c] : 0.0f);
+      for (ptrdiff_t oy = 0; oy < Ho; ++oy) {
+        float* yr = yp + oy * Wo;
+        for (ptrdiff_t ox = 0; ox < Wo; ox += VW) {
+          vf s = b;
+          for (ptrdiff_t ky = 0; ky < kh; ++ky) {
+            const float* xr = pp + (oy + ky) * Wp + ox;
+            for (ptrdiff_t kx = 0; kx < kw; ++kx) s += vload(xr + kx) * wt[ky * kw + kx];
+          }
+          s = vact(s, act);
+          if (ox + VW <= Wo) vstore(yr + ox, s);
+          else vstore_n(yr + ox, s, Wo - ox);
+        }
+      }
+    }
+  });
+  scratch_free(buf);
+  return SANA_OK;
+}
+
+// Depth-wise conv (one input and one output channel per group), any stride: stride 1 runs vectorised above;
+// larger strides (no model uses one on a depth-wise conv) sum each output directly.
 int conv2d_depthwise(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
                      const void* w, int dt, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad,
                      const float* bias, int act, float* y) {
+  if (stride == 1) return conv2d_depthwise_s1(ctx, x, B, C, H, W, w, dt, kh, kw, pad, bias, act, y);
   ptrdiff_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
   parallel_for(ctx, B * C, [&](ptrdiff_t b0, ptrdiff_t e0) {
     float wt[15 * 15];
@@ -83,43 +127,19 @@ int conv2d_depthwise(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, pt
       if (src != wt) std::memcpy(wt, src, sizeof(float) * kh * kw);
       const float* xp = x + bc * H * W;
       float* yp = y + bc * Ho * Wo;
-      float b = bias ? bias[c] : 0.0f;
-      for (ptrdiff_t oy = 0; oy < Ho; ++oy) {
-        float* yr = yp + oy * Wo;
-        // columns whose taps are all inside the row (stride 1): vector body
-        ptrdiff_t lo = stride == 1 ? mn(Wo, pad) : Wo, hi = stride == 1 ? mx(lo, W - kw + pad + 1) : Wo;
-        if (hi > Wo) hi = Wo;
-        ptrdiff_t ox = 0;
-        auto scalar_col = [&](ptrdiff_t o) {
-          float s = b;
+      for (ptrdiff_t oy = 0; oy < Ho; ++oy)
+        for (ptrdiff_t ox = 0; ox < Wo; ++ox) {
+          float s = bias ? bias[c] : 0.0f;
           for (ptrdiff_t ky = 0; ky < kh; ++ky) {
             ptrdiff_t iy = oy * stride - pad + ky;
             if (iy < 0 || iy >= H) continue;
             for (ptrdiff_t kx = 0; kx < kw; ++kx) {
-              ptrdiff_t ix = o * stride - pad + kx;
+              ptrdiff_t ix = ox * stride - pad + kx;
               if (ix >= 0 && ix < W) s += xp[iy * W + ix] * wt[ky * kw + kx];
             }
           }
-          return s;
-        };
-        for (; ox < lo; ++ox) yr[ox] = scalar_col(ox);
-        for (; ox + VW <= hi; ox += VW) {
-          vf s = vset(b);
-          for (ptrdiff_t ky = 0; ky < kh; ++ky) {
-            ptrdiff_t iy = oy - pad + ky;
-            if (iy < 0 || iy >= H) continue;
-            const float* xr = xp + iy * W + ox - pad;
-            for (ptrdiff_t kx = 0; kx < kw; ++kx) s += vload(xr + kx) * wt[ky * kw + kx];
-          }
-          vstore(yr + ox, s);
+          yp[oy * Wo + ox] = vact(vset(s), act)[0];
         }
-        for (; ox < Wo; ++ox) yr[ox] = scalar_col(ox);
-        if (act != SANA_ACT_NONE) {
-          ptrdiff_t i = 0;
-          for (; i + VW <= Wo; i += VW) vstore(yr + i, vact(vload(yr + i), act));
-          if (i < Wo) vstore_n(yr + i, vact(vload_n(yr + i, Wo - i), act), Wo - i);
-        }
-      }
     }
   });
   return SANA_OK;
