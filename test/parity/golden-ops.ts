@@ -11,6 +11,8 @@ import { SanaTransformer2DModel } from '../../ts/models/sana-transformer.js';
 import { SanaPipelineCore } from '../../ts/pipeline/pipeline-core.js';
 import { FlowDpmSolver } from '../../ts/schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../../ts/schedulers/flow-euler.js';
+import { ScmScheduler } from '../../ts/schedulers/scm.js';
+import { sprintGuidance } from '../../ts/pipeline/sprint.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from '../../ts/pipeline/postprocess.js';
 import { aspectRatioBins, classifyHeightWidthBin } from '../../ts/pipeline/resolution.js';
 import { randn, TorchGenerator } from '../../ts/pipeline/torch-random.js';
@@ -71,6 +73,56 @@ function trace(make: (dir: string) => FlowDpmSolver | FlowEuler): OpRunner {
     };
   };
 }
+
+type Draw = { shape: number[]; dtype: 'float32' | 'float64' };
+const numel = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+
+/** SCMScheduler trace: schedule, generator (after its preceding draws), then each step on the stored model
+ * output with this step's noise draw. Component folders hold scheduler_config.json, a scheduler case config.json. */
+const scmTrace: OpRunner = (backend, caseDir, entry, read) => {
+  const p = entry.params as { num_inference_steps: number; timesteps: number[] | null; max_timesteps: number | null; intermediate_timesteps: number | null; generator_seed: string; preceding_draws?: Draw[] };
+  const s = ScmScheduler.fromFolder(join(caseDir, entry.component ?? ''), entry.component ? 'scheduler_config.json' : 'config.json', entry.config_overrides);
+  const n = p.num_inference_steps;
+  s.setTimesteps(n, { timesteps: p.timesteps ?? undefined, maxTimesteps: p.max_timesteps ?? undefined, intermediateTimesteps: p.intermediate_timesteps });
+  const g = new TorchGenerator(BigInt(p.generator_seed));
+  for (const d of p.preceding_draws ?? []) randn(g, numel(d.shape), d.dtype);
+  const x0 = Float32Array.from(read(entry.inputs.sample, 'inputs').data as ArrayLike<number>);
+  const mo = read(entry.inputs.model_outputs, 'inputs');
+  const per = x0.length;
+  const shape = mo.shape.slice(1);
+  const samples = new Float32Array((n + 1) * per);
+  const denoised = new Float32Array(n * per);
+  const noises = new Float32Array(n * per);
+  samples.set(x0);
+  let x = backend.tensor(shape, 'f32', x0);
+  try {
+    for (let i = 0; i < n; i++) {
+      const noise = randn(g, per, 'float32') as Float32Array;
+      noises.set(noise, i * per);
+      const v = backend.tensor(shape, 'f32', (mo.data as Float32Array).subarray(i * per, (i + 1) * per));
+      const { prev, x0: d } = s.step(backend, v, x, noise);
+      v.dispose();
+      x.dispose();
+      x = prev;
+      denoised.set(d.toFloat32(), i * per);
+      d.dispose();
+      samples.set(x.toFloat32(), (i + 1) * per);
+    }
+  } finally {
+    x.dispose();
+  }
+  return {
+    outputs: {
+      timesteps: { data: s.timesteps, shape: [n + 1] },
+      samples: { data: samples, shape: [n + 1, ...shape] },
+      denoised: { data: denoised, shape: [n, ...shape] },
+      noises: { data: noises, shape: [n, ...shape] },
+      final_sample: { data: samples.slice(n * per), shape },
+      final_denoised: { data: denoised.slice((n - 1) * per), shape },
+    },
+    taps: new Map(),
+  };
+};
 
 function vae(backend: Backend, caseDir: string, entry: RunEntry, load?: LoadOptions): AutoencoderDC {
   return AutoencoderDC.fromFolder(join(caseDir, entry.component ?? ''), backend, { ...load, configOverrides: entry.config_overrides });
@@ -134,7 +186,76 @@ const pipelineCall: OpRunner = async (backend, caseDir, entry, read, load) => {
   }
 };
 
+/** SanaSprintPipeline.__call__ on pre-tokenized prompts, with the stored latents or latents drawn from the
+ * generator; every step's tensors are taps. */
+const sprintCall: OpRunner = async (backend, caseDir, entry, read, load) => {
+  const p = entry.params as {
+    prompt_token_ids: number[][]; pad_token_id: number; text_encoder_max_length: number; select_index: number[]; num_inference_steps: number;
+    timesteps: number[] | null; max_timesteps: number | null; intermediate_timesteps: number | null; guidance_scale: number; height: number; width: number;
+    generator_seed: string; output_types: Record<string, string>;
+  };
+  const pipe = await SanaPipelineCore.fromPretrained(join(caseDir, entry.component ?? ''), { ...load, backend });
+  try {
+    const cond = pipe.encodeTokenIds(p.prompt_token_ids, { maxLength: p.text_encoder_max_length, padTokenId: p.pad_token_id, selectIndex: p.select_index });
+    const taps = new Map<string, Values>();
+    const D = pipe.components.textEncoder.config.hiddenSize;
+    taps.set('prompt_embeds', { data: cond.embeds, shape: [cond.batch, cond.length, D] });
+    taps.set('prompt_attention_mask', { data: cond.mask, shape: [cond.batch, cond.length] });
+    const f = pipe.components.vae.spatialCompression;
+    const shape: [number, number, number, number] = [cond.batch, pipe.components.transformer.config.inChannels, p.height / f, p.width / f];
+    const g = new TorchGenerator(BigInt(p.generator_seed));
+    let latents: Float32Array;
+    if (entry.inputs.latents) latents = Float32Array.from(read(entry.inputs.latents, 'inputs').data as ArrayLike<number>);
+    else {
+      latents = randn(g, numel(shape), 'float32') as Float32Array;
+      taps.set('drawn_initial_latents', { data: latents, shape });
+    }
+    const n = p.num_inference_steps;
+    const per = numel(shape);
+    const stacked = (k: number) => new Float32Array(k * per);
+    const [samples, denoised, noises, outputs] = [stacked(n + 1), stacked(n), stacked(n), stacked(n)];
+    const steps: Map<string, Values>[] = [];
+    const final = pipe.sprintDenoise(latents, shape, cond, {
+      steps: n, guidanceScale: p.guidance_scale, generators: [g],
+      schedule: { timesteps: p.timesteps ?? undefined, maxTimesteps: p.max_timesteps ?? undefined, intermediateTimesteps: p.intermediate_timesteps },
+      onStart: (x) => samples.set(x),
+      onStep: (st) => {
+        steps.push(new Map<string, Values>([
+          [`step${st.index}.transformer.hidden_states`, { data: st.hiddenStates, shape }],
+          [`step${st.index}.transformer.timestep`, { data: new Float32Array(shape[0]).fill(st.flowTime), shape: [shape[0]] }],
+          [`step${st.index}.transformer.output`, { data: st.transformerOutput, shape }],
+        ]));
+        outputs.set(st.modelOutput, st.index * per);
+        noises.set(st.noise, st.index * per);
+        denoised.set(st.denoised, st.index * per);
+        samples.set(st.latents, (st.index + 1) * per);
+      },
+    });
+    const scm = pipe.components.scheduler as ScmScheduler;
+    taps.set('timesteps', { data: scm.timesteps, shape: [n + 1] });
+    const gv = sprintGuidance(p.guidance_scale, pipe.components.transformer.config.guidanceEmbedsScale);
+    taps.set('guidance', { data: new Float32Array(shape[0]).fill(gv), shape: [shape[0]] });
+    for (const m of steps) for (const [k, v] of m) taps.set(k, v);
+    taps.set('scheduler.initial_sample', { data: samples.slice(0, per), shape });
+    taps.set('scheduler.model_outputs', { data: outputs, shape: [n, ...shape] });
+    taps.set('scheduler.noises', { data: noises, shape: [n, ...shape] });
+    taps.set('scheduler.denoised', { data: denoised, shape: [n, ...shape] });
+    taps.set('scheduler.samples', { data: samples, shape: [n + 1, ...shape] });
+    const out: Record<string, Values> = { latents: { data: final, shape } };
+    if (p.output_types.image_decoded || p.output_types.image_pt) {
+      const imgShape = [shape[0], pipe.components.vae.config.inChannels, shape[2] * f, shape[3] * f];
+      const raw = await pipe.decodeLatents(final, shape);
+      out.image_decoded = { data: raw, shape: imgShape };
+      out.image_pt = { data: raw.map((v) => Math.min(1, Math.max(0, Math.fround(Math.fround(v * 0.5) + 0.5)))), shape: imgShape };
+    }
+    return { outputs: out, taps };
+  } finally {
+    pipe.dispose();
+  }
+};
+
 export const OPS: Record<string, OpRunner> = {
+  'SanaSprintPipeline.__call__': sprintCall,
   'SanaPipeline.__call__': pipelineCall,
   'SanaPipeline.resolution_binning': (_backend, _caseDir, entry, read) => {
     const hw = read(entry.inputs.height_width, 'inputs');
@@ -168,17 +289,16 @@ export const OPS: Record<string, OpRunner> = {
     return { outputs: { uint8: { data: toUint8(Float32Array.from(x.data as ArrayLike<number>)), shape: x.shape } }, taps: new Map() };
   },
   'torch.randn': (_backend, _caseDir, entry) => {
-    const p = entry.params as { generators: string; seed?: string; seeds?: string[]; shape: number[]; dtype: 'float32' | 'float64'; preceding_draws?: { shape: number[]; dtype: 'float32' | 'float64' }[] };
-    const count = (shape: number[]) => shape.reduce((a, b) => a * b, 1);
+    const p = entry.params as { generators: string; seed?: string; seeds?: string[]; shape: number[]; dtype: 'float32' | 'float64'; preceding_draws?: Draw[] };
     let data: Float32Array | Float64Array;
     if (p.generators === 'single') {
       const g = new TorchGenerator(BigInt(p.seed!));
-      for (const d of p.preceding_draws ?? []) randn(g, count(d.shape), d.dtype);
-      data = randn(g, count(p.shape), p.dtype);
+      for (const d of p.preceding_draws ?? []) randn(g, numel(d.shape), d.dtype);
+      data = randn(g, numel(p.shape), p.dtype);
     } else {
       // diffusers' randn_tensor with a list: one generator per batch row, each drawing shape[1:]
-      const per = count(p.shape.slice(1));
-      data = p.dtype === 'float32' ? new Float32Array(count(p.shape)) : new Float64Array(count(p.shape));
+      const per = numel(p.shape.slice(1));
+      data = p.dtype === 'float32' ? new Float32Array(numel(p.shape)) : new Float64Array(numel(p.shape));
       p.seeds!.forEach((s, i) => data.set(randn(new TorchGenerator(BigInt(s)), per, p.dtype), i * per));
     }
     return { outputs: { sample: { data, shape: p.shape } }, taps: new Map() };
@@ -230,6 +350,7 @@ export const OPS: Record<string, OpRunner> = {
   },
   'DPMSolverMultistepScheduler.trace': trace((dir) => FlowDpmSolver.fromFolder(dir, 'config.json')),
   'FlowMatchEulerDiscreteScheduler.trace': trace((dir) => FlowEuler.fromFolder(dir, 'config.json')),
+  'SCMScheduler.trace': scmTrace,
   'SanaTransformer2DModel.forward': (backend, caseDir, entry, read, load) => {
     const model = SanaTransformer2DModel.fromFolder(join(caseDir, entry.component ?? ''), backend, { ...load, configOverrides: entry.config_overrides });
     try {

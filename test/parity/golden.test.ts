@@ -1,29 +1,27 @@
 // Parity with the reference implementation: walks every case folder under SANA_GOLDEN_DIR (default
-// ../shared/golden), runs each entry of its case.json `run` list (schema golden-run/1) on every available
+// ../shared/golden) and its next/, runs each entry of its case.json `run` list (schema golden-run/1) on every available
 // backend, and compares every output (and every intermediate tap, reporting the first that diverges) with
 // numpy allclose semantics at the entry's tolerance. Driven by case.json only: a new case of a known op
 // runs without code changes. An op the harness does not know fails the test.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import type { Backend } from '../../ts/backends/backend.js';
 import { createBackend, probeBackends } from '../../ts/backends/registry.js';
-import { golden, reportSkipped } from '../fixtures/shared.js';
+import { golden, goldenCases, reportSkipped } from '../fixtures/shared.js';
 import { caseReader, compare, OPS, type RunEntry } from './golden-ops.js';
 
-const goldenDir = golden.dir;
-const caseDirs = golden.present ? readdirSync(goldenDir).filter((d) => existsSync(join(goldenDir, d, 'case.json'))).sort() : [];
+const cases = goldenCases();
 const backends: Backend[] = [];
 for (const p of probeBackends()) if (p.available) backends.push(await createBackend(p.name));
 afterAll(() => backends.forEach((b) => b.dispose()));
 
 describe('golden parity', () => {
   reportSkipped(golden, 'every golden case on every backend');
-  it.skipIf(!golden.present)('finds the golden cases', () => expect(caseDirs.length).toBeGreaterThan(0));
+  it.skipIf(!golden.present)('finds the golden cases', () => expect(cases.length).toBeGreaterThan(0));
 
-  for (const caseName of caseDirs) {
-    const caseDir = join(goldenDir, caseName);
+  for (const [caseName, caseDir] of cases) {
     const spec = JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8'));
     describe(caseName, () => {
       it('uses run schema golden-run/1', () => expect(spec.run_schema).toBe('golden-run/1'));

@@ -1,17 +1,16 @@
 // Reduced precision: the golden model cases with fp32 checkpoint matrices held as bf16 and as f16, and run in
 // bf16 compute precision (bf16 GEMMs on the CPU's bf16 engine), stay within 1e-2 relative L2 error
 // (‖actual − expected‖₂ / ‖expected‖₂) of the fp32 reference outputs.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import type { Backend } from '../../ts/backends/backend.js';
 import type { LoadOptions } from '../../ts/models/params.js';
 import { createBackend, probeBackends } from '../../ts/backends/registry.js';
-import { golden, reportSkipped } from '../fixtures/shared.js';
+import { golden, goldenCases, reportSkipped } from '../fixtures/shared.js';
 import { caseReader, OPS, type RunEntry } from './golden-ops.js';
 
-const goldenDir = golden.dir;
 const MODEL_OPS = ['SanaTransformer2DModel.forward', 'Gemma2Model.forward', 'AutoencoderDC.decode', 'AutoencoderDC.encode'];
 /** the whole tiny pipeline too, in bf16 precision (`sana generate --precision bf16` on it) */
 const PIPELINE_OPS = ['SanaPipeline.__call__'];
@@ -36,9 +35,10 @@ function relL2(a: ArrayLike<number | bigint>, e: ArrayLike<number | bigint>): nu
 }
 
 const entries: { caseName: string; caseDir: string; entry: RunEntry }[] = [];
-for (const caseName of golden.present ? readdirSync(goldenDir).sort() : []) {
-  const caseDir = join(goldenDir, caseName);
-  if (!existsSync(join(caseDir, 'case.json'))) continue;
+// The Sana-Sprint cases (next/) are not held to the bound: their tiny transformer moves 1.1–1.9 % under bf16
+// weight rounding alone (fp32 arithmetic), so the bound would test that random model's conditioning, not the
+// bf16 engine (measured figures: docs/parity.md).
+for (const [caseName, caseDir] of goldenCases().filter(([name]) => !name.startsWith('next/'))) {
   for (const entry of JSON.parse(readFileSync(join(caseDir, 'case.json'), 'utf8')).run as RunEntry[])
     if (MODEL_OPS.includes(entry.op) || PIPELINE_OPS.includes(entry.op)) entries.push({ caseName, caseDir, entry });
 }

@@ -10,6 +10,7 @@ import { backendNames, createBackend, deviceForms, probeBackends } from '../back
 import { describeValue, SanaError } from '../errors.js';
 import { choosePrecision, PRECISION_CHOICES, type PrecisionChoice } from '../models/precision.js';
 import { demoModelDir } from '../paths.js';
+import type { PipelineClass } from '../pipeline/components.js';
 import { inspectPipeline } from '../pipeline/inspect.js';
 import type { BackendChoice, DecodeMode } from '../pipeline/pipeline-core.js';
 import { SanaPipeline, type GenerateOptions } from '../pipeline/sana-pipeline.js';
@@ -73,9 +74,10 @@ async function backends(): Promise<void> {
 }
 
 async function info(opts: { model: string; variant?: string }): Promise<void> {
-  const { components, warnings } = inspectPipeline(opts.model, opts.variant);
+  const { pipeline, components, warnings } = inspectPipeline(opts.model, opts.variant);
   if (opts.model === demoModelDir())
     process.stdout.write(`model: the built-in demo model (${opts.model}): a 64×64 Sana trained on pictures of one shape on a plain background, see training/README.md\n`);
+  process.stdout.write(`pipeline: ${pipeline} (${PIPELINE_SUMMARY[pipeline]})\n`);
   for (const c of components) {
     const weights = c.parameters !== undefined
       ? `, ${c.tensors} tensors, ${c.parameters.toLocaleString('en-US')} parameters (${Object.entries(c.dtypes ?? {}).map(([d, n]) => `${d} ${n.toLocaleString('en-US')}`).join(', ')})`
@@ -93,6 +95,11 @@ async function info(opts: { model: string; variant?: string }): Promise<void> {
   for (const c of components.filter((c) => c.dtypes))
     process.stdout.write(`  ${c.name}: ${describePrecision(choosePrecision('auto', on, Object.keys(c.dtypes!), c.name !== 'vae'))}\n`);
 }
+
+const PIPELINE_SUMMARY: Record<PipelineClass, string> = {
+  SanaPipeline: 'flow matching with classifier-free guidance, 20 steps by default',
+  SanaSprintPipeline: 'Sana-Sprint: SCM consistency sampling with embedded guidance, 2 steps by default',
+};
 
 function describePrecision(d: { precision: string; reason: string }): string {
   return `${d.precision} (${d.reason})`;
@@ -140,7 +147,10 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
       decode: opts.tile ? (opts.decode ?? 'tiled') : opts.decode, tiling: tiling(opts.tile), // --tile implies --decode tiled
       onProgress: (e) => {
         if (e.status === 'encode') bar.start(opts.steps ?? 20, 0, { stage: 'encoding the prompt' });
-        else if (e.status === 'step') bar.update(e.step, { stage: `${(e.stepMs / 1000).toFixed(2)} s/step` });
+        else if (e.status === 'step') {
+          bar.setTotal(e.totalSteps); // the pipeline's default when --steps is not given (Sana 20, Sprint 2)
+          bar.update(e.step, { stage: `${(e.stepMs / 1000).toFixed(2)} s/step` });
+        }
         else if (e.status === 'decode') {
           bar.update({ stage: `decoding (${e.mode})` });
           decodeNote = `${e.mode}: ${e.reason}`;
@@ -204,7 +214,10 @@ async function render(prompts: string, opts: RenderCliOptions): Promise<void> {
         if (e.status === 'image-skipped' || e.status === 'task-done') overall.update(++done, { stage: e.status === 'image-skipped' ? `skipped ${e.file} (exists)` : `${e.label} done on ${e.device}` });
         else if (e.status === 'task-start') perDevice.get(e.device)?.update(0, { stage: e.label });
         else if (e.status === 'task-retry') process.stderr.write(`warning: ${e.label} failed on ${e.device}, retrying elsewhere: ${e.error}\n`);
-        else if (e.status === 'worker' && e.event.status === 'step') perDevice.get(e.device)?.update(e.event.step, {});
+        else if (e.status === 'worker' && e.event.status === 'step') {
+          perDevice.get(e.device)?.setTotal(e.event.totalSteps);
+          perDevice.get(e.device)?.update(e.event.step, {});
+        }
       },
     });
   } finally {
@@ -238,8 +251,8 @@ function program(): Command {
     .option('--size <WxH>', 'output size, e.g. 1024x768', size)
     .option('--width <px>', 'output width', integer(32, 8192))
     .option('--height <px>', 'output height', integer(32, 8192))
-    .option('--steps <n>', 'denoising steps (default 20)', integer(1, 1000))
-    .option('--guidance <scale>', 'classifier-free guidance scale (default 4.5; <= 1 turns it off)', number)
+    .option('--steps <n>', 'denoising steps (default 20; Sana-Sprint 2)', integer(1, 1000))
+    .option('--guidance <scale>', 'classifier-free guidance scale (default 4.5; <= 1 turns it off); Sana-Sprint: the embedded guidance (default 4.5)', number)
     .option('--seed <n>', 'seed of the initial noise (torch.Generator-compatible)', seed)
     .option('--scheduler <name>', "flow-dpm-solver or flow-euler (default: the model folder's scheduler)", choice('flow-dpm-solver', 'flow-euler'))
     .option('--backend <name>', `auto (default) or one of ${backendNames().join(', ')}`, choice('auto', ...backendNames()))
@@ -261,8 +274,8 @@ function program(): Command {
     .option('--devices <list>', `one worker per entry (${deviceForms()}), e.g. cpu,cpu (default: one CPU worker per two cores)`)
     .option('--out <dir>', 'output folder: <index>-seed<seed>-<prompt slug>.png; existing files are skipped', 'renders')
     .option('--size <WxH>', 'output size, e.g. 1024x768', size)
-    .option('--steps <n>', 'denoising steps (default 20)', integer(1, 1000))
-    .option('--guidance <scale>', 'classifier-free guidance scale (default 4.5)', number)
+    .option('--steps <n>', 'denoising steps (default 20; Sana-Sprint 2)', integer(1, 1000))
+    .option('--guidance <scale>', 'classifier-free guidance scale, or the embedded guidance of Sana-Sprint (default 4.5)', number)
     .option('--seed <n>', 'seed of prompt i when its line names none: seed + i', integer(0, Number.MAX_SAFE_INTEGER), 0)
     .option('--decode <mode>', 'DC-AE decode in each worker: auto, full, tiled or sharded', choice('auto', 'full', 'tiled', 'sharded'))
     .option('--threads-per-worker <n>', 'kernel threads of each CPU worker (default: the cores divided among them)', integer(1, 256))

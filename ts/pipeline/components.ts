@@ -15,6 +15,7 @@ import { Gemma2Model } from '../models/gemma2.js';
 import type { LoadOptions } from '../models/params.js';
 import { SanaTransformer2DModel } from '../models/sana-transformer.js';
 import { SCHEDULER_CLASSES, type Scheduler } from '../schedulers/schedulers.js';
+import { ScmScheduler } from '../schedulers/scm.js';
 
 /** The model classes this engine loads, by the `_class_name` model_index.json gives them. */
 const MODEL_CLASSES = {
@@ -25,21 +26,22 @@ const MODEL_CLASSES = {
 
 /** The pipelines this engine runs, by model_index.json's `_class_name`: for each component folder the
  * classes it may hold (null: the component may be absent). A new pipeline is one entry here. */
-const PIPELINE_CLASSES: Record<string, Record<string, (string | null)[]>> = {
-  SanaPipeline: {
-    text_encoder: ['Gemma2Model'],
-    transformer: ['SanaTransformer2DModel'],
-    vae: ['AutoencoderDC'],
-    scheduler: Object.keys(SCHEDULER_CLASSES),
-    tokenizer: ['GemmaTokenizer', 'GemmaTokenizerFast', null],
-  },
+const SANA_MODELS = { text_encoder: ['Gemma2Model'], transformer: ['SanaTransformer2DModel'], vae: ['AutoencoderDC'] };
+const TOKENIZERS = ['GemmaTokenizer', 'GemmaTokenizerFast', null];
+const PIPELINE_CLASSES: Record<PipelineClass, Record<string, (string | null)[]>> = {
+  SanaPipeline: { ...SANA_MODELS, scheduler: ['DPMSolverMultistepScheduler', 'FlowMatchEulerDiscreteScheduler'], tokenizer: TOKENIZERS },
+  SanaSprintPipeline: { ...SANA_MODELS, scheduler: ['SCMScheduler'], tokenizer: TOKENIZERS },
 };
+export type PipelineClass = 'SanaPipeline' | 'SanaSprintPipeline';
 
 export interface SanaComponents {
+  /** model_index.json's _class_name: SanaPipeline (flow matching with CFG) or SanaSprintPipeline (SCM, 1–4 steps) */
+  pipelineClass: PipelineClass;
   textEncoder: Gemma2Model;
   transformer: SanaTransformer2DModel;
   vae: AutoencoderDC;
-  scheduler: Scheduler;
+  /** SanaPipeline: a flow sampler; SanaSprintPipeline: the SCM sampler */
+  scheduler: Scheduler | ScmScheduler;
   /** class of tokenizer/ (null when the folder ships none) */
   tokenizerClass: string | null;
   warnings: string[];
@@ -51,7 +53,7 @@ function fail(message: string): never {
 }
 
 /** Reads and validates model_index.json: the class of every component, and that its folder exists. */
-export function readModelIndex(dir: string): { classes: Record<string, string | null>; warnings: string[] } {
+export function readModelIndex(dir: string): { pipeline: PipelineClass; classes: Record<string, string | null>; warnings: string[] } {
   const folder = entryKind(dir, 'model folder');
   if (folder === 'missing') fail(`not found in ${dir} (the folder does not exist)`);
   if (folder === 'file') fail(`${dir} is a file; a pipeline folder holds model_index.json`);
@@ -65,8 +67,8 @@ export function readModelIndex(dir: string): { classes: Record<string, string | 
     throw e;
   }
   if (!isObject(raw)) fail('not a JSON object');
-  const pipeline = raw._class_name as string;
-  const COMPONENTS = Object.hasOwn(PIPELINE_CLASSES, pipeline) ? PIPELINE_CLASSES[pipeline] : undefined;
+  const pipeline = raw._class_name as PipelineClass;
+  const COMPONENTS = typeof pipeline === 'string' && Object.hasOwn(PIPELINE_CLASSES, pipeline) ? PIPELINE_CLASSES[pipeline] : undefined;
   if (!COMPONENTS) fail(`Expected one of ${Object.keys(PIPELINE_CLASSES).join(', ')} for _class_name but received ${describeValue(raw._class_name)}`);
   const classes: Record<string, string | null> = {};
   const warnings: string[] = [];
@@ -87,7 +89,7 @@ export function readModelIndex(dir: string): { classes: Record<string, string | 
     if (Array.isArray(entry) && entry[0] === null && entry[1] === null) continue; // e.g. safety_checker: [null, null]
     warnings.push(`model_index.json: component ${name} (${describeValue(entry)}) is not used by ${pipeline}`);
   }
-  return { classes, warnings };
+  return { pipeline, classes, warnings };
 }
 
 /** Bytes of the safetensors files in a component folder: the total that load progress counts toward. */
@@ -109,7 +111,7 @@ function weightBytes(dir: string): number {
 export function loadSanaComponents(dir: string, backends: { textEncoder: Backend; transformer: Backend; vae: Backend }, opts: LoadOptions & {
   onProgress?: (e: { status: 'load'; component: string; loaded: number; total: number }) => void;
 } = {}): SanaComponents {
-  const { classes, warnings } = readModelIndex(dir);
+  const { pipeline, classes, warnings } = readModelIndex(dir);
   const loaded: { dispose(): void }[] = [];
   const names = ['text_encoder', 'transformer', 'vae'];
   const total = names.reduce((s, n) => s + weightBytes(join(dir, n)), 0);
@@ -143,11 +145,12 @@ export function loadSanaComponents(dir: string, backends: { textEncoder: Backend
     const scheduler = SCHEDULER_CLASSES[classes.scheduler!].fromFolder(join(dir, 'scheduler'));
     const all = [
       ...warnings,
+      ...(scheduler instanceof ScmScheduler ? scheduler.warnings : []),
       ...textEncoder.warnings.map((w) => `text_encoder: ${w}`),
       ...transformer.warnings.map((w) => `transformer: ${w}`),
       ...vae.warnings.map((w) => `vae: ${w}`),
     ];
-    return { textEncoder, transformer, vae, scheduler, tokenizerClass: classes.tokenizer, warnings: all, dispose: () => loaded.forEach((m) => m.dispose()) };
+    return { pipelineClass: pipeline, textEncoder, transformer, vae, scheduler, tokenizerClass: classes.tokenizer, warnings: all, dispose: () => loaded.forEach((m) => m.dispose()) };
   } catch (e) {
     loaded.forEach((m) => m.dispose());
     throw e;

@@ -9,7 +9,7 @@ import { readAutoencoderDcConfig } from '../models/dcae-config.js';
 import { readGemma2Config } from '../models/gemma2.js';
 import { readSanaTransformerConfig } from '../models/sana-transformer.js';
 import { SCHEDULER_CLASSES } from '../schedulers/schedulers.js';
-import { readModelIndex } from './components.js';
+import { readModelIndex, type PipelineClass } from './components.js';
 
 export interface ComponentSummary {
   name: string;
@@ -20,8 +20,8 @@ export interface ComponentSummary {
   dtypes?: Record<string, number>;
 }
 
-export function inspectPipeline(dir: string, variant?: string): { components: ComponentSummary[]; warnings: string[] } {
-  const { classes, warnings } = readModelIndex(dir);
+export function inspectPipeline(dir: string, variant?: string): { pipeline: PipelineClass; components: ComponentSummary[]; warnings: string[] } {
+  const { pipeline, classes, warnings } = readModelIndex(dir);
   const components: ComponentSummary[] = [];
   for (const [name, className] of Object.entries(classes)) {
     const sub = join(dir, name);
@@ -51,5 +51,5 @@ export function inspectPipeline(dir: string, variant?: string): { components: Co
     }
     components.push(summary);
   }
-  return { components, warnings };
+  return { pipeline, components, warnings };
 }

@@ -21,11 +21,13 @@ import { checkPrecision, type PrecisionChoice, type PrecisionDecision } from '..
 import { FlowDpmSolver } from '../schedulers/flow-dpm-solver.js';
 import { FlowEuler } from '../schedulers/flow-euler.js';
 import type { Scheduler } from '../schedulers/schedulers.js';
+import { ScmScheduler, type ScmScheduleOptions } from '../schedulers/scm.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { loadSanaComponents, type SanaComponents } from './components.js';
 import { GeneratedImage } from './image.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
 import { aspectRatioBins, classifyHeightWidthBin, hasAspectRatioBins } from './resolution.js';
+import { SprintRun, type SprintStep } from './sprint.js';
 import { randn, TorchGenerator } from './torch-random.js';
 import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
 
@@ -79,19 +81,25 @@ export interface GenerateOptions {
   /** requested output size in pixels (default: the transformer's sample_size × 32) */
   width?: number;
   height?: number;
+  /** denoising steps (default 20; Sana-Sprint 2) */
   steps?: number;
-  /** classifier-free guidance is on iff > 1 (default 4.5) */
+  /** classifier-free guidance is on iff > 1 (default 4.5); Sana-Sprint: the embedded guidance (default 4.5) */
   guidanceScale?: number;
+  /** Sana-Sprint's schedule: first TrigFlow time (default 1.5708), the middle time of a 2-step schedule
+   * (default 1.3; null: evenly spaced; other step counts never use it), or an explicit list of steps + 1 times */
+  maxTimesteps?: number;
+  intermediateTimesteps?: number | null;
+  timesteps?: number[];
   /** 'fp32' runs this generation in fp32 arithmetic on whatever weights are loaded; 'bf16' needs a pipeline
    * loaded in bf16; 'auto' (default): the precision chosen at load (SanaPipeline.precision) */
   precision?: PrecisionChoice;
   /** torch.Generator('cpu').manual_seed(seed) latents (a list: one generator per image); default: a random
-   * seed (reported in the result) */
+   * seed (reported in the result). Sana-Sprint draws each step's noise from the same generator(s). */
   seed?: number | bigint | (number | bigint)[];
   /** initial latents [B·numImagesPerPrompt, C, h, w] instead of a seed */
   latents?: Float32Array;
   numImagesPerPrompt?: number;
-  /** the sampler (default: the folder's scheduler); the other one runs on the folder's shift */
+  /** the sampler (default: the folder's scheduler); the other one runs on the folder's shift (SanaPipeline only) */
   scheduler?: 'flow-dpm-solver' | 'flow-euler';
   maxSequenceLength?: number;
   /** the complex human instruction lines; null disables it (default: diffusers' 8 lines) */
@@ -261,10 +269,12 @@ export class SanaPipelineCore {
    */
   denoise(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding, uncond: PromptEncoding | null,
     opts: { steps: number; guidanceScale: number; onStep?: (s: DenoiseStep) => void }): Float32Array {
-    const text = this.prepareText(shape[0], cond, uncond, opts.guidanceScale);
+    const scheduler = this.components.scheduler;
+    if (scheduler instanceof ScmScheduler) throw new SanaError('ERR_SANA_UNSUPPORTED', 'denoise: this is a SanaSprintPipeline folder; use sprintDenoise');
+    const text = this.prepareText(shape[0], cond, uncond, opts.guidanceScale > 1);
     let run: DenoiseRun | null = null;
     try {
-      run = new DenoiseRun(this.components.transformer, latents, shape, text, { ...opts, scheduler: this.components.scheduler });
+      run = new DenoiseRun(this.components.transformer, latents, shape, text, { ...opts, scheduler });
       for (let i = 0; i < opts.steps; i++) run.step(opts.onStep);
       return run.latents();
     } finally {
@@ -273,10 +283,32 @@ export class SanaPipelineCore {
     }
   }
 
-  /** The transformer's text conditioning of the model batch: [uncond; cond] with guidance, else cond.
-   * Made once per generation; the caller disposes it. */
-  private prepareText(B: number, cond: PromptEncoding, uncond: PromptEncoding | null, guidanceScale: number): TextConditioning {
-    const cfg = guidanceScale > 1;
+  /**
+   * Sana-Sprint's loop from initial latents [B, C, h, w] (unscaled): the SCM schedule of `schedule`, guidance
+   * embedded (no CFG batch), each step's noise drawn from `generators` (one, or one per row). Returns the last
+   * step's x0 / σ_d.
+   */
+  sprintDenoise(latents: Float32Array, shape: readonly [number, number, number, number], cond: PromptEncoding,
+    opts: { steps: number; guidanceScale: number; schedule?: ScmScheduleOptions; generators: TorchGenerator[]; onStart?: (initialSample: Float32Array) => void; onStep?: (s: SprintStep) => void }): Float32Array {
+    const scheduler = this.components.scheduler;
+    if (!(scheduler instanceof ScmScheduler)) throw new SanaError('ERR_SANA_UNSUPPORTED', 'sprintDenoise: this is a SanaPipeline folder; use denoise');
+    scheduler.setTimesteps(opts.steps, opts.schedule);
+    const text = this.prepareText(shape[0], cond, null, false);
+    let run: SprintRun | null = null;
+    try {
+      run = new SprintRun(this.components.transformer, scheduler, latents, shape, text, opts.generators, opts.guidanceScale);
+      opts.onStart?.(run.initialSample());
+      for (let i = 0; i < opts.steps; i++) run.step(opts.onStep);
+      return run.latents();
+    } finally {
+      run?.dispose();
+      text.dispose();
+    }
+  }
+
+  /** The transformer's text conditioning of the model batch: [uncond; cond] with classifier-free guidance,
+   * else cond. Made once per generation; the caller disposes it. */
+  private prepareText(B: number, cond: PromptEncoding, uncond: PromptEncoding | null, cfg: boolean): TextConditioning {
     if (cond.batch !== B) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} prompt rows for the latents' batch but received ${cond.batch}`);
     if (cfg && (!uncond || uncond.batch !== B || uncond.length !== cond.length))
       throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${B} negative prompt rows of length ${cond.length} with guidance but received ${uncond ? `${uncond.batch} of ${uncond.length}` : 'none'}`);
@@ -306,8 +338,9 @@ export class SanaPipelineCore {
     };
     abortIfAsked();
     progress({ status: 'encode' });
+    const cfg = o.scheduler instanceof ScmScheduler ? false : o.guidance > 1;
     const { cond, uncond } = this.encodePrompt(o.prompts, {
-      negativePrompt: opts.negativePrompt ?? '', guidance: o.guidance > 1, maxSequenceLength: o.maxSequenceLength,
+      negativePrompt: opts.negativePrompt ?? '', guidance: cfg, maxSequenceLength: o.maxSequenceLength,
       complexHumanInstruction: opts.complexHumanInstruction,
     });
     const n = o.numImages;
@@ -322,24 +355,26 @@ export class SanaPipelineCore {
     const shape = [B, C, o.genHeight / f, o.genWidth / f] as const;
     const count = B * C * shape[2] * shape[3];
     const plan = o.outputType === 'latent' ? null : this.planDecode(shape[2], shape[3], opts); // bad decode options fail before the steps
+    const generators = o.seed === null ? [] : (Array.isArray(o.seed) ? o.seed : [o.seed]).map((s) => new TorchGenerator(s));
     let latents: Float32Array;
     if (opts.latents) {
       if (opts.latents.length !== count) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${count} values ([${shape.join(', ')}]) for latents but received ${opts.latents.length}`);
       latents = Float32Array.from(opts.latents);
-    } else if (Array.isArray(o.seed)) {
+    } else if (generators.length > 1) {
       // one generator per image, each drawing its own [C, h, w] (diffusers' randn_tensor with a list)
       const per = count / B;
       latents = new Float32Array(count);
-      o.seed.forEach((s, i) => latents.set(randn(new TorchGenerator(s), per, 'float32'), i * per));
+      generators.forEach((g, i) => latents.set(randn(g, per, 'float32'), i * per));
     } else {
-      latents = randn(new TorchGenerator(o.seed!), count, 'float32') as Float32Array;
+      latents = randn(generators[0], count, 'float32') as Float32Array;
     }
     const stepMs: number[] = [];
     let last = performance.now();
-    const text = this.prepareText(shape[0], condN, uncondN, o.guidance);
-    let run: DenoiseRun | null = null;
+    const text = this.prepareText(shape[0], condN, uncondN, cfg);
+    let run: DenoiseRun | SprintRun | null = null;
     try {
-      run = new DenoiseRun(this.components.transformer, latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, scheduler: o.scheduler });
+      if (o.scheduler instanceof ScmScheduler) run = new SprintRun(this.components.transformer, o.scheduler, latents, shape, text, generators, o.guidance);
+      else run = new DenoiseRun(this.components.transformer, latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, scheduler: o.scheduler });
       for (let i = 0; i < o.steps; i++) {
         // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
         await new Promise((r) => setImmediate(r));
@@ -398,7 +433,8 @@ export class SanaPipelineCore {
     };
     const width = int(opts.width ?? dflt, 'width', 32, 8192);
     const height = int(opts.height ?? dflt, 'height', 32, 8192);
-    const steps = int(opts.steps ?? 20, 'steps', 1, 1000);
+    const sprint = this.components.pipelineClass === 'SanaSprintPipeline';
+    const steps = int(opts.steps ?? (sprint ? 2 : 20), 'steps', 1, 1000);
     const numImages = int(opts.numImagesPerPrompt ?? 1, 'numImagesPerPrompt', 1, 64);
     const maxSequenceLength = int(opts.maxSequenceLength ?? 300, 'maxSequenceLength', 2, 4096);
     const guidance = opts.guidanceScale ?? 4.5;
@@ -413,13 +449,14 @@ export class SanaPipelineCore {
       return BigInt(s);
     };
     let seed: bigint | bigint[] | null = null;
-    if (opts.latents === undefined) {
+    if (opts.latents === undefined || sprint) {  // Sprint's steps draw noise: a generator even for given latents
       const s = opts.seed ?? BigInt(Math.floor(Math.random() * 2 ** 32));
       if (Array.isArray(s)) {
         if (s.length !== prompts.length * numImages) throw bad(`${prompts.length * numImages} seeds (one per image)`, 'seed', s);
         seed = s.map(oneSeed);
       } else seed = oneSeed(s);
-    } else if (!(opts.latents instanceof Float32Array)) throw bad('a Float32Array', 'latents', opts.latents);
+    }
+    if (opts.latents !== undefined && !(opts.latents instanceof Float32Array)) throw bad('a Float32Array', 'latents', opts.latents);
     // diffusers always bins by default and raises for a sample_size without a table; here such models (the demo
     // model) default to their exact size, while an explicit useResolutionBinning: true still raises
     const binning = opts.useResolutionBinning ?? hasAspectRatioBins(tc.sampleSize);
@@ -434,14 +471,23 @@ export class SanaPipelineCore {
       if (width % f || height % f)
         throw bad(`multiples of ${f} (the VAE's compression) with useResolutionBinning false`, 'width, height', `${width}x${height}`);
     }
-    const scheduler = this.scheduler(schedulerName);
+    const schedule: ScmScheduleOptions = { maxTimesteps: opts.maxTimesteps, intermediateTimesteps: opts.intermediateTimesteps, timesteps: opts.timesteps };
+    if (sprint) {
+      if (schedulerName !== undefined) throw bad(`no scheduler (a SanaSprintPipeline samples with its SCMScheduler)`, 'scheduler', schedulerName);
+      if (opts.negativePrompt) throw bad('no negative prompt (Sana-Sprint has no classifier-free guidance)', 'negativePrompt', opts.negativePrompt);
+      (this.components.scheduler as ScmScheduler).setTimesteps(steps, schedule); // bad schedules fail before any work
+    } else {
+      for (const [k, v] of Object.entries(schedule))
+        if (v !== undefined) throw bad(`no ${k} (a Sana-Sprint schedule option; this folder is a SanaPipeline)`, k, v);
+    }
+    const scheduler = sprint ? this.components.scheduler : this.scheduler(schedulerName);
     return { prompts, width, height, steps, numImages, maxSequenceLength, guidance, outputType, seed, genWidth, genHeight, scheduler };
   }
 
   /** The named sampler on the folder's schedule: the folder's own, or the other one with its shift and
    * Sana's settings (DPM-Solver++ order 2, midpoint, lower-order final step). */
   private scheduler(name: 'flow-dpm-solver' | 'flow-euler' | undefined): Scheduler {
-    const s = this.components.scheduler;
+    const s = this.components.scheduler as Scheduler;
     if (name === undefined || (name === 'flow-euler') === (s instanceof FlowEuler)) return s;
     if (name === 'flow-euler' && s instanceof FlowDpmSolver) return new FlowEuler({ numTrainTimesteps: s.config.numTrainTimesteps, shift: s.config.flowShift });
     if (name === 'flow-dpm-solver' && s instanceof FlowEuler)
