@@ -9,7 +9,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 
 import { demoModelDir, packageRoot } from '../../ts/paths.js';
 import { golden, needs } from '../fixtures/shared.js';
-import { tinyPipeline } from '../fixtures/tiny-pipeline.js';
+import { tinyPipeline, tinySprintPipeline } from '../fixtures/tiny-pipeline.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'sana-readme-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -46,6 +46,31 @@ describe('README', () => {
     execFileSync(process.execPath, ['example.mjs'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
     const png = PNG.sync.read(readFileSync(join(dir, 'fox.png')));
     expect([png.width, png.height]).toEqual([64, 64]);
+  });
+
+  it.skipIf(!golden.present)(needs(golden, 'the Sana-Sprint examples run (on the tiny Sprint pipeline)'), () => {
+    const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
+    const section = /### Sana-Sprint[\s\S]*?(?=\n## )/.exec(readme)?.[0] ?? '';
+    const model = tinySprintPipeline(join(dir, 'sprint-model'));
+    const cwd = join(dir, 'sprint');
+    mkdirSync(join(cwd, 'node_modules'), { recursive: true });
+    symlinkSync(packageRoot(), join(cwd, 'node_modules', 'sana-node'));
+    const commands = (/```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? '').split('\n').map((l) => l.replace(/#.*$/, '').trim()).filter((l) => l.startsWith('npx sana '));
+    expect(commands.length).toBe(2);
+    for (const command of commands) {
+      const args = (command.slice('npx sana '.length).match(/"[^"]*"|\S+/g) ?? []).map((a) => a.replace(/^"|"$/g, ''))
+        .map((a) => (a === './Sana_Sprint_0.6B_1024px_diffusers' ? model : a === 'a red fox in the snow' ? 'a red cube' : a));
+      execFileSync(process.execPath, [join(packageRoot(), 'dist', 'ts', 'cli', 'sana.js'), ...args], { cwd, stdio: 'pipe' });
+    }
+    expect(PNG.sync.read(readFileSync(join(cwd, 'fox4.png'))).width).toBe(128); // the default size: sample_size 32 × the tiny VAE's 4
+    const example = /```js\n([\s\S]*?)```/.exec(section)?.[1] ?? '';
+    const code = `import { writeFile } from 'node:fs/promises';\nimport { SanaPipeline } from 'sana-node';\n` +
+      example.replace("'./Sana_Sprint_0.6B_1024px_diffusers'", JSON.stringify(model)).replace("'a red fox in the snow'", "'a red cube'") +
+      `await writeFile('api.png', await images[0].toPNG());\nawait sprint.dispose();\n`;
+    expect(code).not.toContain('Sana_Sprint_0.6B');
+    writeFileSync(join(cwd, 'sprint.mjs'), code);
+    execFileSync(process.execPath, ['sprint.mjs'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+    expect(PNG.sync.read(readFileSync(join(cwd, 'api.png'))).width).toBe(128);
   });
 
   it('the examples of "Big images and batches" run (on the built-in demo model)', () => {
