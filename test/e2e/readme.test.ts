@@ -8,6 +8,8 @@ import { PNG } from 'pngjs';
 import { afterAll, describe, expect, it } from 'vitest';
 
 import { demoModelDir, packageRoot } from '../../ts/paths.js';
+import { SafetensorsFile } from '../../ts/io/safetensors.js';
+import { writeSafetensors } from '../fixtures/random-dcae.js';
 import { golden, needs } from '../fixtures/shared.js';
 import { tinyPipeline, tinySprintPipeline } from '../fixtures/tiny-pipeline.js';
 
@@ -71,6 +73,35 @@ describe('README', () => {
     writeFileSync(join(cwd, 'sprint.mjs'), code);
     execFileSync(process.execPath, ['sprint.mjs'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
     expect(PNG.sync.read(readFileSync(join(cwd, 'api.png'))).width).toBe(128);
+  });
+
+  it.skipIf(!golden.present)(needs(golden, 'the image-to-image and LoRA examples run (demo model; tiny pipeline with a random adapter)'), () => {
+    const readme = readFileSync(join(packageRoot(), 'README.md'), 'utf8');
+    const section = /### Image to image and LoRA adapters[\s\S]*?(?=\n## )/.exec(readme)?.[0] ?? '';
+    const cwd = join(dir, 'i2i');
+    mkdirSync(cwd, { recursive: true });
+    const png = new PNG({ width: 64, height: 64 });
+    for (let p = 0; p < 64 * 64; p++) png.data.set((p % 64 - 32) ** 2 + (Math.floor(p / 64) - 32) ** 2 < 225 ? [220, 20, 20, 255] : [255, 255, 255, 255], p * 4);
+    writeFileSync(join(cwd, 'red-circle.png'), PNG.sync.write(png));
+    const model = tinyPipeline(join(dir, 'lora-model'));
+    // a random rank-2 adapter on one attention projection of the tiny pipeline's transformer
+    const weights = SafetensorsFile.open(join(model, 'transformer', 'diffusion_pytorch_model.safetensors'));
+    const [out, inp] = weights.tensors.get('transformer_blocks.0.attn1.to_q.weight')!.shape;
+    weights.close();
+    writeSafetensors(join(cwd, 'fox-style.safetensors'), [
+      { name: 'transformer.transformer_blocks.0.attn1.to_q.lora_A.weight', shape: [2, inp], data: new Float32Array(2 * inp).fill(0.05) },
+      { name: 'transformer.transformer_blocks.0.attn1.to_q.lora_B.weight', shape: [out, 2], data: new Float32Array(out * 2).fill(0.05) },
+    ]);
+    const commands = (/```sh\n([\s\S]*?)```/.exec(section)?.[1] ?? '').split('\n').filter((l) => l.startsWith('npx sana '));
+    expect(commands.length).toBe(2);
+    for (const command of commands) {
+      const args = (command.slice('npx sana '.length).match(/"[^"]*"|\S+/g) ?? []).map((a) => a.replace(/^"|"$/g, ''))
+        .map((a) => (a === './Sana_600M_1024px_diffusers' ? model : a === 'a red fox in the snow' ? 'a red cube' : a));
+      if (args.includes(model)) args.push('--size', '64x64', '--no-binning', '--no-chi', '--steps', '2');
+      execFileSync(process.execPath, [join(packageRoot(), 'dist', 'ts', 'cli', 'sana.js'), ...args], { cwd, stdio: 'pipe' });
+    }
+    expect(PNG.sync.read(readFileSync(join(cwd, 'blue.png'))).width).toBe(64); // the colour change is test/api/img2img.test.ts
+    expect(PNG.sync.read(readFileSync(join(cwd, 'fox.png'))).width).toBe(64);
   });
 
   it('the examples of "Big images and batches" run (on the built-in demo model)', () => {

@@ -12,6 +12,7 @@ import { choosePrecision, PRECISION_CHOICES, type PrecisionChoice } from '../mod
 import { demoModelDir } from '../paths.js';
 import type { PipelineClass } from '../pipeline/components.js';
 import { inspectPipeline } from '../pipeline/inspect.js';
+import { parseLoraSpec } from '../models/lora.js';
 import type { BackendChoice, DecodeMode } from '../pipeline/pipeline-core.js';
 import { SanaPipeline, type GenerateOptions } from '../pipeline/sana-pipeline.js';
 import { createSanaPool, readRenderJobs } from '../pool/sana-pool.js';
@@ -30,6 +31,15 @@ function number(value: string): number {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n)) throw expected('a number', value);
   return n;
+}
+
+/** --lora file[:scale], repeatable */
+function lora(value: string, previous: { path: string; scale: number }[] = []): { path: string; scale: number }[] {
+  try {
+    return [...previous, parseLoraSpec(value)];
+  } catch (e) {
+    throw new InvalidArgumentError((e as Error).message);
+  }
 }
 
 function seed(value: string): bigint {
@@ -119,6 +129,9 @@ interface GenerateCliOptions {
   threads?: number;
   precision?: PrecisionChoice;
   numImages?: number;
+  image?: string;
+  strength?: number;
+  lora?: { path: string; scale: number }[];
   maxSequenceLength?: number;
   chi: boolean;
   binning: boolean;
@@ -136,6 +149,7 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
   const pipe = await SanaPipeline.fromPretrained(opts.model, { backend: opts.backend, threads: opts.threads, precision: opts.precision });
   try {
     for (const w of pipe.warnings) process.stderr.write(`warning: ${w}\n`);
+    for (const l of opts.lora ?? []) process.stderr.write(`LoRA ${await pipe.loadLora(l.path, { scale: l.scale })} (scale ${l.scale})\n`);
     const precision = Object.entries(pipe.precision).map(([c, d]) => `${c} ${describePrecision(d)}`).join(', ');
     const loadMs = performance.now() - t0;
     let decodeNote = '';
@@ -143,6 +157,7 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
     const gen: GenerateOptions = {
       negativePrompt: opts.negative, width, height, steps: opts.steps, guidanceScale: opts.guidance, seed: opts.seed,
       scheduler: opts.scheduler, numImagesPerPrompt: opts.numImages, useResolutionBinning: opts.binning ? undefined : false,
+      image: opts.image, strength: opts.strength,
       maxSequenceLength: opts.maxSequenceLength, complexHumanInstruction: opts.chi ? undefined : null,
       decode: opts.tile ? (opts.decode ?? 'tiled') : opts.decode, tiling: tiling(opts.tile), // --tile implies --decode tiled
       onProgress: (e) => {
@@ -155,6 +170,7 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
           bar.update({ stage: `decoding (${e.mode})` });
           decodeNote = `${e.mode}: ${e.reason}`;
         } else if (e.status === 'decode-pass') bar.update({ stage: `decoding (sharded, pass ${e.index + 1}/${e.count})` });
+        else if (e.status === 'warning') process.stderr.write(`warning: ${e.message}\n`);
         else if (e.status === 'done') bar.stop();
       },
     };
@@ -259,6 +275,9 @@ function program(): Command {
     .option('--threads <n>', 'compute threads (default: all cores)', integer(1, 256))
     .option('--precision <mode>', 'auto (default: bf16 GEMMs on a CPU with AMX/AVX-512-BF16 and a 16-bit checkpoint, else fp32), fp32 or bf16', choice(...PRECISION_CHOICES))
     .option('--num-images <n>', 'images per prompt', integer(1, 64))
+    .option('--image <file>', 'image-to-image: start from this PNG or JPEG (resized and centre-cropped to the size)')
+    .option('--strength <s>', 'image-to-image: share of the schedule that runs, in (0, 1] (default 0.6; 1 ignores the image)', number)
+    .option('--lora <file[:scale]>', 'a LoRA adapter for the transformer (.safetensors or a folder holding one), scale default 1; repeatable', lora)
     .option('--no-binning', 'generate at the exact size instead of the nearest aspect-ratio bin')
     .option('--no-chi', "leave out Sana's complex human instruction before the prompt")
     .option('--max-sequence-length <n>', 'text tokens the transformer sees (default 300)', integer(2, 4096))
@@ -269,7 +288,7 @@ function program(): Command {
     .action(generate);
   p.command('render')
     .description('batch render: the prompts of a file spread over a pool of workers, one PNG each; rerun to resume')
-    .argument('<prompts>', 'a .txt file (one prompt per line, # comments) or .jsonl ({"prompt", "seed"?, "negativePrompt"?, "width"?, "height"?, "steps"?, "guidanceScale"?} per line)')
+    .argument('<prompts>', 'a .txt file (one prompt per line, # comments) or .jsonl ({"prompt", "seed"?, "negativePrompt"?, "width"?, "height"?, "steps"?, "guidanceScale"?, "lora"?: ["file[:scale]", ...]} per line)')
     .option('--model <dir>', 'diffusers-layout pipeline folder (default: the built-in demo model)', demoModelDir())
     .option('--devices <list>', `one worker per entry (${deviceForms()}), e.g. cpu,cpu (default: one CPU worker per two cores)`)
     .option('--out <dir>', 'output folder: <index>-seed<seed>-<prompt slug>.png; existing files are skipped', 'renders')

@@ -51,7 +51,18 @@ export class Weights {
     const params = Params.load(backend, store, this.specs, component, weightDtype, opts.onBytesRead);
     params.precision = precision;
     try {
-      for (const f of this.fusions) params.fuse(backend, f.name, f.parts, f.shape);
+      for (const s of this.specs)
+        if (s.vector || this.gemm.includes(s.name))
+          params.origins.set(s.name, { kind: s.vector ? 'vector' : 'matrix', tensor: s.name, row: 0, rows: s.shape[0], cols: s.shape.slice(1).reduce((a, b) => a * b, 1) });
+      for (const f of this.fusions) {
+        params.fuse(backend, f.name, f.parts, f.shape);
+        let row = 0;
+        for (const part of f.parts) {
+          const o = params.origins.get(part); // absent: a matrix outside the GEMM set (not adaptable)
+          if (o) params.origins.set(part, { ...o, tensor: f.name, row });
+          row += this.specs.find((s) => s.name === part)!.shape[0];
+        }
+      }
       params.packLinear(backend, this.gemm.filter((n) => params.has(n))); // fused parts are gone
     } catch (e) {
       params.dispose();

@@ -90,9 +90,40 @@ function unifyGroups(backend: Backend, specs: ParamSpec[], tensors: Map<string, 
   }
 }
 
+/** Where a declared GEMM matrix or a vector lives after loading: in tensor `tensor` (itself, or the fusion that
+ * took it in) from row `row`, `rows` × `cols` (a 1×1 conv [out, in, 1, 1] counts as [out, in]; a vector as
+ * [n, 1]). */
+export interface MatrixOrigin {
+  kind: 'matrix' | 'vector';
+  tensor: string;
+  row: number;
+  rows: number;
+  cols: number;
+}
+
+/** A weight's values row-major in float64 (packed32: panels of 32 output rows, k-major, the last one padded,
+ * as sana_pack_weight writes them; host tensors). */
+function denseValues(t: Tensor): Float64Array {
+  const rows = t.shape[0];
+  const cols = t.size / rows;
+  const values = new Float64Array(rows * cols);
+  if (t.layout !== 'packed32') {
+    values.set(decode(t.data, t.dtype));
+    return values;
+  }
+  const storage = t.storage.host!();
+  const packed = new Float32Array(storage.buffer, storage.byteOffset + t.byteOffset, Math.ceil(rows / 32) * 32 * cols);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) values[r * cols + c] = packed[((r >> 5) * cols + c) * 32 + (r & 31)];
+  return values;
+}
+
 export class Params {
   /** the precision the model runs in; with bf16, GEMMs on bf16 weights take the fast bf16 path */
   precision: PrecisionDecision = { precision: 'fp32', reason: 'requested' };
+  /** declared GEMM matrices and vectors (checkpoint names) → where they live now; set by Weights.load */
+  readonly origins = new Map<string, MatrixOrigin>();
+  /** the loaded tensors that adapted copies replace (adapt), kept to restore them bit for bit */
+  private readonly base = new Map<string, Tensor>();
 
   private constructor(
     private readonly tensors: Map<string, Tensor>,
@@ -203,6 +234,61 @@ export class Params {
     }
   }
 
+  /**
+   * Replaces the tensors holding the given declared matrices by copies with `deltas` added (row-major
+   * [rows, cols] in float64, summed to the loaded values and rounded once into the tensor's dtype, repacked
+   * when the tensor is packed); tensors adapted before but absent from `deltas` get their loaded tensor back,
+   * exactly. All or nothing: on any failure the previous tensors stay.
+   */
+  adapt(backend: Backend, deltas: ReadonlyMap<string, Float64Array>): void {
+    const byTensor = new Map<string, [MatrixOrigin, Float64Array][]>();
+    for (const [name, d] of deltas) {
+      const o = this.origins.get(name);
+      if (!o) throw new SanaError('ERR_SANA_NATIVE', `internal: ${name} is not a declared GEMM matrix or vector`);
+      byTensor.set(o.tensor, [...(byTensor.get(o.tensor) ?? []), [o, d]]);
+    }
+    const made = new Map<string, Tensor>();
+    try {
+      for (const [name, parts] of byTensor) made.set(name, this.merged(backend, this.base.get(name) ?? this.get(name), parts));
+    } catch (e) {
+      for (const t of made.values()) t.dispose();
+      throw e;
+    }
+    for (const [name, base] of [...this.base]) {
+      if (made.has(name)) continue;
+      this.tensors.get(name)!.dispose();
+      this.tensors.set(name, base);
+      this.base.delete(name);
+    }
+    for (const [name, t] of made) {
+      const current = this.tensors.get(name)!;
+      if (this.base.has(name)) current.dispose();
+      else this.base.set(name, current);
+      this.tensors.set(name, t);
+    }
+  }
+
+  /** The current values of a declared matrix or vector (adapters included), row-major [rows, cols]. */
+  values(name: string): Float64Array {
+    const o = this.origins.get(name);
+    if (!o) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a declared matrix or vector name but received ${JSON.stringify(name)}`);
+    const cols = o.cols;
+    return denseValues(this.get(o.tensor)).slice(o.row * cols, (o.row + o.rows) * cols);
+  }
+
+  private merged(backend: Backend, base: Tensor, parts: [MatrixOrigin, Float64Array][]): Tensor {
+    const cols = base.size / base.shape[0];
+    const values = denseValues(base);
+    for (const [o, d] of parts) for (let i = 0; i < o.rows * o.cols; i++) values[o.row * cols + i] += d[i];
+    const dense = backend.tensorFromRaw(base.shape, base.dtype, encode(values, base.dtype), 'weight');
+    if (base.layout !== 'packed32') return dense;
+    try {
+      return backend.packWeight(dense);
+    } finally {
+      dense.dispose();
+    }
+  }
+
   /** What loading noticed, as diffusers logs it: precision decisions, checkpoint tensors the model does
    * not use (except `expectedUnused`, e.g. a tied lm_head) and config keys it does not know. */
   warnings(cfg: ConfigReader, expectedUnused: string[] = []): string[] {
@@ -214,7 +300,8 @@ export class Params {
   }
 
   dispose(): void {
-    for (const t of this.tensors.values()) t.dispose();
+    for (const t of [...this.tensors.values(), ...this.base.values()]) t.dispose();
     this.tensors.clear();
+    this.base.clear();
   }
 }

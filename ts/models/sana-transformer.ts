@@ -8,6 +8,7 @@ import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { view4, type View4 } from '../tensor/tensor.js';
+import { LoraSet } from './lora.js';
 import { Linear, RmsNorm, Scope, Weights } from './modules.js';
 import type { LoadOptions, Params } from './params.js';
 import type { Precision, PrecisionDecision } from './precision.js';
@@ -410,6 +411,12 @@ export class SanaTransformer2DModel {
   get precision(): PrecisionDecision {
     return this.p.precision;
   }
+
+  /** LoRA adapters on this model's linears and 1×1 convs (ts/models/lora.ts) */
+  get lora(): LoraSet {
+    return (this.loraSet ??= new LoraSet(this.backend, this.p));
+  }
+  private loraSet: LoraSet | null = null;
 
   /** Runs in `precision` until the returned function is called (Params.override). */
   overridePrecision(precision: Precision): () => void {

@@ -15,6 +15,7 @@ import { describeValue, SanaError } from '../errors.js';
 import { entryKind } from '../io/files.js';
 import { checkTiling, type TilingOptions } from '../models/dcae-tiling.js';
 import { estimateDecodeBytes, runShardTask, shardedDecode } from '../models/dcae-sharded.js';
+import type { LoadedLora } from '../models/lora.js';
 import type { SanaTransformer2DModel, TextConditioning } from '../models/sana-transformer.js';
 import type { LoadOptions } from '../models/params.js';
 import { checkPrecision, type PrecisionChoice, type PrecisionDecision } from '../models/precision.js';
@@ -27,7 +28,8 @@ import { loadSanaComponents, type SanaComponents } from './components.js';
 import { GeneratedImage } from './image.js';
 import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
 import { aspectRatioBins, classifyHeightWidthBin, hasAspectRatioBins } from './resolution.js';
-import { SprintRun, type SprintStep } from './sprint.js';
+import { drawNormal, sprintImageSample, sprintSample, SprintRun, type SprintStep } from './sprint.js';
+import { imageToVaeInput, type ImageInput } from './image-input.js';
 import { randn, TorchGenerator } from './torch-random.js';
 import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
 
@@ -98,6 +100,11 @@ export interface GenerateOptions {
   seed?: number | bigint | (number | bigint)[];
   /** initial latents [B·numImagesPerPrompt, C, h, w] instead of a seed */
   latents?: Float32Array;
+  /** image-to-image: the start image (a PNG/JPEG path or bytes, or RGB(A) pixels), resized and centre-cropped
+   * to the generated size, encoded by the VAE and noised to the first kept step (docs/img2img.md) */
+  image?: ImageInput;
+  /** image-to-image: how much of the schedule runs, in (0, 1] (default 0.6): 1 starts from pure noise */
+  strength?: number;
   numImagesPerPrompt?: number;
   /** the sampler (default: the folder's scheduler); the other one runs on the folder's shift (SanaPipeline only) */
   scheduler?: 'flow-dpm-solver' | 'flow-euler';
@@ -120,6 +127,12 @@ export interface GenerateResult {
   generatedSize: { width: number; height: number };
   timings: Timings;
 }
+
+/** A change to the transformer's LoRA adapters (SanaPipelineCore.lora). */
+export type LoraAction =
+  | { action: 'load'; path: string; name?: string; scale?: number }
+  | { action: 'scale'; name: string; scale: number }
+  | { action: 'unload'; name: string };
 
 export type PipelineMemory = (BackendMemory & { backend: BackendName; components: ('textEncoder' | 'transformer' | 'vae')[] })[];
 
@@ -205,6 +218,20 @@ export class SanaPipelineCore {
   dispose(): void {
     this.components.dispose();
     for (const b of this.owned) b.dispose();
+  }
+
+  /** The transformer's LoRA adapters, in load order (docs/lora.md). */
+  get loras(): LoadedLora[] {
+    return this.components.transformer.lora.loaded;
+  }
+
+  /** Loads an adapter (returns its name), changes its scale, or unloads it; the weights are re-merged at once. */
+  lora(a: LoraAction): string {
+    const set = this.components.transformer.lora;
+    if (a.action === 'load') return set.load(a.path, { name: a.name, scale: a.scale });
+    if (a.action === 'scale') set.setScale(a.name, a.scale);
+    else set.unload(a.name);
+    return a.name;
   }
 
   /**
@@ -296,7 +323,7 @@ export class SanaPipelineCore {
     const text = this.prepareText(shape[0], cond, null, false);
     let run: SprintRun | null = null;
     try {
-      run = new SprintRun(this.components.transformer, scheduler, latents, shape, text, opts.generators, opts.guidanceScale);
+      run = new SprintRun(this.components.transformer, scheduler, sprintSample(latents, scheduler), shape, text, opts.generators, opts.guidanceScale);
       opts.onStart?.(run.initialSample());
       for (let i = 0; i < opts.steps; i++) run.step(opts.onStep);
       return run.latents();
@@ -346,7 +373,7 @@ export class SanaPipelineCore {
     const n = o.numImages;
     const condN = SanaPipelineCore.repeatRows(cond, n);
     const uncondN = uncond ? SanaPipelineCore.repeatRows(uncond, n) : null;
-    const encodeMs = performance.now() - t0;
+    const promptMs = performance.now() - t0;
     if (o.genWidth !== o.width || o.genHeight !== o.height)
       progress({ status: 'warning', message: `resolution binning: generating at ${o.genWidth}x${o.genHeight} (the nearest aspect-ratio bin) for the requested ${o.width}x${o.height}, then resizing and cropping` });
     const C = this.components.transformer.config.inChannels;
@@ -360,22 +387,23 @@ export class SanaPipelineCore {
     if (opts.latents) {
       if (opts.latents.length !== count) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected ${count} values ([${shape.join(', ')}]) for latents but received ${opts.latents.length}`);
       latents = Float32Array.from(opts.latents);
-    } else if (generators.length > 1) {
-      // one generator per image, each drawing its own [C, h, w] (diffusers' randn_tensor with a list)
-      const per = count / B;
-      latents = new Float32Array(count);
-      generators.forEach((g, i) => latents.set(randn(g, per, 'float32'), i * per));
     } else {
-      latents = randn(generators[0], count, 'float32') as Float32Array;
+      latents = drawNormal(generators, shape); // a list: each image from its own generator (randn_tensor)
     }
+    const tImage = performance.now();
+    const start = o.image ? this.imageStart(o.image, latents, shape, o.steps, o.scheduler, progress) : null;
+    const encodeMs = promptMs + (performance.now() - tImage);
+    const begin = start?.begin ?? 0;
     const stepMs: number[] = [];
     let last = performance.now();
     const text = this.prepareText(shape[0], condN, uncondN, cfg);
     let run: DenoiseRun | SprintRun | null = null;
     try {
-      if (o.scheduler instanceof ScmScheduler) run = new SprintRun(this.components.transformer, o.scheduler, latents, shape, text, generators, o.guidance);
-      else run = new DenoiseRun(this.components.transformer, latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, scheduler: o.scheduler });
-      for (let i = 0; i < o.steps; i++) {
+      if (o.scheduler instanceof ScmScheduler)
+        run = new SprintRun(this.components.transformer, o.scheduler, start?.sample ?? sprintSample(latents, o.scheduler), shape, text, generators, o.guidance, begin);
+      else run = new DenoiseRun(this.components.transformer, start?.sample ?? latents, shape, text, { steps: o.steps, guidanceScale: o.guidance, scheduler: o.scheduler, begin });
+      const todo = o.steps - begin;
+      for (let i = 0; i < todo; i++) {
         // steps run one per macrotask so an AbortSignal (or anything else) can be handled in between
         await new Promise((r) => setImmediate(r));
         abortIfAsked();
@@ -383,7 +411,7 @@ export class SanaPipelineCore {
         const now = performance.now();
         stepMs.push(now - last);
         last = now;
-        progress({ status: 'step', step: i + 1, totalSteps: o.steps, stepMs: stepMs[i] });
+        progress({ status: 'step', step: i + 1, totalSteps: todo, stepMs: stepMs[i] });
       }
       latents = run.latents();
     } finally {
@@ -471,6 +499,12 @@ export class SanaPipelineCore {
       if (width % f || height % f)
         throw bad(`multiples of ${f} (the VAE's compression) with useResolutionBinning false`, 'width, height', `${width}x${height}`);
     }
+    if (opts.strength !== undefined && opts.image === undefined) throw bad('an image with strength (image-to-image)', 'image', undefined);
+    const strength = opts.strength ?? 0.6;
+    if (opts.image !== undefined) {
+      if (typeof strength !== 'number' || !(strength > 0 && strength <= 1)) throw bad('a number in (0, 1]', 'strength', strength);
+      if (opts.latents !== undefined) throw bad('no latents with an image (image-to-image makes its own start)', 'latents', '(given)');
+    }
     const schedule: ScmScheduleOptions = { maxTimesteps: opts.maxTimesteps, intermediateTimesteps: opts.intermediateTimesteps, timesteps: opts.timesteps };
     if (sprint) {
       if (schedulerName !== undefined) throw bad(`no scheduler (a SanaSprintPipeline samples with its SCMScheduler)`, 'scheduler', schedulerName);
@@ -481,7 +515,8 @@ export class SanaPipelineCore {
         if (v !== undefined) throw bad(`no ${k} (a Sana-Sprint schedule option; this folder is a SanaPipeline)`, k, v);
     }
     const scheduler = sprint ? this.components.scheduler : this.scheduler(schedulerName);
-    return { prompts, width, height, steps, numImages, maxSequenceLength, guidance, outputType, seed, genWidth, genHeight, scheduler };
+    const image = opts.image === undefined ? undefined : { input: opts.image, strength };
+    return { prompts, width, height, steps, numImages, maxSequenceLength, guidance, outputType, seed, genWidth, genHeight, scheduler, image };
   }
 
   /** The named sampler on the folder's schedule: the folder's own, or the other one with its shift and
@@ -509,6 +544,37 @@ export class SanaPipelineCore {
       onProgress?.({ status: 'decode-pass', index: pass.index, count: pass.count, label: pass.label });
       return tasks.map((t) => runShardTask(vae, t));
     }, { shardBytes: plan.shardBytes });
+  }
+
+  /**
+   * Image-to-image's start: the image encoded by the VAE (· scaling_factor), the schedule cut by strength as
+   * diffusers' img2img pipelines do (t_start = int(n − min(n·strength, n))), and the noise ε mixed in at the
+   * first kept step: flow matching (1 − σ)·x0 + σ·ε; Sprint cos t·x0·σ_d + sin t·ε·σ_d.
+   */
+  private imageStart(image: { input: ImageInput; strength: number }, noise: Float32Array, shape: readonly [number, number, number, number], steps: number,
+    scheduler: Scheduler | ScmScheduler, progress: (e: ProgressEvent) => void): { sample: Float32Array; begin: number } {
+    const [B, , h, w] = shape;
+    const vae = this.components.vae;
+    const f = vae.spatialCompression;
+    const begin = Math.trunc(Math.max(steps - Math.min(steps * image.strength, steps), 0)); // < steps for strength > 0
+    const encoded = vae.encode(imageToVaeInput(image.input, h * f, w * f), [1, vae.config.inChannels, h * f, w * f]);
+    const sf = Math.fround(vae.config.scalingFactor);
+    const per = encoded.length;
+    const x0 = new Float32Array(B * per);
+    for (let b = 0; b < B; b++) x0.set(encoded.map((v) => v * sf), b * per);
+    if (scheduler instanceof ScmScheduler) {
+      const t = scheduler.timesteps[begin];
+      if (t >= Math.PI / 2 - 1e-3)
+        progress({ status: 'warning', message: `image-to-image: strength ${image.strength} keeps all ${steps} steps, so sampling starts at t = ${t.toFixed(4)} (π/2), where cos t ≈ 0 weighs the image out: the result ignores the image, as upstream's. Use a strength of at most ${((steps - 1) / steps).toFixed(2)} to start at the next step` });
+      return { sample: sprintImageSample(x0, noise, t, scheduler), begin };
+    }
+    // strength 1 is text-to-image from the same noise (diffusers would keep (1 − σ₀)·x0 of the image, 0.03 % for
+    // Flow-DPM-Solver's σ₀ = 0.9997)
+    if (image.strength === 1) return { sample: noise, begin: 0 };
+    scheduler.setTimesteps(steps);
+    const sigma = Math.fround(scheduler.sigmas[begin]);
+    const keep = Math.fround(1 - sigma);
+    return { sample: x0.map((v, i) => Math.fround(sigma * noise[i]) + Math.fround(keep * v)), begin };
   }
 
   /** The decode mode for latents of h × w, with the reason (see GenerateOptions.decode). */
@@ -559,20 +625,23 @@ function concat(a: Float32Array, b: Float32Array): Float32Array {
 class DenoiseRun {
   private x: Tensor;
   private readonly features: Tensor;
-  private index = 0;
+  private index: number;
+  private readonly begin: number;
 
   constructor(
     private readonly transformer: SanaTransformer2DModel,
     latents: Float32Array,
     private readonly shape: readonly [number, number, number, number],
     private readonly text: TextConditioning,
-    private readonly opts: { steps: number; guidanceScale: number; scheduler: Scheduler },
+    private readonly opts: { steps: number; guidanceScale: number; scheduler: Scheduler; begin?: number },
   ) {
     const be = transformer.backend;
     const scheduler = opts.scheduler;
     scheduler.setTimesteps(opts.steps);
+    const begin = (this.index = this.begin = opts.begin ?? 0);
+    if (begin) scheduler.setBeginIndex(begin);
     const MB = this.cfg ? 2 * shape[0] : shape[0];
-    const values = Array.from({ length: opts.steps * MB }, (_, k) => scheduler.timesteps[Math.floor(k / MB)] * transformer.config.timestepScale);
+    const values = Array.from({ length: (opts.steps - begin) * MB }, (_, k) => scheduler.timesteps[begin + Math.floor(k / MB)] * transformer.config.timestepScale);
     this.features = transformer.timestepFeatures(values);
     try {
       this.x = be.tensor([...shape], 'f32', latents);
@@ -600,7 +669,7 @@ class DenoiseRun {
         input = t(be.empty([MB, C, h, w]));
         for (const half of [0, 1]) be.copy(this.x, input.slice(half * this.x.size, [...this.shape]));
       }
-      const v = t(this.transformer.forwardTensor(input, { text: this.text, timestep: this.features.slice(i * MB * 256, [MB, 256]) }));
+      const v = t(this.transformer.forwardTensor(input, { text: this.text, timestep: this.features.slice((i - this.begin) * MB * 256, [MB, 256]) }));
       throwIfNonFinite(be, v, 'SanaTransformer2DModel produced non-finite values (NaN or Infinity) in its output: the weights or inputs hold NaN/Inf');
       const guided = this.cfg ? t(be.cfgCombine(v.slice(0, [...this.shape]), v.slice(this.x.size, [...this.shape]), f(this.opts.guidanceScale))) : v;
       const next = scheduler.step(be, guided, this.x);

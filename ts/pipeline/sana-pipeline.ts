@@ -13,7 +13,8 @@ import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import type { PrecisionDecision } from '../models/precision.js';
 import { demoModelDir, packageRoot } from '../paths.js';
 import { GeneratedImage } from './image.js';
-import type { BackendChoice, ComponentBackends, CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, PipelineMemory, ProgressEvent } from './pipeline-core.js';
+import type { LoadedLora } from '../models/lora.js';
+import type { BackendChoice, ComponentBackends, CoreLoadOptions, GenerateOptions as CoreGenerateOptions, GenerateResult, LoraAction, PipelineMemory, ProgressEvent } from './pipeline-core.js';
 import type { END, WorkerTask } from './worker.js';
 
 export type { GenerateResult, PipelineMemory, ProgressEvent, Timings } from './pipeline-core.js';
@@ -103,6 +104,42 @@ export class SanaPipeline {
       } finally {
         signal?.removeEventListener('abort', onAbort);
       }
+    } finally {
+      release();
+    }
+  }
+
+  /** LoRA adapters on the transformer (docs/lora.md): `fileOrDir` is a .safetensors file or a folder holding
+   * one; several may be loaded at once and their changes add. Returns the adapter's name. */
+  async loadLora(fileOrDir: string, opts: { name?: string; scale?: number } = {}): Promise<string> {
+    return (await this.loraTask({ action: 'load', path: fileOrDir, ...opts })).name;
+  }
+
+  async setLoraScale(name: string, scale: number): Promise<void> {
+    await this.loraTask({ action: 'scale', name, scale });
+  }
+
+  async unloadLora(name: string): Promise<void> {
+    await this.loraTask({ action: 'unload', name });
+  }
+
+  /** The loaded adapters: name, file, scale, adapted modules. */
+  async loras(): Promise<LoadedLora[]> {
+    const pool = this.pool;
+    if (!pool) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
+    await this.busy;
+    return unwrap(await pool.run({ type: 'loras' } satisfies WorkerTask) as Reply<{ loras: LoadedLora[] }>).loras;
+  }
+
+  private async loraTask(action: LoraAction): Promise<{ name: string; loras: LoadedLora[] }> {
+    const pool = this.pool;
+    if (!pool) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
+    const previous = this.busy;
+    let release!: () => void;
+    this.busy = new Promise((r) => (release = r));
+    await previous;
+    try {
+      return unwrap(await pool.run({ type: 'lora', action } satisfies WorkerTask) as Reply<{ name: string; loras: LoadedLora[] }>);
     } finally {
       release();
     }

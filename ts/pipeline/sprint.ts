@@ -32,29 +32,33 @@ export function sprintGuidance(scale: number, embedsScale: number): number {
   return f(f(scale) * f(embedsScale));
 }
 
-/** One generation: latents [B, C, h, w] (unscaled, as drawn), generators one per row or one for the batch. */
+/** One generation from the scheduler's sample at step `begin` (text-to-image: latents·σ_d at step 0), with
+ * generators one per row or one for the batch. */
 export class SprintRun {
   private x: Tensor;
   private x0: Tensor | null = null;
   private readonly timeFeatures: Tensor;
   private readonly guidanceFeatures: Tensor | undefined;
-  private index = 0;
+  private index: number;
   private readonly sd: number;
 
   constructor(
     private readonly transformer: SanaTransformer2DModel,
     private readonly scheduler: ScmScheduler,
-    latents: Float32Array,
+    sample: Float32Array,
     private readonly shape: readonly [number, number, number, number],
     private readonly text: TextConditioning,
     private readonly generators: TorchGenerator[],
     guidance: number,
+    private readonly begin = 0,
   ) {
     const be = transformer.backend;
     const B = shape[0];
     this.sd = f(scheduler.config.sigmaData);
+    this.index = begin;
+    scheduler.setBeginIndex(begin);
     const times = scheduler.timesteps;
-    const flow = Array.from({ length: scheduler.steps * B }, (_, k) => flowTime(times[Math.floor(k / B)]));
+    const flow = Array.from({ length: (scheduler.steps - begin) * B }, (_, k) => flowTime(times[begin + Math.floor(k / B)]));
     this.timeFeatures = transformer.timestepFeatures(flow);
     const tensors: Tensor[] = [this.timeFeatures];
     try {
@@ -62,7 +66,7 @@ export class SprintRun {
         this.guidanceFeatures = transformer.timestepFeatures(new Array(B).fill(sprintGuidance(guidance, transformer.config.guidanceEmbedsScale)));
         tensors.push(this.guidanceFeatures);
       }
-      this.x = be.tensor([...shape], 'f32', latents.map((v) => v * this.sd));
+      this.x = be.tensor([...shape], 'f32', sample);
     } catch (e) {
       tensors.forEach((t) => t.dispose());
       throw e;
@@ -86,7 +90,7 @@ export class SprintRun {
     try {
       const hidden = keep(be.axpby(f(norm / this.sd), this.x, 0, null));
       const F = keep(this.transformer.forwardTensor(hidden, {
-        text: this.text, timestep: this.timeFeatures.slice(i * B * 256, [B, 256]), guidance: this.guidanceFeatures,
+        text: this.text, timestep: this.timeFeatures.slice((i - this.begin) * B * 256, [B, 256]), guidance: this.guidanceFeatures,
       }));
       throwIfNonFinite(be, F, 'SanaTransformer2DModel produced non-finite values (NaN or Infinity) in its output: the weights or inputs hold NaN/Inf');
       // ((1 − 2s)·hidden + (1 − 2s + 2s²)·F) / √(s² + (1−s)²), then ·σ_d
@@ -123,15 +127,36 @@ export class SprintRun {
     this.guidanceFeatures?.dispose();
   }
 
-  /** This step's draw: one standard-normal tensor of the latents' shape (per row from its own generator). */
   private drawNoise(): Float32Array {
-    const count = this.shape.reduce((a, b) => a * b, 1);
-    if (this.generators.length === 1) return randn(this.generators[0], count, 'float32') as Float32Array;
-    const per = count / this.shape[0];
-    const out = new Float32Array(count);
-    this.generators.forEach((g, r) => out.set(randn(g, per, 'float32'), r * per));
-    return out;
+    return drawNormal(this.generators, this.shape);
   }
+}
+
+/** One standard-normal draw of `shape` [B, …] (diffusers' randn_tensor): from one generator, or row b from
+ * generators[b]. */
+export function drawNormal(generators: TorchGenerator[], shape: readonly number[]): Float32Array {
+  const count = shape.reduce((a, b) => a * b, 1);
+  if (generators.length === 1) return randn(generators[0], count, 'float32') as Float32Array;
+  if (generators.length !== shape[0]) throw new Error(`${generators.length} generators for a batch of ${shape[0]}`);
+  const per = count / shape[0];
+  const out = new Float32Array(count);
+  generators.forEach((g, r) => out.set(randn(g, per, 'float32'), r * per));
+  return out;
+}
+
+/** Text-to-image's first sample: latents·σ_d (the scheduler works on TrigFlow samples of std σ_d). */
+export function sprintSample(latents: Float32Array, scheduler: ScmScheduler): Float32Array {
+  const sd = f(scheduler.config.sigmaData);
+  return latents.map((v) => v * sd);
+}
+
+/** Image-to-image's first sample at TrigFlow time t: cos t·(x0·σ_d) + sin t·(ε·σ_d), x0 the scaled image
+ * latents (SanaSprintImg2ImgPipeline.prepare_latents). */
+export function sprintImageSample(x0: Float32Array, noise: Float32Array, t: number, scheduler: ScmScheduler): Float32Array {
+  const sd = f(scheduler.config.sigmaData);
+  const c = f(Math.cos(t));
+  const s = f(Math.sin(t));
+  return x0.map((v, i) => f(c * f(v * sd)) + f(s * f(noise[i] * sd)));
 }
 
 /** s = sin t / (cos t + sin t) in fp32. */

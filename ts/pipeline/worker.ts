@@ -7,12 +7,14 @@
 import type { MessagePort } from 'node:worker_threads';
 
 import { errorReply, SanaError } from '../errors.js';
-import { SanaPipelineCore, type CoreLoadOptions, type GenerateOptions, type ProgressEvent } from './pipeline-core.js';
+import { SanaPipelineCore, type CoreLoadOptions, type GenerateOptions, type LoraAction, type ProgressEvent } from './pipeline-core.js';
 
 export type WorkerTask =
   | { type: 'load'; dir: string; options: Omit<CoreLoadOptions, 'onProgress'>; port: MessagePort }
   | { type: 'generate'; prompt: string | string[]; options: Omit<GenerateOptions, 'signal' | 'onProgress'>; abort: SharedArrayBuffer; port: MessagePort }
   | { type: 'memory' }
+  | { type: 'lora'; action: LoraAction }
+  | { type: 'loras' }
   | { type: 'dispose' };
 
 let pipe: SanaPipelineCore | null = null;
@@ -43,6 +45,12 @@ export default async function run(task: WorkerTask): Promise<unknown> {
       case 'memory':
         if (!pipe) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
         return { memory: pipe.memory() };
+      case 'lora':
+        if (!pipe) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
+        return { name: pipe.lora(task.action), loras: pipe.loras };
+      case 'loras':
+        if (!pipe) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
+        return { loras: pipe.loras };
       case 'dispose':
         pipe?.dispose();
         pipe = null;

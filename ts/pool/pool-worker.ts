@@ -36,7 +36,7 @@ export type PoolTask =
   | { type: 'shard'; model: ModelRef; task: ShardTask }
   /** one tile of a tiled decode: latents [B, C, th, tw] (already divided by the scaling factor), decoded whole */
   | { type: 'tile'; model: ModelRef; z: Float32Array; shape: [number, number, number, number] }
-  | { type: 'render'; model: ModelRef; prompt: string; options: Omit<GenerateOptions, 'signal' | 'onProgress'>; file: string; port: MessagePort };
+  | { type: 'render'; model: ModelRef; prompt: string; options: Omit<GenerateOptions, 'signal' | 'onProgress'>; lora: { path: string; scale: number }[]; file: string; port: MessagePort };
 
 const device = workerData as DeviceConfig;
 let backend: Backend | null = null;
@@ -58,6 +58,18 @@ async function model(ref: ModelRef, force = false): Promise<NonNullable<typeof l
   return loaded;
 }
 
+/** Brings the pipeline's adapters to this job's set (named by path): unloads the others, loads the missing,
+ * rescales the rest; a render line without "lora" runs on the plain model. */
+function useLoras(pipe: SanaPipelineCore, wanted: { path: string; scale: number }[]): void {
+  const want = new Map(wanted.map((l) => [l.path, l.scale]));
+  for (const l of pipe.loras) if (!want.has(l.name)) pipe.lora({ action: 'unload', name: l.name });
+  for (const [path, scale] of want) {
+    const have = pipe.loras.find((l) => l.name === path);
+    if (!have) pipe.lora({ action: 'load', path, name: path, scale });
+    else if (have.scale !== scale) pipe.lora({ action: 'scale', name: path, scale });
+  }
+}
+
 export default async function run(task: PoolTask): Promise<unknown> {
   try {
     switch (task.type) {
@@ -72,6 +84,7 @@ export default async function run(task: PoolTask): Promise<unknown> {
       case 'render': {
         const m = await model(task.model);
         if (!m.pipeline) throw new SanaError('ERR_SANA_INVALID_ARGUMENT', 'render needs a pipeline folder, not a DC-AE folder');
+        useLoras(m.pipeline, task.lora);
         // aborting a render terminates this worker (piscina), so there is no abort flag to poll
         const result = await m.pipeline.generate(task.prompt, { ...task.options, onProgress: (e) => task.port.postMessage(e) });
         // a finished file appears under its name at once or not at all, so an interrupted render resumes cleanly

@@ -7,7 +7,7 @@
  */
 import { existsSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { MessageChannel, type TransferListItem } from 'node:worker_threads';
 
 import { Piscina } from 'piscina';
@@ -17,6 +17,7 @@ import { parseDevice, probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { readAutoencoderDcConfig, type AutoencoderDcConfig } from '../models/dcae-config.js';
+import { parseLoraSpec } from '../models/lora.js';
 import { checkPrecision, type PrecisionChoice } from '../models/precision.js';
 import { blendTiles, checkTiling, latentTiles, type TilingOptions } from '../models/dcae-tiling.js';
 import { shardedDecode, type ShardOptions } from '../models/dcae-sharded.js';
@@ -69,6 +70,8 @@ export interface RenderJob {
   height?: number;
   steps?: number;
   guidanceScale?: number;
+  /** LoRA adapters for this image (paths resolved against the working directory), none by default */
+  lora?: { path: string; scale: number }[];
 }
 
 export interface RenderOptions extends Pick<GenerateOptions, 'steps' | 'guidanceScale' | 'width' | 'height' | 'decode' | 'scheduler'> {
@@ -258,9 +261,9 @@ export class SanaPool {
         const settled = new Promise<void>((r) => (closed = r));
         // progress and the reply travel on different channels: the worker's end marker says all progress is in
         port1.on('message', (event: ProgressEvent | { status: 'end' }) => (event.status === 'end' ? closed() : onProgress?.({ status: 'worker', task: t, device: devices[t], event })));
-        const { prompt, seed: _, ...overrides } = job;
+        const { prompt, seed: _, lora = [], ...overrides } = job;
         const options = { ...common, ...overrides, seed: s };
-        return { task: { type: 'render', model: this.model, prompt, options, file, port: port2 }, transferList: [port2], settled: settled.finally(() => port1.close()), close: () => port1.close() };
+        return { task: { type: 'render', model: this.model, prompt, options, lora, file, port: port2 }, transferList: [port2], settled: settled.finally(() => port1.close()), close: () => port1.close() };
       },
     }));
     await this.schedule<{ timings: Timings }>(specs, {
@@ -389,7 +392,7 @@ export function readRenderJobs(file: string): RenderJob[] {
   }
   const jsonl = file.endsWith('.jsonl');
   const jobs: RenderJob[] = [];
-  const keys: Record<string, 'string' | 'number'> = { prompt: 'string', seed: 'number', negativePrompt: 'string', width: 'number', height: 'number', steps: 'number', guidanceScale: 'number' };
+  const keys: Record<string, 'string' | 'number' | 'lora'> = { prompt: 'string', seed: 'number', negativePrompt: 'string', width: 'number', height: 'number', steps: 'number', guidanceScale: 'number', lora: 'lora' };
   text.split(/\r?\n/).forEach((line, i) => {
     const where = `${file}:${i + 1}`;
     if (line.trim() === '' || (!jsonl && line.trimStart().startsWith('#'))) return;
@@ -403,7 +406,15 @@ export function readRenderJobs(file: string): RenderJob[] {
     if (typeof job !== 'object' || job === null || Array.isArray(job)) throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: Expected a JSON object but received ${describeValue(job)}`);
     for (const [k, v] of Object.entries(job)) {
       if (!(k in keys)) throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: unknown key ${JSON.stringify(k)} (known: ${Object.keys(keys).join(', ')})`);
-      if (typeof v !== keys[k]) throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: Expected a ${keys[k]} for ${k} but received ${describeValue(v)}`);
+      if (keys[k] === 'lora') {
+        if (!Array.isArray(v) || !v.every((e) => typeof e === 'string'))
+          throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: Expected an array of "file[:scale]" strings for lora but received ${describeValue(v)}`);
+        try {
+          (job as RenderJob).lora = v.map((e) => parseLoraSpec(e)).map((l) => ({ ...l, path: resolve(l.path) }));
+        } catch (e) {
+          throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: ${(e as Error).message}`);
+        }
+      } else if (typeof v !== keys[k]) throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: Expected a ${keys[k]} for ${k} but received ${describeValue(v)}`);
     }
     if (typeof (job as RenderJob).prompt !== 'string') throw new SanaError('ERR_SANA_INVALID_OPTION', `${where}: Expected a string for prompt but received undefined`);
     jobs.push(job as RenderJob);

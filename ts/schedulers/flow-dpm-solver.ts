@@ -84,6 +84,11 @@ export class FlowDpmSolver implements Scheduler {
     this.release();
   }
 
+  setBeginIndex(index: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.timesteps.length) throw new Error(`begin index ${index} outside the ${this.timesteps.length} scheduled steps`);
+    this.stepIndex = index;
+  }
+
   release(): void {
     for (const t of this.history) t.dispose();
     this.history = [];

@@ -58,6 +58,11 @@ export class FlowEuler implements Scheduler {
     this.stepIndex = 0;
   }
 
+  setBeginIndex(index: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.timesteps.length) throw new Error(`begin index ${index} outside the ${this.timesteps.length} scheduled steps`);
+    this.stepIndex = index;
+  }
+
   /** x + (σ_{i+1} − σ_i)·v, in fp32. */
   step(be: Backend, modelOutput: Tensor, sample: Tensor): Tensor {
     const i = this.stepIndex;

@@ -11,7 +11,11 @@ import { readScmConfig, ScmScheduler } from './scm.js';
  * here in fp32, the latent updates run as tensor ops (Backend.axpby) on the latents' backend. */
 export interface Scheduler {
   readonly timesteps: ArrayLike<number>;
+  /** σ of every step and the final 0 (flow matching: x_σ = (1 − σ)·x0 + σ·ε) */
+  readonly sigmas: ArrayLike<number>;
   setTimesteps(n: number): void;
+  /** starts the schedule at step `index` (image-to-image), after setTimesteps (diffusers' set_begin_index) */
+  setBeginIndex(index: number): void;
   /** the next sample (a new tensor) from the model output at the current step; the inputs are left alone */
   step(be: Backend, modelOutput: Tensor, sample: Tensor): Tensor;
   /** frees the tensors the scheduler keeps between steps (multistep history); setTimesteps also does */

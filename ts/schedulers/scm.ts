@@ -87,6 +87,12 @@ export class ScmScheduler {
     this.stepIndex = 0;
   }
 
+  /** starts the schedule at step `index` (image-to-image), after setTimesteps */
+  setBeginIndex(index: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.steps) throw new Error(`begin index ${index} outside the ${this.steps} scheduled steps`);
+    this.stepIndex = index;
+  }
+
   /** Steps of the current schedule (one fewer than its times). */
   get steps(): number {
     return this.timesteps.length - 1;
