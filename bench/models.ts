@@ -11,7 +11,7 @@
 //   * resident memory after loading the full 600M weights in fp32 and bf16 mode (a fresh process each).
 // Weights are generated once by ../shared/peer/make-weights.mjs into .peer/ (git-ignored, ~3.2 GB).
 //   * e2e: one whole 1024² image at the real sizes, 20 steps, in bf16 and fp32 (bench/whole-image.ts).
-// Options: --skip-full (the medium case only), --only=medium,busy,600m,dcae,busy-dcae,gemma,memory,e2e, --e2e-bf16-only, --threads=N.
+// Options: --skip-full (the medium case only), --only=medium,busy,600m,dcae,busy-dcae,gemma,memory,e2e,sprint, --e2e-bf16-only, --threads=N.
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -266,4 +266,5 @@ if (!args.includes('--skip-full')) {
   if (want('gemma')) await versusOrt('gemma2_2b_6l', gemmaCall, [FP32, BF16], 3, 8);
   if (want('memory')) fullMemory();
   if (want('e2e')) await wholeImage(peerOut, materialise, threads, args.includes('--e2e-bf16-only') ? ['bf16'] : undefined);
+  if (only?.includes('sprint')) await wholeImage(peerOut, materialise, threads, undefined, true); // asked for only: two more whole images
 }

@@ -2,10 +2,13 @@
 // layers, bf16 weights as released), the 600M transformer and the DC-AE f32c32 decoder, random weights. The
 // folder is assembled in .peer/sana_1024_e2e from the peer cases (layers 6..25 of Gemma are generated here into
 // a second shard of a sharded checkpoint), with the demo model's tokenizer and scheduler. Prints the time of
-// each stage and the peak RSS of each (VmHWM, reset between stages), in both precisions.
+// each stage and the peak RSS of each (VmHWM, reset between stages), in both precisions. Part `sprint`: the
+// same image from a Sana-Sprint-shaped folder (.peer/sana_sprint_1024_e2e: the 600M with guidance embeds and
+// qk-norm, SCMScheduler, 2 steps) beside the SanaPipeline one at 20 steps, in bf16.
 import { existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync, openSync, writeSync, closeSync } from 'node:fs';
 import { join } from 'node:path';
 
+import { SafetensorsFile } from '../ts/io/safetensors.js';
 import { SanaPipelineCore, type ProgressEvent } from '../ts/pipeline/pipeline-core.js';
 import type { Precision } from '../ts/models/precision.js';
 import { demoModelDir } from '../ts/paths.js';
@@ -96,15 +99,72 @@ function assemble(peerOut: string, materialise: (name: string) => string): strin
   return dir;
 }
 
+/** Seeded fp32 values ~ U(−scale, scale) (from the bf16 generator's bits: random weights). */
+function f32Uniform(n: number, seed: number, scale: number): Float32Array {
+  const h = bf16Uniform(n, seed, scale);
+  return Float32Array.from(h, (w) => new Float32Array(new Uint32Array([w << 16]).buffer)[0]);
+}
+
+/** The Sprint-shaped folder (made once): the e2e folder's text encoder and DC-AE, the 600M transformer with
+ * guidance_embeds and qk_norm (its weights from the peer file through a sharded index, the Sprint-only ones —
+ * timestep and guidance embedders, q/k norms — generated into a second shard), an SCMScheduler. */
+function assembleSprint(peerOut: string, e2e: string): string {
+  const dir = join(peerOut, 'sana_sprint_1024_e2e');
+  if (existsSync(join(dir, 'model_index.json'))) return dir;
+  mkdirSync(join(dir, 'transformer'), { recursive: true });
+  mkdirSync(join(dir, 'scheduler'), { recursive: true });
+  for (const sub of ['text_encoder', 'vae', 'tokenizer']) symlinkSync(join(e2e, sub), join(dir, sub));
+  const index = JSON.parse(readFileSync(join(e2e, 'model_index.json'), 'utf8'));
+  writeFileSync(join(dir, 'model_index.json'), JSON.stringify({ ...index, _class_name: 'SanaSprintPipeline', scheduler: ['diffusers', 'SCMScheduler'] }));
+  writeFileSync(join(dir, 'scheduler', 'scheduler_config.json'), JSON.stringify({ _class_name: 'SCMScheduler', num_train_timesteps: 1000, prediction_type: 'trigflow', sigma_data: 0.5 }));
+  const cfg = JSON.parse(readFileSync(join(e2e, 'transformer', 'config.json'), 'utf8'));
+  writeFileSync(join(dir, 'transformer', 'config.json'), JSON.stringify({ ...cfg, guidance_embeds: true, qk_norm: 'rms_norm_across_heads' }, null, 1));
+  symlinkSync(join(e2e, 'transformer', 'diffusion_pytorch_model.safetensors'), join(dir, 'transformer', 'diffusion_pytorch_model-00001-of-00002.safetensors'));
+  const peer = SafetensorsFile.open(join(e2e, 'transformer', 'diffusion_pytorch_model.safetensors'));
+  const baseNames = [...peer.tensors.keys()];
+  peer.close();
+  const D = cfg.num_attention_heads * cfg.attention_head_dim;
+  const Dx = cfg.num_cross_attention_heads * cfg.cross_attention_head_dim;
+  const extra: { name: string; shape: number[]; data: Float32Array }[] = [];
+  const add = (name: string, shape: number[], scale: number) => extra.push({ name, shape, data: f32Uniform(shape.reduce((a, b) => a * b, 1), 2000 + extra.length, scale) });
+  for (const e of ['timestep_embedder', 'guidance_embedder']) {
+    add(`time_embed.${e}.linear_1.weight`, [D, 256], 1 / 16);
+    add(`time_embed.${e}.linear_1.bias`, [D], 0.02);
+    add(`time_embed.${e}.linear_2.weight`, [D, D], 1 / Math.sqrt(D));
+    add(`time_embed.${e}.linear_2.bias`, [D], 0.02);
+  }
+  for (let l = 0; l < cfg.num_layers; l++)
+    for (const [a, n] of [['attn1', D], ['attn2', Dx]] as const) for (const q of ['norm_q', 'norm_k']) extra.push({ name: `transformer_blocks.${l}.${a}.${q}.weight`, shape: [n], data: new Float32Array(n).fill(1) });
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const t of extra) {
+    header[t.name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
+    offset += t.data.byteLength;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00002-of-00002.safetensors'), Buffer.concat([len, Buffer.from(json), ...extra.map((t) => Buffer.from(t.data.buffer))]));
+  const weightMap: Record<string, string> = {};
+  for (const n of baseNames) if (!n.startsWith('time_embed.emb.')) weightMap[n] = 'diffusion_pytorch_model-00001-of-00002.safetensors';
+  for (const t of extra) weightMap[t.name] = 'diffusion_pytorch_model-00002-of-00002.safetensors';
+  writeFileSync(join(dir, 'transformer', 'diffusion_pytorch_model.safetensors.index.json'), JSON.stringify({ weight_map: weightMap }));
+  return dir;
+}
+
 /** Peak RSS since the last reset (VmHWM), in MiB; reset() starts a new stage. */
 const hwm = {
   read: () => Number(/VmHWM:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8'))![1]) / 1024,
   reset: () => writeFileSync('/proc/self/clear_refs', '5'),
 };
 
-export async function wholeImage(peerOut: string, materialise: (name: string) => string, threads: number, precisions: Precision[] = ['bf16', 'fp32']): Promise<void> {
-  const dir = assemble(peerOut, materialise);
-  for (const precision of precisions) {
+export async function wholeImage(peerOut: string, materialise: (name: string) => string, threads: number, precisions: Precision[] = ['bf16', 'fp32'], sprint = false): Promise<void> {
+  const e2e = assemble(peerOut, materialise);
+  const runs: { dir: string; precision: Precision; steps: number; label: string }[] = sprint
+    ? [{ dir: e2e, precision: 'bf16', steps: 20, label: 'SanaPipeline, 20 steps' }, { dir: assembleSprint(peerOut, e2e), precision: 'bf16', steps: 2, label: 'Sana-Sprint shape, 2 steps' }]
+    : precisions.map((precision) => ({ dir: e2e, precision, steps: 20, label: '20 steps' }));
+  for (const { dir, precision, steps, label } of runs) {
     hwm.reset();
     const t0 = performance.now();
     const pipe = await SanaPipelineCore.fromPretrained(dir, { backend: 'cpu', threads, precision });
@@ -117,15 +177,15 @@ export async function wholeImage(peerOut: string, materialise: (name: string) =>
     };
     hwm.reset();
     const onProgress = (e: ProgressEvent) => {
-      if (e.status === 'step' && e.step === 1) next('steps 2..20');
+      if (e.status === 'step' && e.step === 1) next(`steps 2..${steps}`);
       if (e.status === 'decode') next('decode');
     };
     try {
-      const r = await pipe.generate('a red fox in the snow', { width: 1024, height: 1024, steps: 20, seed: 1, onProgress, decode: 'auto' });
+      const r = await pipe.generate('a red fox in the snow', { width: 1024, height: 1024, steps, seed: 1, onProgress, decode: 'auto' });
       next('end');
       const t = r.timings;
       console.log(JSON.stringify({
-        bench: 'whole 1024² image, 20 steps, real sizes (Gemma-2-2B 26 layers + 600M + DC-AE f32c32, random weights)', precision, threads: pipe.backendInfo.transformer.threads,
+        bench: `whole 1024² image, ${label}, real sizes (Gemma-2-2B 26 layers + 600M + DC-AE f32c32, random weights)`, precision, threads: pipe.backendInfo.transformer.threads,
         precisionOf: Object.fromEntries(Object.entries(pipe.precision).map(([k, v]) => [k, v.precision])),
         seconds: { load: +((performance.now() - t0 - t.totalMs) / 1000).toFixed(1), encode: +(t.encodeMs / 1000).toFixed(1), steps: +(t.stepMs.reduce((a, b) => a + b, 0) / 1000).toFixed(1), decode: +(t.decodeMs / 1000).toFixed(1), total: +(t.totalMs / 1000).toFixed(1) },
         peakRssMiB: peak, image: `${r.images[0].width}x${r.images[0].height}`,

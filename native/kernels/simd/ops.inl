@@ -6,6 +6,7 @@
 //   SANA_BF16DOT vdpbf16ps available: the SANA_GEMM_FAST_BF16 path of linear/glumbconv
 //   SANA_AMX     AMX tiles: that path on tdpbf16ps
 // The op families live in the files included below, in dependency order. Benchmark: npm run bench:kernels.
+#include <atomic>
 #include <cfloat>
 #include <cmath>
 #include <cstring>

@@ -236,9 +236,9 @@ void winograd_output(const float* m, const WinogradShape& s, const float* bias, 
   }
 }
 
-// Weights transformed once per call; then each thread takes whole chunks of tiles (V and M of a chunk kept
-// near its core's caches) through input transform, 36 single-threaded GEMMs and output transform, so the 36
-// products meet no barrier.
+// Weights transformed once per call; then each thread claims chunks of tiles (V and M of a chunk kept near
+// its core's caches) and takes each through input transform, 36 single-threaded GEMMs and output transform,
+// so the 36 products meet no barrier.
 int conv2d_winograd(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W,
                     const void* w, int dt, ptrdiff_t Cout, const float* bias, int act, float* y) {
   ptrdiff_t tw = (W + WM - 1) / WM, tiles = tw * ((H + WM - 1) / WM);
@@ -254,10 +254,13 @@ int conv2d_winograd(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, p
   if (!arena) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "conv2d: out of memory for %zu bytes of Winograd operands", u_bytes + per * T);
   float* u = reinterpret_cast<float*>(arena);
   winograd_weights(ctx, w, dt, Cin, Cout, u);
-  parallel_for(ctx, B * chunks, [&](ptrdiff_t c0, ptrdiff_t c1, int slot) {
+  // chunks are claimed one at a time, so a thread whose core another process takes does less of the work
+  // (each chunk is computed the same way by whichever thread takes it: the result does not change)
+  std::atomic<ptrdiff_t> next{0};
+  parallel_for(ctx, T, [&](ptrdiff_t, ptrdiff_t, int slot) {
     float* v = reinterpret_cast<float*>(arena + u_bytes + per * slot);
     float* m = reinterpret_cast<float*>(arena + u_bytes + per * slot + v_bytes);
-    for (ptrdiff_t c = c0; c < c1; ++c) {
+    for (ptrdiff_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < B * chunks;) {
       ptrdiff_t b = c / chunks, t0 = c % chunks * chunk;
       WinogradShape s{Cin, Cout, H, W, tw, t0, mn(chunk, tiles - t0), 0};
       s.panels = (s.N + 31) / 32;
