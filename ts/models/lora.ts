@@ -3,9 +3,9 @@
  * diffusers/PEFT layout (`transformer.<module>.lora_A.weight` [r, in], `.lora_B.weight` [out, r], optional
  * `.lora_B.bias` [out]) or the older `.lora.down.weight` / `.lora.up.weight` names, on any Linear or 1×1 conv.
  * alpha (and the rank) come from the header's `lora_adapter_metadata` (PEFT's LoraConfig, or diffusers'
- * "transformer."-prefixed copy) when present, else alpha = r. Applied fused: W + Σ scale·(α/r)·B·A, computed in
- * float64 and rounded once into the weights' stored dtype (Params.adapt); the loaded weights are kept, so
- * unloading restores them bit for bit. docs/lora.md.
+ * "transformer."-prefixed copy) when present, else alpha = r. Applied fused: W + Σ scale·(α/r)·B·A, B·A on the
+ * GEMM, each term added to W in float64 and rounded into fp32, then into the weights' stored dtype
+ * (Params.adapt); the loaded weights are kept, so unloading restores them bit for bit. docs/lora.md.
  */
 import { readdirSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
@@ -148,34 +148,41 @@ export function readLora(path: string, origins: ReadonlyMap<string, MatrixOrigin
   }
 }
 
-/** Σ over adapters of scale·(α/r)·B·A (and scale·(α/r)·bias), per weight / bias name, in float64. Adapters
- * at scale 0 add nothing (the model then holds its loaded weights exactly). */
-export function loraDeltas(adapters: { adapter: LoraAdapter; scale: number }[]): Map<string, Float64Array> {
-  const out = new Map<string, Float64Array>();
+/** B·A [out, in] of one pair on the backend's GEMM (fp32 products of r terms; A transposed on the host). */
+function product(backend: Backend, p: LoraPair): Float32Array {
+  const out = p.b.length / p.rank;
+  const inp = p.a.length / p.rank;
+  const at = new Float32Array(inp * p.rank);
+  for (let j = 0; j < p.rank; j++) for (let c = 0; c < inp; c++) at[c * p.rank + j] = p.a[j * inp + c];
+  const b = backend.tensor([out, p.rank], 'f32', p.b);
+  const a = backend.tensor([inp, p.rank], 'f32', at);
+  try {
+    const y = backend.linear(b, a); // B · (Aᵀ)ᵀ
+    try {
+      return y.toFloat32();
+    } finally {
+      y.dispose();
+    }
+  } finally {
+    a.dispose();
+    b.dispose();
+  }
+}
+
+/** The weights and biases adapters at a nonzero scale touch, and their update terms scale·(α/r)·B·A (biases:
+ * scale·(α/r)·b), one name at a time. Adapters at scale 0 add nothing, so the model then holds its loaded
+ * weights exactly. */
+export function loraUpdate(backend: Backend, adapters: { adapter: LoraAdapter; scale: number }[]): { names: string[]; terms: (name: string) => { k: number; v: Float32Array }[] } {
+  const byName = new Map<string, { p: LoraPair; k: number; bias: boolean }[]>();
   for (const { adapter, scale } of adapters) {
     if (scale === 0) continue;
     for (const p of adapter.pairs) {
-      const rows = p.b.length / p.rank;
-      const cols = p.a.length / p.rank;
       const k = scale * p.ratio;
-      const w = out.get(`${p.module}.weight`) ?? new Float64Array(rows * cols);
-      for (let i = 0; i < rows; i++)
-        for (let j = 0; j < p.rank; j++) {
-          const bij = k * p.b[i * p.rank + j];
-          if (bij === 0) continue;
-          const a = j * cols;
-          const o = i * cols;
-          for (let c = 0; c < cols; c++) w[o + c] += bij * p.a[a + c];
-        }
-      out.set(`${p.module}.weight`, w);
-      if (p.bias) {
-        const b = out.get(`${p.module}.bias`) ?? new Float64Array(rows);
-        for (let i = 0; i < rows; i++) b[i] += k * p.bias[i];
-        out.set(`${p.module}.bias`, b);
-      }
+      byName.set(`${p.module}.weight`, [...(byName.get(`${p.module}.weight`) ?? []), { p, k, bias: false }]);
+      if (p.bias) byName.set(`${p.module}.bias`, [...(byName.get(`${p.module}.bias`) ?? []), { p, k, bias: true }]);
     }
   }
-  return out;
+  return { names: [...byName.keys()], terms: (name) => byName.get(name)!.map(({ p, k, bias }) => ({ k, v: bias ? p.bias! : product(backend, p) })) };
 }
 
 /** `file[:scale]` (the CLI's --lora and a render line's "lora" entries): the adapter path and its scale (default 1). */
@@ -208,8 +215,8 @@ export class LoraSet {
     return [...this.adapters].map(([name, { adapter, scale }]) => ({ name, file: adapter.file, scale, modules: adapter.pairs.length }));
   }
 
-  /** The values a weight or bias of the model holds now (adapters merged), row-major in float64: for checks. */
-  values(name: string): Float64Array {
+  /** The values a weight or bias of the model holds now (adapters merged), row-major: for checks. */
+  values(name: string): Float32Array {
     return this.params.values(name);
   }
 
@@ -243,7 +250,8 @@ export class LoraSet {
   }
 
   private apply(next: Map<string, { adapter: LoraAdapter; scale: number }>): void {
-    this.params.adapt(this.backend, loraDeltas([...next.values()]));
+    const { names, terms } = loraUpdate(this.backend, [...next.values()]);
+    this.params.adapt(this.backend, names, terms);
     this.adapters = next;
   }
 }

@@ -101,19 +101,20 @@ export interface MatrixOrigin {
   cols: number;
 }
 
-/** A weight's values row-major in float64 (packed32: panels of 32 output rows, k-major, the last one padded,
- * as sana_pack_weight writes them; host tensors). */
-function denseValues(t: Tensor): Float64Array {
+/** A weight's values row-major in fp32 (packed32: panels of 32 output rows, k-major, the last one padded, as
+ * sana_pack_weight writes them; host tensors). */
+function denseValues(t: Tensor): Float32Array {
   const rows = t.shape[0];
   const cols = t.size / rows;
-  const values = new Float64Array(rows * cols);
-  if (t.layout !== 'packed32') {
-    values.set(decode(t.data, t.dtype));
-    return values;
-  }
+  if (t.layout !== 'packed32') return Float32Array.from(decode(t.data, t.dtype));
+  const values = new Float32Array(rows * cols);
   const storage = t.storage.host!();
   const packed = new Float32Array(storage.buffer, storage.byteOffset + t.byteOffset, Math.ceil(rows / 32) * 32 * cols);
-  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) values[r * cols + c] = packed[((r >> 5) * cols + c) * 32 + (r & 31)];
+  for (let p = 0; p * 32 < rows; p++)
+    for (let c = 0; c < cols; c++) {
+      const from = (p * cols + c) * 32;
+      for (let r = p * 32, e = Math.min(rows, r + 32); r < e; r++) values[r * cols + c] = packed[from + (r & 31)];
+    }
   return values;
 }
 
@@ -235,21 +236,22 @@ export class Params {
   }
 
   /**
-   * Replaces the tensors holding the given declared matrices by copies with `deltas` added (row-major
-   * [rows, cols] in float64, summed to the loaded values and rounded once into the tensor's dtype, repacked
-   * when the tensor is packed); tensors adapted before but absent from `deltas` get their loaded tensor back,
-   * exactly. All or nothing: on any failure the previous tensors stay.
+   * Replaces the tensors holding the declared matrices and vectors `names` by copies with Σ k·v of
+   * `terms(name)` added (each v row-major [rows, cols]; each term's sum formed in float64 and rounded into fp32,
+   * then into the tensor's dtype; repacked when the tensor is packed); tensors adapted before whose members are
+   * all absent from `names` get their loaded tensor back, exactly. Terms are asked for one tensor at a time (a
+   * model's worth of them would not fit in memory). All or nothing: on any failure the previous tensors stay.
    */
-  adapt(backend: Backend, deltas: ReadonlyMap<string, Float64Array>): void {
-    const byTensor = new Map<string, [MatrixOrigin, Float64Array][]>();
-    for (const [name, d] of deltas) {
+  adapt(backend: Backend, names: Iterable<string>, terms: (name: string) => { k: number; v: Float32Array }[]): void {
+    const byTensor = new Map<string, string[]>();
+    for (const name of names) {
       const o = this.origins.get(name);
       if (!o) throw new SanaError('ERR_SANA_NATIVE', `internal: ${name} is not a declared GEMM matrix or vector`);
-      byTensor.set(o.tensor, [...(byTensor.get(o.tensor) ?? []), [o, d]]);
+      byTensor.set(o.tensor, [...(byTensor.get(o.tensor) ?? []), name]);
     }
     const made = new Map<string, Tensor>();
     try {
-      for (const [name, parts] of byTensor) made.set(name, this.merged(backend, this.base.get(name) ?? this.get(name), parts));
+      for (const [name, members] of byTensor) made.set(name, this.merged(backend, this.base.get(name) ?? this.get(name), members, terms));
     } catch (e) {
       for (const t of made.values()) t.dispose();
       throw e;
@@ -269,17 +271,21 @@ export class Params {
   }
 
   /** The current values of a declared matrix or vector (adapters included), row-major [rows, cols]. */
-  values(name: string): Float64Array {
+  values(name: string): Float32Array {
     const o = this.origins.get(name);
     if (!o) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a declared matrix or vector name but received ${JSON.stringify(name)}`);
     const cols = o.cols;
     return denseValues(this.get(o.tensor)).slice(o.row * cols, (o.row + o.rows) * cols);
   }
 
-  private merged(backend: Backend, base: Tensor, parts: [MatrixOrigin, Float64Array][]): Tensor {
-    const cols = base.size / base.shape[0];
+  private merged(backend: Backend, base: Tensor, members: string[], terms: (name: string) => { k: number; v: Float32Array }[]): Tensor {
     const values = denseValues(base);
-    for (const [o, d] of parts) for (let i = 0; i < o.rows * o.cols; i++) values[o.row * cols + i] += d[i];
+    const cols = base.size / base.shape[0];
+    for (const name of members) {
+      const o = this.origins.get(name)!;
+      const at = o.row * cols;
+      for (const { k, v } of terms(name)) for (let i = 0; i < v.length; i++) values[at + i] += k * v[i];
+    }
     const dense = backend.tensorFromRaw(base.shape, base.dtype, encode(values, base.dtype), 'weight');
     if (base.layout !== 'packed32') return dense;
     try {
