@@ -4,7 +4,7 @@
 // convs, caption projection, time embedding, proj_out), on cpu and wasm. Also: scale 0 and unloading give
 // the loaded weights back bit for bit, adapters add, PEFT metadata alpha, the older down/up names, a
 // forward equal to a checkpoint with the update merged, and every bad adapter fails by name and changes nothing.
-import { cpSync, mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdirSync, mkdtempSync, renameSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -104,6 +104,12 @@ describe.skipIf(!golden.present)(needs(golden, 'LoRA adapters'), () => {
           for (const [i, p] of p1.entries())
             expect(maxRel(model.lora.values(`${p.module}.weight`), reference(base.get(p.module)!, [{ p, k: 1.5 }, { p: p2[i], k: -1 }]))).toBeLessThan(1e-6);
           model.lora.unload('two');
+          // a folder holding pytorch_lora_weights.safetensors (diffusers' save_lora_weights) is named after the folder
+          const folder = join(dir, `saved-${be.name}`);
+          mkdirSync(folder);
+          renameSync(write(pairs(9, 2, MODULES.slice(6, 7))), join(folder, 'pytorch_lora_weights.safetensors'));
+          expect(model.lora.load(folder, { scale: 0 })).toBe(`saved-${be.name}`);
+          model.lora.unload(`saved-${be.name}`);
           const p3 = pairs(3, 2, MODULES.slice(0, 2));
           model.lora.load(write(p3, { names: 'old', metadata: { lora_adapter_metadata: JSON.stringify({ 'transformer.lora_alpha': 1 }) } }), { name: 'old' });
           expect(maxRel(model.lora.values(`${p3[1].module}.weight`), reference(base.get(p3[1].module)!, [{ p: p1[1], k: 1.5 }, { p: p3[1], k: 0.5 }]))).toBeLessThan(1e-6);

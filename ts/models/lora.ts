@@ -220,11 +220,12 @@ export class LoraSet {
     return this.params.values(name);
   }
 
-  /** Reads, checks and applies an adapter; returns its name (default: the file name without .safetensors). */
+  /** Reads, checks and applies an adapter; returns its name (default: the file's name without .safetensors,
+   * or the folder's name). */
   load(path: string, opts: { name?: string; scale?: number } = {}): string {
     const scale = checkScale(opts.scale ?? 1);
     const adapter = readLora(path, this.params.origins);
-    const name = opts.name ?? basename(adapter.file).replace(/\.safetensors$/, '');
+    const name = opts.name ?? basename(path).replace(/\.safetensors$/, '');
     if (typeof name !== 'string' || name === '') throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a non-empty adapter name but received ${JSON.stringify(name)}`);
     if (this.adapters.has(name)) throw new SanaError('ERR_SANA_INVALID_OPTION', `LoRA ${basename(adapter.file)}: an adapter named ${JSON.stringify(name)} is already loaded (unload it, or pass another name)`);
     this.apply(new Map([...this.adapters, [name, { adapter, scale }]]));

@@ -30,7 +30,7 @@ import { denormalizeToNhwc, resizeAndCrop, toUint8 } from './postprocess.js';
 import { aspectRatioBins, classifyHeightWidthBin, hasAspectRatioBins } from './resolution.js';
 import { drawNormal, sprintImageSample, sprintSample, SprintRun, type SprintStep } from './sprint.js';
 import { imageToVaeInput, type ImageInput } from './image-input.js';
-import { randn, TorchGenerator } from './torch-random.js';
+import { TorchGenerator } from './torch-random.js';
 import { loadTokenizer, tokenizeNegative, tokenizePrompts } from './prompt.js';
 
 /** Text conditioning for a batch: embeddings [batch, length, hidden] and the 0/1 mask [batch, length]. */

@@ -98,7 +98,7 @@ export class SprintRun {
       const b = f(a + f(2 * f(s * s)));
       const mixed = keep(be.axpby(a, hidden, b, F));
       const modelOutput = keep(be.axpby(f(this.sd / norm), mixed, 0, null));
-      const noise = this.drawNoise();
+      const noise = drawNormal(this.generators, this.shape);
       const { prev, x0 } = this.scheduler.step(be, modelOutput, this.x, noise);
       this.x.dispose();
       this.x0?.dispose();
@@ -125,10 +125,6 @@ export class SprintRun {
     this.x0?.dispose();
     this.timeFeatures.dispose();
     this.guidanceFeatures?.dispose();
-  }
-
-  private drawNoise(): Float32Array {
-    return drawNormal(this.generators, this.shape);
   }
 }
 
