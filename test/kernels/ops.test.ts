@@ -72,8 +72,9 @@ for (const [M, K, N] of [[53, 301, 47], [300, 600, 70]] as const) {
   });
 }
 
-// prepacked fp32 weights (packWeight): N not a multiple of the 32-column panels, M- and N-split threading
-for (const [M, K, N] of [[37, 67, 45], [203, 300, 70], [5, 129, 131]] as const) {
+// prepacked fp32 weights (packWeight): N not a multiple of the 32-column panels, M- and N-split threading, and
+// K over two of the larger K blocks that prepacked weights allow (1280)
+for (const [M, K, N] of [[37, 67, 45], [203, 300, 70], [5, 129, 131], [33, 1400, 45]] as const) {
   const x = rand(M * K, 14 + M);
   const w = rand(N * K, 15 + N, -0.5, 0.5);
   const b = rand(N, 16);
