@@ -431,6 +431,11 @@ int gemm(sana_ctx* ctx, const Gemm& g) {
   double pack_n = (double)g.M * g.K * blocks((g.N + T - 1) / T, nc) + (double)g.N / T * g.K;
   bool split_m = (pack_m <= pack_n && g.M >= (ptrdiff_t)T * gm) || g.N < (ptrdiff_t)T * gn;
   ptrdiff_t parts = split_m ? mn<ptrdiff_t>(T, blocks(g.M, gm)) : mn<ptrdiff_t>(T, blocks(g.N, gn));
+  // Prepacked B costs nothing to share, so an M split is cut finer than one range per thread and the ranges
+  // are claimed one at a time: a thread whose core another process takes does fewer. Results do not change
+  // (every row is computed in one range, with the same K blocks).
+  bool claim = split_m && g.b_packed && !amx && T > 1;
+  if (claim) parts = mn<ptrdiff_t>(blocks(g.M, MC), 4 * (ptrdiff_t)T);
   // packing buffers sized by the problem (a small GEMM must not touch megabytes) and kept in the context's
   // arena, so repeated calls reuse warm pages instead of mapping fresh ones
   ptrdiff_t n_part = split_m ? g.N : (g.N + parts - 1) / parts;
@@ -440,30 +445,32 @@ int gemm(sana_ctx* ctx, const Gemm& g) {
   if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = (size_t)(AMX_KC * mn<ptrdiff_t>(AMX_NC, round_up(n_part, 32) + 32)) * 2;
 #endif
   size_t per = round_up((ptrdiff_t)(a_bytes + b_bytes), 64);
-  char* buf = static_cast<char*>(ctx_arena(ctx, ARENA_GEMM, per * (size_t)parts));
-  if (!buf && per) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", parts);
-  parallel_for(ctx, parts, [&](ptrdiff_t b, ptrdiff_t e, int) {
-    for (ptrdiff_t t = b; t < e; ++t) {
-      GemmRange r{0, g.M, 0, g.N};
-      if (split_m) {
-        ptrdiff_t blocks = (g.M + gm - 1) / gm;
-        r.m0 = mn(g.M, blocks * t / parts * gm);
-        r.m1 = mn(g.M, blocks * (t + 1) / parts * gm);
-      } else {
-        ptrdiff_t blocks = (g.N + gn - 1) / gn;
-        r.n0 = mn(g.N, blocks * t / parts * gn);
-        r.n1 = mn(g.N, blocks * (t + 1) / parts * gn);
-      }
-      char* mine = buf + per * (size_t)t;
-      if (r.m0 >= r.m1 || r.n0 >= r.n1) continue;
-#if defined(SANA_AMX)
-      if (amx) {
-        gemm_range_amx(g, r.m0, r.m1, r.n0, r.n1, reinterpret_cast<uint16_t*>(mine), reinterpret_cast<uint32_t*>(mine + a_bytes));
-        continue;
-      }
-#endif
-      gemm_range(g, r, reinterpret_cast<float*>(mine), reinterpret_cast<float*>(mine + a_bytes));
+  ptrdiff_t buffers = claim ? T : parts;  // claimed ranges: one buffer per thread
+  char* buf = static_cast<char*>(ctx_arena(ctx, ARENA_GEMM, per * (size_t)buffers));
+  if (!buf && per) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", buffers);
+  auto run = [&](ptrdiff_t t, char* mine) {
+    GemmRange r{0, g.M, 0, g.N};
+    if (split_m) {
+      ptrdiff_t blocks = (g.M + gm - 1) / gm;
+      r.m0 = mn(g.M, blocks * t / parts * gm);
+      r.m1 = mn(g.M, blocks * (t + 1) / parts * gm);
+    } else {
+      ptrdiff_t blocks = (g.N + gn - 1) / gn;
+      r.n0 = mn(g.N, blocks * t / parts * gn);
+      r.n1 = mn(g.N, blocks * (t + 1) / parts * gn);
     }
+    if (r.m0 >= r.m1 || r.n0 >= r.n1) return;
+#if defined(SANA_AMX)
+    if (amx) return gemm_range_amx(g, r.m0, r.m1, r.n0, r.n1, reinterpret_cast<uint16_t*>(mine), reinterpret_cast<uint32_t*>(mine + a_bytes));
+#endif
+    gemm_range(g, r, reinterpret_cast<float*>(mine), reinterpret_cast<float*>(mine + a_bytes));
+  };
+  std::atomic<ptrdiff_t> next{0};
+  parallel_for(ctx, buffers, [&](ptrdiff_t b, ptrdiff_t e, int slot) {
+    if (claim)
+      for (ptrdiff_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < parts;) run(t, buf + per * (size_t)slot);
+    else
+      for (ptrdiff_t t = b; t < e; ++t) run(t, buf + per * (size_t)t);
   });
   return SANA_OK;
 }
