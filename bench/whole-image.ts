@@ -34,6 +34,22 @@ function bf16Uniform(n: number, seed: number, scale: number): Uint16Array {
   return out;
 }
 
+/** A safetensors header (8-byte length + JSON padded to 8) for tensors written in this order after it. */
+function safetensorsHeader(tensors: { name: string; dtype: 'F32' | 'BF16'; shape: number[] }[]): Buffer {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const t of tensors) {
+    const bytes = t.shape.reduce((a, b) => a * b, 1) * (t.dtype === 'F32' ? 4 : 2);
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + bytes] };
+    offset += bytes;
+  }
+  let json = JSON.stringify(header);
+  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  const len = Buffer.alloc(8);
+  len.writeBigUInt64LE(BigInt(json.length));
+  return Buffer.concat([len, Buffer.from(json)]);
+}
+
 /** Gemma layers PEER_LAYERS..GEMMA_LAYERS−1 (the tensors of one layer, as the peer case names them) in one shard. */
 function writeExtraLayers(file: string, H: number, I: number, q: number, kv: number): string[] {
   const names: string[] = [];
@@ -50,21 +66,9 @@ function writeExtraLayers(file: string, H: number, I: number, q: number, kv: num
     add('mlp.down_proj.weight', [H, I], 1 / Math.sqrt(I));
     for (const n of ['input_layernorm', 'post_attention_layernorm', 'pre_feedforward_layernorm', 'post_feedforward_layernorm']) add(`${n}.weight`, [H], 0.1);
   }
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const t of tensors) {
-    const bytes = t.shape.reduce((a, b) => a * b, 1) * 2;
-    header[t.name] = { dtype: 'BF16', shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-    names.push(t.name);
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
+  for (const t of tensors) names.push(t.name);
   const fd = openSync(file, 'w');
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  writeSync(fd, len);
-  writeSync(fd, Buffer.from(json));
+  writeSync(fd, safetensorsHeader(tensors.map((t) => ({ name: t.name, dtype: 'BF16' as const, shape: t.shape }))));
   tensors.forEach((t, i) => {
     const data = bf16Uniform(t.shape.reduce((a, b) => a * b, 1), 1000 + i, t.scale);
     writeSync(fd, Buffer.from(data.buffer, data.byteOffset, data.byteLength));
@@ -135,17 +139,8 @@ function assembleSprint(peerOut: string, e2e: string): string {
   }
   for (let l = 0; l < cfg.num_layers; l++)
     for (const [a, n] of [['attn1', D], ['attn2', Dx]] as const) for (const q of ['norm_q', 'norm_k']) extra.push({ name: `transformer_blocks.${l}.${a}.${q}.weight`, shape: [n], data: new Float32Array(n).fill(1) });
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const t of extra) {
-    header[t.name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.byteLength] };
-    offset += t.data.byteLength;
-  }
-  let json = JSON.stringify(header);
-  json += ' '.repeat((8 - (json.length % 8)) % 8);
-  const len = Buffer.alloc(8);
-  len.writeBigUInt64LE(BigInt(json.length));
-  writeFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00002-of-00002.safetensors'), Buffer.concat([len, Buffer.from(json), ...extra.map((t) => Buffer.from(t.data.buffer))]));
+  const header = safetensorsHeader(extra.map((t) => ({ name: t.name, dtype: 'F32' as const, shape: t.shape })));
+  writeFileSync(join(dir, 'transformer', 'diffusion_pytorch_model-00002-of-00002.safetensors'), Buffer.concat([header, ...extra.map((t) => Buffer.from(t.data.buffer))]));
   const weightMap: Record<string, string> = {};
   for (const n of baseNames) if (!n.startsWith('time_embed.emb.')) weightMap[n] = 'diffusion_pytorch_model-00001-of-00002.safetensors';
   for (const t of extra) weightMap[t.name] = 'diffusion_pytorch_model-00002-of-00002.safetensors';

@@ -128,6 +128,20 @@ function vae(backend: Backend, caseDir: string, entry: RunEntry, load?: LoadOpti
   return AutoencoderDC.fromFolder(join(caseDir, entry.component ?? ''), backend, { ...load, configOverrides: entry.config_overrides });
 }
 
+/** A pipeline entry's outputs from its final latents: the latents, and when asked the decoded image and its
+ * "pt" form clamp(x/2 + 0.5, 0, 1). */
+async function pipelineOutputs(pipe: SanaPipelineCore, final: Float32Array, shape: readonly [number, number, number, number], types: Record<string, string>): Promise<Record<string, Values>> {
+  const outputs: Record<string, Values> = { latents: { data: final, shape: [...shape] } };
+  if (types.image_decoded || types.image_pt) {
+    const f = pipe.components.vae.spatialCompression;
+    const imgShape = [shape[0], pipe.components.vae.config.inChannels, shape[2] * f, shape[3] * f];
+    const raw = await pipe.decodeLatents(final, shape);
+    outputs.image_decoded = { data: raw, shape: imgShape };
+    outputs.image_pt = { data: raw.map((v) => Math.min(1, Math.max(0, Math.fround(Math.fround(v * 0.5) + 0.5)))), shape: imgShape };
+  }
+  return outputs;
+}
+
 /** SanaPipeline.__call__ on the case's pre-tokenized prompts and stored initial latents. */
 const pipelineCall: OpRunner = async (backend, caseDir, entry, read, load) => {
   const p = entry.params as {
@@ -171,15 +185,7 @@ const pipelineCall: OpRunner = async (backend, caseDir, entry, read, load) => {
       taps.set('step_noise_pred_cfg_batch', { data: preds, shape: [steps, mb, ...shape.slice(1)] });
       taps.set('step_latents_after', { data: after, shape: [steps, ...shape] });
       taps.set('timesteps', { data: ts, shape: [steps] });
-      const outputs: Record<string, Values> = { latents: { data: final, shape: [...shape] } };
-      if (p.output_types.image_decoded || p.output_types.image_pt) {
-        const f = pipe.components.vae.spatialCompression;
-        const imgShape = [shape[0], pipe.components.vae.config.inChannels, shape[2] * f, shape[3] * f];
-        const raw = await pipe.decodeLatents(final, shape);
-        outputs.image_decoded = { data: raw, shape: imgShape };
-        outputs.image_pt = { data: raw.map((v) => Math.min(1, Math.max(0, Math.fround(Math.fround(v * 0.5) + 0.5)))), shape: imgShape };
-      }
-      return { outputs, taps };
+      return { outputs: await pipelineOutputs(pipe, final, shape, p.output_types), taps };
     } finally {
       pipe.dispose();
     }
@@ -241,14 +247,7 @@ const sprintCall: OpRunner = async (backend, caseDir, entry, read, load) => {
     taps.set('scheduler.noises', { data: noises, shape: [n, ...shape] });
     taps.set('scheduler.denoised', { data: denoised, shape: [n, ...shape] });
     taps.set('scheduler.samples', { data: samples, shape: [n + 1, ...shape] });
-    const out: Record<string, Values> = { latents: { data: final, shape } };
-    if (p.output_types.image_decoded || p.output_types.image_pt) {
-      const imgShape = [shape[0], pipe.components.vae.config.inChannels, shape[2] * f, shape[3] * f];
-      const raw = await pipe.decodeLatents(final, shape);
-      out.image_decoded = { data: raw, shape: imgShape };
-      out.image_pt = { data: raw.map((v) => Math.min(1, Math.max(0, Math.fround(Math.fround(v * 0.5) + 0.5)))), shape: imgShape };
-    }
-    return { outputs: out, taps };
+    return { outputs: await pipelineOutputs(pipe, final, shape, p.output_types), taps };
   } finally {
     pipe.dispose();
   }

@@ -85,11 +85,7 @@ export class SanaPipeline {
 
   /** Generates images; one generation at a time per pipeline (calls queue). */
   async generate(prompt: string | string[], opts: GenerateOptions = {}): Promise<GenerateResult> {
-    const previous = this.busy;
-    let release!: () => void;
-    this.busy = new Promise((r) => (release = r));
-    await previous;
-    try {
+    return this.exclusive(async () => {
       const pool = this.pool;
       if (!pool) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
       const { signal, onProgress, ...options } = opts;
@@ -104,6 +100,17 @@ export class SanaPipeline {
       } finally {
         signal?.removeEventListener('abort', onAbort);
       }
+    });
+  }
+
+  /** Runs `fn` after every earlier generate / LoRA change has finished (the worker holds one pipeline). */
+  private async exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const previous = this.busy;
+    let release!: () => void;
+    this.busy = new Promise((r) => (release = r));
+    await previous;
+    try {
+      return await fn();
     } finally {
       release();
     }
@@ -134,15 +141,7 @@ export class SanaPipeline {
   private async loraTask(action: LoraAction): Promise<{ name: string; loras: LoadedLora[] }> {
     const pool = this.pool;
     if (!pool) throw new SanaError('ERR_SANA_DISPOSED', 'the pipeline was disposed');
-    const previous = this.busy;
-    let release!: () => void;
-    this.busy = new Promise((r) => (release = r));
-    await previous;
-    try {
-      return unwrap(await pool.run({ type: 'lora', action } satisfies WorkerTask) as Reply<{ name: string; loras: LoadedLora[] }>);
-    } finally {
-      release();
-    }
+    return this.exclusive(async () => unwrap(await pool.run({ type: 'lora', action } satisfies WorkerTask) as Reply<{ name: string; loras: LoadedLora[] }>));
   }
 
   /** Tensor memory held by each backend in the worker (weights plus live activations; after a generate only
