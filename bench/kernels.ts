@@ -274,6 +274,15 @@ const ops: OpBench[] = [
     },
   },
   {
+    op: 'glumbconv', shape: '[2, 32x32, 1152 → 2·2880 → 1152] (DiT Mix-FFN), packed weights as the model runs it', flop: 2 * 2048 * (1152 * 5760 + 2880 * 1152) + 2 * 2048 * 5760 * 9,
+    setup: (b) => {
+      const ts = tensors(b, [[[2, 1024, 1152], 1], [[5760, 1152, 1, 1], 2], [[5760], 3], [[5760, 1, 3, 3], 4], [[5760], 5], [[1152, 2880, 1, 1], 6], [[2, 1024, 1152], 7]]);
+      const wi = b.packWeight(ts[1]), wp = b.packWeight(ts[5]);
+      const run = () => b.glumbconv(ts[0], { wInverted: wi, bInverted: ts[2], wDepth: ts[3], bDepth: ts[4], wPoint: wp }, { height: 32, width: 32, out: ts[6] });
+      return { run, free: () => (free(ts)(), wi.dispose(), wp.dispose()) };
+    },
+  },
+  {
     op: 'conv2d', shape: '[1, 128, 128, 128] 3x3 → 128 (DC-AE stage 0)', flop: 2 * 128 * 128 * 9 * 128 * 128,
     setup: (b) => {
       const ts = tensors(b, [[[1, 128, 128, 128], 1], [[128, 128, 3, 3], 2], [[128], 3], [[1, 128, 128, 128], 4]]);

@@ -152,6 +152,10 @@ void micro_f32(ptrdiff_t kc, const float* __restrict pa, const float* __restrict
     for (int v = 0; v < NV; ++v) acc[i][v] = vf{};
   for (ptrdiff_t k = 0; k < kc; ++k) {
     vf b[NV];
+    // B rows come from L2 (a panel of up to KC_PREPACKED × NR floats outgrows L1): fetch 8 rows ahead
+    // (measured 1.1–1.15× on the DiT's GEMMs with prepacked weights; A's stream needs no help)
+#pragma GCC unroll 2
+    for (int line = 0; line < NR; line += 16) __builtin_prefetch(pb + 8 * ldb + line);
 #pragma GCC unroll 4
     for (int v = 0; v < NV; ++v) b[v] = vload(pb + v * VW);
 #pragma GCC unroll 16
