@@ -25,6 +25,7 @@ struct sana_ctx {
   char error[768] = {0};
   void* arena[sana::ARENA_COUNT] = {};
   size_t arena_bytes[sana::ARENA_COUNT] = {};
+  sana::DeviceBinding device{};  // table == nullptr: a host context
 #if !defined(__EMSCRIPTEN__)
   // Persistent workers (threads − 1 of them); the calling thread runs chunk 0.
   std::vector<std::thread> workers;
@@ -101,6 +102,13 @@ uint16_t f32_to_bf16(float f) {
   bits += 0x7fffu + ((bits >> 16) & 1);
   return (uint16_t)(bits >> 16);
 }
+
+void ctx_bind_device(sana_ctx* ctx, const DeviceBinding& binding) {
+  ctx->device = binding;
+  ctx->table = binding.table;
+  ctx->variant = SANA_VARIANT_CUDA;
+}
+const DeviceBinding* ctx_device_binding(const sana_ctx* ctx) { return ctx->device.table ? &ctx->device : nullptr; }
 
 int ctx_threads(const sana_ctx* ctx) { return ctx->threads; }
 const KernelTable* ctx_table(const sana_ctx* ctx) { return ctx->table; }
@@ -200,6 +208,7 @@ void sana_ctx_destroy(sana_ctx* ctx) {
   stop_workers(ctx);
 #endif
   for (void* a : ctx->arena) scratch_free(a);
+  if (ctx->device.destroy) ctx->device.destroy(ctx->device.state);
   delete ctx;
 }
 
@@ -231,6 +240,9 @@ int sana_ctx_set_variant(sana_ctx* ctx, int variant) {
   if (variant < 0 || variant >= SANA_VARIANT_COUNT)
     return fail(ctx, SANA_ERR_INVALID_ARGUMENT, "variant: Expected 0..%d for variant but received %d",
                 SANA_VARIANT_COUNT - 1, variant);
+  if (ctx->device.table || variant == SANA_VARIANT_CUDA)
+    return variant == ctx->variant ? SANA_OK : fail(ctx, SANA_ERR_UNSUPPORTED, "variant: a %s context runs the %s kernels only",
+                                                    ctx->device.table ? "cuda" : "host", sana_variant_name(ctx->variant));
   if (!sana_variant_supported(variant))
     return fail(ctx, SANA_ERR_UNSUPPORTED, "variant: %s is not %s", sana_variant_name(variant),
                 variant_table(variant) ? "supported by this CPU" : "built into this binary");

@@ -78,7 +78,7 @@ int sana_best_variant(void) {
 }
 
 const char* sana_variant_name(int variant) {
-  static const char* names[] = {"ref", "baseline", "avx2", "avx512", "avx512bf16", "wasm-simd128", "amx-bf16"};
+  static const char* names[] = {"ref", "baseline", "avx2", "avx512", "avx512bf16", "wasm-simd128", "amx-bf16", "cuda"};
   return variant >= 0 && variant < SANA_VARIANT_COUNT ? names[variant] : "unknown";
 }
 

@@ -38,6 +38,20 @@ const KernelTable* variant_table(int variant);
 // The kernel table of the context's selected variant.
 const KernelTable* ctx_table(const sana_ctx* ctx);
 
+// A device context (cuda) runs its own kernel table on pointers into device memory, which the validation
+// layer never dereferences (embedding's id check runs on the device). The state is the device runtime's;
+// destroy frees it with the context.
+struct DeviceBinding {
+  const KernelTable* table;
+  void* state;
+  int (*pack_weight)(sana_ctx* ctx, const float* w, ptrdiff_t N, ptrdiff_t K, float* packed);
+  void (*destroy)(void* state);
+};
+void ctx_bind_device(sana_ctx* ctx, const DeviceBinding& binding);
+// The binding of a device context, NULL for a host one.
+const DeviceBinding* ctx_device_binding(const sana_ctx* ctx);
+inline void* ctx_device(const sana_ctx* ctx) { return ctx_device_binding(ctx)->state; }
+
 // Threads of a context. parallel_run splits [0, n) into min(n, threads) contiguous chunks, one per thread,
 // and returns when all are done; `slot` (0..threads−1) is unique among the chunks running at once, for
 // indexing per-thread scratch. Chunks are deterministic so results never depend on scheduling.

@@ -70,6 +70,7 @@ int sana_pack_weight(sana_ctx* ctx, const float* w, ptrdiff_t N, ptrdiff_t K, fl
   POSITIVE("pack_weight", N);
   POSITIVE("pack_weight", K);
   CHECK(sana_packed_weight_size(N, K) > 0, "pack_weight: Expected sizes whose product fits in memory for N, K but received %td, %td", N, K);
+  if (const DeviceBinding* d = ctx_device_binding(ctx)) return d->pack_weight(ctx, w, N, K, packed);
   for (ptrdiff_t p0 = 0; p0 < N; p0 += 32)
     for (ptrdiff_t k = 0; k < K; ++k) {
       float* row = packed + (p0 / 32 * K + k) * 32;
@@ -427,7 +428,7 @@ int sana_embedding(sana_ctx* ctx, const void* table, int dtype, ptrdiff_t V, ptr
   POSITIVE("embedding", D);
   POSITIVE("embedding", n);
   CHECK(std::isfinite(scale), "embedding: Expected a finite number for scale but received %g", (double)scale);
-  for (ptrdiff_t i = 0; i < n; ++i)
+  for (ptrdiff_t i = 0; !ctx_device_binding(ctx) && i < n; ++i)
     CHECK(ids[i] >= 0 && ids[i] < V, "embedding: Expected token ids in [0, %td) for ids but received %d at position %td",
           V, (int)ids[i], i);
   return ctx_table(ctx)->embedding(ctx, table, dtype, V, D, ids, n, scale, out);

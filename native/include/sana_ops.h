@@ -65,7 +65,8 @@ typedef enum sana_variant {
   SANA_VARIANT_AVX512BF16 = 4, /* AVX-512 + BF16 (vdpbf16ps for the fast bf16 GEMM) */
   SANA_VARIANT_WASM_SIMD128 = 5,
   SANA_VARIANT_AMX_BF16 = 6,   /* AVX-512-BF16 + AMX tiles: the fast bf16 GEMM on tdpbf16ps */
-  SANA_VARIANT_COUNT = 7
+  SANA_VARIANT_CUDA = 7,       /* the CUDA kernels of a device context (native/kernels/cuda/sana_cuda.h) */
+  SANA_VARIANT_COUNT = 8
 } sana_variant;
 
 /* GEMM flags */

@@ -16,41 +16,9 @@
 #include <map>
 
 #include "../include/sana_ops.h"
+#include "common.h"
 
 namespace {
-
-const char* code_of(int status) {
-  switch (status) {
-    case SANA_ERR_INVALID_ARGUMENT: return "ERR_SANA_INVALID_ARGUMENT";
-    case SANA_ERR_OUT_OF_MEMORY: return "ERR_SANA_OUT_OF_MEMORY";
-    case SANA_ERR_UNSUPPORTED: return "ERR_SANA_UNSUPPORTED";
-    default: return "ERR_SANA_NATIVE";
-  }
-}
-
-[[noreturn]] void throw_code(Napi::Env env, const char* code, const std::string& msg) {
-  Napi::Error e = Napi::Error::New(env, msg);
-  e.Set("code", Napi::String::New(env, code));
-  throw e;
-}
-
-[[noreturn]] void invalid(Napi::Env env, const std::string& msg) { throw_code(env, "ERR_SANA_INVALID_ARGUMENT", msg); }
-
-std::string describe(const Napi::Value& v) {
-  if (v.IsNull()) return "null";
-  if (v.IsUndefined()) return "undefined";
-  if (v.IsNumber()) return std::to_string(v.As<Napi::Number>().DoubleValue());
-  if (v.IsTypedArray()) {
-    static const char* names[] = {"Int8Array",   "Uint8Array",   "Uint8ClampedArray", "Int16Array",
-                                  "Uint16Array", "Int32Array",   "Uint32Array",       "Float32Array",
-                                  "Float64Array", "BigInt64Array", "BigUint64Array"};
-    auto t = v.As<Napi::TypedArray>().TypedArrayType();
-    return (unsigned)t < sizeof names / sizeof *names ? names[t] : "a typed array";
-  }
-  if (v.IsString()) return "a string";
-  if (v.IsObject()) return "an object";
-  return "a value";
-}
 
 // Allocations made by alloc() live until free() or garbage collection, whichever comes first. Each block
 // knows whether it was freed: after an explicit free() the allocator may hand the same address to a new
@@ -139,38 +107,9 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
   std::shared_ptr<Registry> registry_;
   Napi::Reference<Napi::Float64Array> args_;
 
-  // ---- argument helpers ----
-  struct Args {
-    const Napi::CallbackInfo& info;
-    const char* op;
-    Napi::Env env() const { return info.Env(); }
-
-    ptrdiff_t size(size_t i, const char* name) const {
-      Napi::Value v = info[i];
-      if (!v.IsNumber()) invalid(env(), std::string(op) + ": Expected an integer for " + name + " but received " + describe(v));
-      double d = v.As<Napi::Number>().DoubleValue();
-      if (!std::isfinite(d) || d != std::floor(d) || std::fabs(d) > 9007199254740991.0)
-        invalid(env(), std::string(op) + ": Expected an integer for " + name + " but received " + describe(v));
-      return (ptrdiff_t)d;
-    }
-  };
-
   Napi::Value check(Napi::Env env, int status) {
     if (status != SANA_OK) throw_code(env, code_of(status), sana_ctx_last_error(ctx_));
     return env.Undefined();
-  }
-
-  template <class F>
-  Napi::Value guarded(const Napi::CallbackInfo& info, F&& body) {
-    try {
-      return body();
-    } catch (const Napi::Error&) {
-      throw;
-    } catch (const std::bad_alloc&) {
-      throw_code(info.Env(), "ERR_SANA_OUT_OF_MEMORY", "sana: out of memory");
-    } catch (const std::exception& e) {
-      throw_code(info.Env(), "ERR_SANA_NATIVE", std::string("sana: ") + e.what());
-    }
   }
 
   // ---- context ----
@@ -195,8 +134,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
 
   Napi::Value SetThreads(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
-      Args a{info, "setThreads"};
-      ptrdiff_t t = a.size(0, "threads");
+      ptrdiff_t t = integer_arg(info, 0, "setThreads", "threads");
       if (t < 0 || t > 256) invalid(info.Env(), "setThreads: Expected 0 (all cores) .. 256 for threads but received " + std::to_string(t));
       return check(info.Env(), sana_ctx_set_threads(ctx_, (int)t));
     });
@@ -214,8 +152,7 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
 
   Napi::Value Alloc(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
-      Args a{info, "alloc"};
-      ptrdiff_t bytes = a.size(0, "bytes");
+      ptrdiff_t bytes = integer_arg(info, 0, "alloc", "bytes");
       if (bytes <= 0 || bytes > ((ptrdiff_t)1 << 46))
         invalid(info.Env(), "alloc: Expected 1 .. 2^46 for bytes but received " + std::to_string(bytes));
       size_t rounded = ((size_t)bytes + 63) / 64 * 64;
@@ -292,25 +229,11 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
   // call(op, nargs): op number, and how many slots of the argument buffer it uses.
   Napi::Value Call(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
-      Args a{info, "call"};
-      ptrdiff_t op = a.size(0, "op"), n = a.size(1, "nargs");
+      ptrdiff_t op = integer_arg(info, 0, "call", "op"), n = integer_arg(info, 1, "call", "nargs");
       if (op < 0 || op >= sana_op_count()) invalid(info.Env(), "call: Expected an op 0.." + std::to_string(sana_op_count() - 1) + " but received " + std::to_string(op));
       if (args_.IsEmpty() || n < 0 || n > kArgSlots) invalid(info.Env(), "call: Expected 0.." + std::to_string(kArgSlots) + " argument slots in the argBuffer() for nargs");
       const double* slots = args_.Value().Data();
-      // every pointer slot (p, and the first slot of a view v) must be null or inside a live block
-      const char* sig = sana_op_signature((int)op);
-      for (int i = 0, slot = 0; sig[i] && slot < n; ++i) {
-        char kind = sig[i];
-        if (kind == 'p' || kind == 'v') {
-          double d = slots[slot];
-          bool ok = (kind == 'p' && d == 0) || (d > 0 && d < 9007199254740992.0 && d == std::floor(d) && registry_->contains((uintptr_t)d));
-          if (!ok)
-            invalid(info.Env(), std::string(sana_op_name((int)op)) + ": Expected argument " + std::to_string(i) +
-                                    " to point into a live buffer of this addon but received " + describe(Napi::Number::New(info.Env(), d)) +
-                                    " (freed, or never allocated here)");
-        }
-        slot += kind == 'v' ? 5 : kind == 'a' ? 11 : 1;
-      }
+      check_pointer_slots(info.Env(), (int)op, slots, (int)n, [&](uintptr_t a) { return registry_->contains(a); });
       return check(info.Env(), sana_call(ctx_, (int)op, slots, (int)n));
     });
   }

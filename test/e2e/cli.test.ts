@@ -10,6 +10,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { demoModelDir, packageRoot } from '../../ts/paths.js';
 import { golden, needs } from '../fixtures/shared.js';
 import { tinyPipeline } from '../fixtures/tiny-pipeline.js';
+import { expectedCudaProbe } from '../fixtures/cuda.js';
 
 const cli = join(packageRoot(), 'dist', 'ts', 'cli', 'sana.js');
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
@@ -18,7 +19,9 @@ describe('sana CLI', () => {
   it('backends: lists cuda, cpu and wasm with availability or the reason', () => {
     const r = run('backends');
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/^cuda\s+unavailable: this build has no CUDA backend yet$/m);
+    const cuda = expectedCudaProbe();
+    if (cuda) expect(r.stdout).toContain(`cuda  unavailable: ${cuda.reason}\n`);
+    else expect(r.stdout).toMatch(/^cuda\s+(available|unavailable: .+)$/m);
     expect(r.stdout).toMatch(/^wasm\s+available \(variant wasm-simd128, 1 thread/m);
     expect(r.stdout).toMatch(/^cpu\s+(available \(variant \S+, \d+ threads?|unavailable: )/m);
   });

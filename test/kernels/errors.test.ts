@@ -173,12 +173,12 @@ describe('registry', () => {
       const auto = await createBackend('auto');
       out.auto = [auto.name, auto.info.selection];
       console.log(JSON.stringify(out));`;
-    const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, SANA_DISABLE_NATIVE: '1' }, encoding: 'utf8' }));
+    const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, SANA_DISABLE_NATIVE: '1', SANA_DISABLE_CUDA: '1' }, encoding: 'utf8' }));
     expect(out.cpu).toEqual(['ERR_SANA_BACKEND_UNAVAILABLE', 'backend cpu is unavailable: disabled by SANA_DISABLE_NATIVE=1']);
-    expect(out.cuda).toEqual(['ERR_SANA_BACKEND_UNAVAILABLE', 'backend cuda is unavailable: this build has no CUDA backend yet']);
+    expect(out.cuda).toEqual(['ERR_SANA_BACKEND_UNAVAILABLE', 'backend cuda is unavailable: disabled by SANA_DISABLE_CUDA=1']);
     expect(out.metal[0]).toBe('ERR_SANA_INVALID_OPTION');
     expect(out.auto).toEqual(['wasm', { requested: 'auto', skipped: [
-      { name: 'cuda', reason: 'this build has no CUDA backend yet' },
+      { name: 'cuda', reason: 'disabled by SANA_DISABLE_CUDA=1' },
       { name: 'cpu', reason: 'disabled by SANA_DISABLE_NATIVE=1' },
     ] }]);
   });

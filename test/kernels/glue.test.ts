@@ -8,7 +8,7 @@ import type { Backend } from '../../ts/backends/backend.js';
 import { SanaError } from '../../ts/errors.js';
 import { decode, encode, type DType } from '../../ts/tensor/dtype.js';
 import { view4, type Tensor } from '../../ts/tensor/tensor.js';
-import { kernelTargets, rand } from './helpers.js';
+import { kernelTargets, rand, readFloat32 } from './helpers.js';
 
 const f = Math.fround;
 
@@ -113,7 +113,7 @@ afterAll(() => {
 });
 for (const s of skipped) it.skip(`${s.label}: ${s.reason}`);
 
-function runCase(be: Backend, c: Case): Float32Array {
+async function runCase(be: Backend, c: Case): Promise<Float32Array> {
   const made: Tensor[] = [];
   const mk = (shape: number[], data: ArrayLike<number>, dtype: DType = 'f32') => {
     const t = be.tensor(shape, dtype, data);
@@ -121,16 +121,16 @@ function runCase(be: Backend, c: Case): Float32Array {
     return t;
   };
   const out = c.run(be, mk);
-  const copy = out.toFloat32();
+  const copy = await readFloat32(out);
   out.dispose();
   for (const t of made) t.dispose();
   return copy;
 }
 
 describe.each(targets)('$label', ({ backend, variant }) => {
-  it.each(cases)('$name', (c) => {
+  it.each(cases)('$name', async (c) => {
     backend.setVariant(variant);
-    const got = runCase(backend, c);
+    const got = await runCase(backend, c);
     const want = c.ref();
     expect(got.length).toBe(want.length);
     let worst = 0;

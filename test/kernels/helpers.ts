@@ -1,5 +1,7 @@
 import { createBackend } from '../../ts/backends/registry.js';
 import type { Backend } from '../../ts/backends/backend.js';
+import { decode } from '../../ts/tensor/dtype.js';
+import type { Tensor } from '../../ts/tensor/tensor.js';
 import { probeBackends } from '../../ts/backends/registry.js';
 
 /** Deterministic uniform values in [lo, hi) that are never all zero. */
@@ -15,6 +17,12 @@ export function rand(n: number, seed: number, lo = -1, hi = 1): Float32Array {
   }
   if (out.every((v) => v === 0)) out[0] = 0.5;
   return out;
+}
+
+/** A float32 copy of a tensor's values, wherever it lives (a device tensor is read back). */
+export async function readFloat32(t: Tensor): Promise<Float32Array> {
+  const words = await t.read();
+  return t.dtype === 'f32' ? (words as Float32Array) : decode(words, t.dtype);
 }
 
 /** max |a − ref| / max |ref|: the error relative to the output's scale (robust to cancellation). */
@@ -48,7 +56,7 @@ export async function kernelTargets(): Promise<{ targets: Target[]; skipped: { l
       continue;
     }
     const backend = await createBackend(probe.name);
-    const names = probe.name === 'wasm' ? ['ref', 'wasm-simd128'] : ['ref', 'baseline', 'avx2', 'avx512', 'avx512bf16', 'amx-bf16'];
+    const names = { wasm: ['ref', 'wasm-simd128'], cpu: ['ref', 'baseline', 'avx2', 'avx512', 'avx512bf16', 'amx-bf16'], cuda: ['cuda'] }[probe.name];
     for (const variant of names) {
       if (backend.info.variants.includes(variant)) targets.push({ label: `${probe.name}/${variant}`, backend, variant });
       else skipped.push({ label: `${probe.name}/${variant}`, reason: `this CPU does not support ${variant}` });

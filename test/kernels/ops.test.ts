@@ -7,19 +7,19 @@ import { afterAll, describe, expect, it } from 'vitest';
 import type { Backend } from '../../ts/backends/backend.js';
 import { decode, encode, type DType } from '../../ts/tensor/dtype.js';
 import { view4, type Tensor } from '../../ts/tensor/tensor.js';
-import { kernelTargets, rand, relError } from './helpers.js';
+import { kernelTargets, rand, readFloat32, relError } from './helpers.js';
 import * as ref from './reference.js';
 
 interface Case {
   name: string;
   /** relative error bound (see the header) */
   tol: number;
-  run(b: Backend): Float32Array;
+  run(b: Backend): Promise<Float32Array>;
   ref(): Float64Array;
 }
 
-/** Runs fn with the tensors it makes disposed afterwards; returns a copy of the result. */
-function withTensors(b: Backend, fn: (mk: (shape: number[], data?: ArrayLike<number>, dtype?: DType) => Tensor) => Tensor): Float32Array {
+/** Runs fn with the tensors it makes disposed afterwards; returns a copy of the result (read back from any device). */
+async function withTensors(b: Backend, fn: (mk: (shape: number[], data?: ArrayLike<number>, dtype?: DType) => Tensor) => Tensor): Promise<Float32Array> {
   const made: Tensor[] = [];
   const mk = (shape: number[], data?: ArrayLike<number>, dtype: DType = 'f32') => {
     const t = b.tensor(shape, dtype, data);
@@ -27,7 +27,7 @@ function withTensors(b: Backend, fn: (mk: (shape: number[], data?: ArrayLike<num
     return t;
   };
   const out = fn(mk);
-  const copy = out.toFloat32();
+  const copy = await readFloat32(out);
   if (!made.includes(out)) out.dispose();
   for (const t of made) t.dispose();
   return copy;
@@ -408,9 +408,9 @@ const reference = (c: Case) => {
 for (const s of skipped) it.skip(`${s.label}: ${s.reason}`);
 
 describe.each(targets)('$label', ({ backend, variant }) => {
-  it.each(cases)('$name', (c) => {
+  it.each(cases)('$name', async (c) => {
     backend.setVariant(variant);
-    const err = relError(c.run(backend), reference(c));
+    const err = relError(await c.run(backend), reference(c));
     expect(err).toBeLessThanOrEqual(c.tol);
   });
 });
@@ -418,11 +418,11 @@ describe.each(targets)('$label', ({ backend, variant }) => {
 describe('native and wasm agree', () => {
   const cpu = targets.find((t) => t.backend.name === 'cpu' && t.variant === t.backend.info.variants.at(-1));
   const wasm = targets.find((t) => t.label === 'wasm/wasm-simd128');
-  it.skipIf(!cpu || !wasm).each(cases)('$name', (c) => {
+  it.skipIf(!cpu || !wasm).each(cases)('$name', async (c) => {
     cpu!.backend.setVariant(cpu!.variant);
     wasm!.backend.setVariant('wasm-simd128');
-    const a = c.run(cpu!.backend);
-    const b = c.run(wasm!.backend);
+    const a = await c.run(cpu!.backend);
+    const b = await c.run(wasm!.backend);
     // both are within tol of the float64 reference; to each other within twice that (exact ops: equal)
     expect(relError(a, Float64Array.from(b))).toBeLessThanOrEqual(2 * c.tol);
   });
@@ -433,15 +433,15 @@ describe('thread count', () => {
   // the Winograd convolution sizes its tile chunks by the thread count, and a GEMM on prepacked weights splits
   // M into ranges claimed at run time: the sums must not depend on either
   const scheduled = cases.filter((c) => c.name.startsWith('conv2d [2,37,29,43]') || c.name.startsWith('conv2d [1,300,33,34]') || c.name.startsWith('linear 500x300x70 packed'));
-  it.skipIf(!cpu).each(scheduled)('$name: 1 and 2 threads give the same bits', (c) => {
+  it.skipIf(!cpu).each(scheduled)('$name: 1 and 2 threads give the same bits', async (c) => {
     const be = cpu!.backend;
     be.setVariant(cpu!.variant);
     const threads = be.info.threads;
     try {
       be.setThreads(1);
-      const one = c.run(be);
+      const one = await c.run(be);
       be.setThreads(2);
-      expect(c.run(be)).toEqual(one);
+      expect(await c.run(be)).toEqual(one);
     } finally {
       be.setThreads(threads);
     }

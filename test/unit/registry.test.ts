@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import { BACKEND_NAMES } from '../../ts/backends/backend.js';
 import { backendNames, createBackend, deviceForms, parseDevice, probeBackends, registerBackend } from '../../ts/backends/registry.js';
 import { WasmBackend } from '../../ts/backends/wasm.js';
+import { expectedCudaProbe } from '../fixtures/cuda.js';
 
 describe('backend registry', () => {
   it('knows every backend name once, in the order auto tries them (cuda > cpu > wasm)', () => {
@@ -42,7 +43,8 @@ describe('backend registry', () => {
   });
 
   it('an explicit unavailable backend fails with its probe reason; an unknown name is an invalid option', async () => {
-    await expect(createBackend('cuda')).rejects.toMatchObject({ code: 'ERR_SANA_BACKEND_UNAVAILABLE', message: 'backend cuda is unavailable: this build has no CUDA backend yet' });
+    const cuda = expectedCudaProbe();
+    if (cuda) await expect(createBackend('cuda')).rejects.toMatchObject({ code: 'ERR_SANA_BACKEND_UNAVAILABLE', message: `backend cuda is unavailable: ${cuda.reason}` });
     await expect(createBackend('gpu' as 'cpu')).rejects.toMatchObject({ code: 'ERR_SANA_INVALID_OPTION', message: expect.stringContaining('Expected one of auto, cuda, cpu, wasm for backend') });
   });
 });

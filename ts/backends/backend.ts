@@ -15,6 +15,8 @@ export interface BackendInfo {
   /** Variants this machine can run, best last. */
   variants: string[];
   threads: number;
+  /** The device of a device backend ('cuda:0 (NVIDIA H100 80GB HBM3)'). */
+  device?: string;
   /** Why this backend was chosen and why others were skipped (filled by the registry). */
   selection?: { requested: string; skipped: { name: BackendName; reason: string }[] };
 }

@@ -7,6 +7,7 @@
 import { SanaError, describeValue } from '../errors.js';
 import { BACKEND_NAMES, type Backend, type BackendName } from './backend.js';
 import { CpuBackend, probeCpu } from './cpu.js';
+import { CudaBackend, probeCuda } from './cuda.js';
 import { WasmBackend } from './wasm.js';
 
 export interface BackendProbe {
@@ -43,13 +44,7 @@ export function registerBackend(r: Registration): void {
   registrations.sort((a, b) => b.priority - a.priority);
 }
 
-registerBackend({
-  name: 'cuda', priority: 300, indexed: true,
-  probe: () => ({ available: false, reason: 'this build has no CUDA backend yet' }),
-  create: () => {
-    throw new Error('unreachable: the cuda probe reports it unavailable');
-  },
-});
+registerBackend({ name: 'cuda', priority: 300, indexed: true, probe: probeCuda, create: (opts) => CudaBackend.create(opts.device ?? 0) });
 registerBackend({ name: 'cpu', priority: 200, indexed: false, probe: probeCpu, create: () => CpuBackend.create() });
 registerBackend({ name: 'wasm', priority: 100, indexed: false, probe: () => ({ available: true }), create: () => WasmBackend.create() });
 
