@@ -75,6 +75,7 @@ class Context : public Napi::ObjectWrap<Context> {
         InstanceMethod("free", &Context::Free),
         InstanceMethod("upload", &Context::Upload),
         InstanceMethod("download", &Context::Download),
+        InstanceMethod("downloadSync", &Context::DownloadSync),
         InstanceMethod("synchronize", &Context::Synchronize),
         InstanceMethod("dispose", &Context::Dispose),
     });
@@ -219,6 +220,21 @@ class Context : public Napi::ObjectWrap<Context> {
       Napi::Promise promise = w->promise();
       w->Queue();
       return Napi::Value(promise);
+    });
+  }
+
+  // downloadSync(address, Uint8Array): the same copy, waiting on the JS thread
+  Napi::Value DownloadSync(const Napi::CallbackInfo& info) {
+    return guarded(info, [&] {
+      sana_ctx* c = ctx(info.Env());
+      uintptr_t a = (uintptr_t)integer_arg(info, 0, "downloadSync", "address");
+      if (!info[1].IsTypedArray()) invalid(info.Env(), "downloadSync: Expected a Uint8Array for dst but received " + describe(info[1]));
+      Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
+      check_range(info.Env(), "downloadSync", a, dst.ByteLength());
+      char err[512] = {0};
+      char* p = static_cast<char*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
+      if (sana_cuda_download(c, p, (const void*)a, dst.ByteLength(), err, sizeof err) != SANA_OK) throw_code(info.Env(), "ERR_SANA_NATIVE", err);
+      return info.Env().Undefined();
     });
   }
 

@@ -7,7 +7,7 @@ import type { Storage } from '../tensor/tensor.js';
 import { KernelBackend } from './kernel-backend.js';
 import type { OpDescription, RawKernels } from './raw-kernels.js';
 
-interface Addon {
+export interface Addon {
   info: RawKernels['info'];
   setThreads: RawKernels['setThreads'];
   setVariant: RawKernels['setVariant'];
@@ -52,9 +52,9 @@ export function probeCpu(): Probe {
  * All CpuBackend objects of one JS thread share that thread's addon context (threads, variant). */
 export class CpuBackend extends KernelBackend {
   readonly name = 'cpu' as const;
-  private readonly addon: Addon;
+  protected readonly addon: Addon;
 
-  private constructor(addon: Addon) {
+  protected constructor(addon: Addon) {
     const args = addon.argBuffer();
     super({ info: () => addon.info(), setThreads: (t) => addon.setThreads(t), setVariant: (v) => addon.setVariant(v), ops: addon.ops(), args: () => args, call: (op, n) => addon.call(op, n) });
     this.addon = addon;
@@ -62,9 +62,13 @@ export class CpuBackend extends KernelBackend {
 
   /** Throws ERR_SANA_BACKEND_UNAVAILABLE (via the registry) when the probe failed. */
   static create(): CpuBackend {
+    return new CpuBackend(CpuBackend.loadedAddon());
+  }
+
+  protected static loadedAddon(): Addon {
     const probe = probeCpu();
     if (!probe.available || !cached?.addon) throw new Error(probe.reason);
-    return new CpuBackend(cached.addon);
+    return cached.addon;
   }
 
   protected allocStorage(bytes: number): Storage {

@@ -20,6 +20,7 @@ interface CudaContext {
   free(address: number): void;
   upload(address: number, src: Uint8Array): void;
   download(address: number, dst: Uint8Array): Promise<void>;
+  downloadSync(address: number, dst: Uint8Array): void;
   synchronize(): Promise<void>;
   dispose(): void;
 }
@@ -55,6 +56,12 @@ export function probeCuda(): Probe {
   }
 }
 
+/** The GPUs the probe found (0 when it failed). */
+export function cudaDeviceCount(): number {
+  probeCuda();
+  return cached!.devices;
+}
+
 /** The CUDA backend: one GPU, one stream and one context per instance; tensors live in device memory. */
 export class CudaBackend extends KernelBackend {
   readonly name = 'cuda' as const;
@@ -78,7 +85,7 @@ export class CudaBackend extends KernelBackend {
     const probe = probeCuda();
     if (!probe.available || !cached?.addon) throw new Error(probe.reason);
     if (!(Number.isInteger(device) && device >= 0 && device < cached.devices))
-      throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a CUDA device 0..${cached.devices - 1} but received cuda:${device}`);
+      throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a CUDA device cuda:0..cuda:${cached.devices - 1} but received cuda:${device}`);
     return new CudaBackend(new cached.addon.Context(device), device);
   }
 
@@ -97,6 +104,10 @@ export class CudaBackend extends KernelBackend {
 
   readStorage(storage: Storage, byteOffset: number, dst: Uint8Array): Promise<void> {
     return this.ctx.download(storage.handle + byteOffset, dst);
+  }
+
+  readStorageSync(storage: Storage, byteOffset: number, dst: Uint8Array): void {
+    this.ctx.downloadSync(storage.handle + byteOffset, dst);
   }
 
   writeStorage(storage: Storage, byteOffset: number, src: Uint8Array): void {

@@ -7,7 +7,7 @@
 import { SanaError, describeValue } from '../errors.js';
 import { BACKEND_NAMES, type Backend, type BackendName } from './backend.js';
 import { CpuBackend, probeCpu } from './cpu.js';
-import { CudaBackend, probeCuda } from './cuda.js';
+import { CudaBackend, cudaDeviceCount, probeCuda } from './cuda.js';
 import { WasmBackend } from './wasm.js';
 
 export interface BackendProbe {
@@ -31,6 +31,8 @@ interface Registration {
   /** whether it has devices to index ('cuda:N'); host backends take none */
   indexed: boolean;
   probe(): { available: boolean; reason?: string };
+  /** indexed backends: how many devices this machine has (0 when the probe fails) */
+  deviceCount?(): number;
   create(opts: CreateBackendOptions): Backend | Promise<Backend>;
 }
 
@@ -44,7 +46,7 @@ export function registerBackend(r: Registration): void {
   registrations.sort((a, b) => b.priority - a.priority);
 }
 
-registerBackend({ name: 'cuda', priority: 300, indexed: true, probe: probeCuda, create: (opts) => CudaBackend.create(opts.device ?? 0) });
+registerBackend({ name: 'cuda', priority: 300, indexed: true, probe: probeCuda, deviceCount: cudaDeviceCount, create: (opts) => CudaBackend.create(opts.device ?? 0) });
 registerBackend({ name: 'cpu', priority: 200, indexed: false, probe: probeCpu, create: () => CpuBackend.create() });
 registerBackend({ name: 'wasm', priority: 100, indexed: false, probe: () => ({ available: true }), create: () => WasmBackend.create() });
 
@@ -56,6 +58,13 @@ export function backendNames(): BackendName[] {
 /** Why each backend can or cannot run here, in the order 'auto' tries them. */
 export function probeBackends(): BackendProbe[] {
   return registrations.map((r) => ({ name: r.name, ...r.probe() }));
+}
+
+/** How many devices an indexed backend (cuda) has here; 1 for a host backend that is available, else 0. */
+export function deviceCount(name: BackendName): number {
+  const r = registrations.find((x) => x.name === name)!;
+  if (!r.probe().available) return 0;
+  return r.deviceCount ? r.deviceCount() : 1;
 }
 
 /** The device spellings parseDevice takes, for messages and help: "cuda:N, cpu, wasm". */

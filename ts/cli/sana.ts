@@ -290,7 +290,7 @@ function program(): Command {
     .description('batch render: the prompts of a file spread over a pool of workers, one PNG each; rerun to resume')
     .argument('<prompts>', 'a .txt file (one prompt per line, # comments) or .jsonl ({"prompt", "seed"?, "negativePrompt"?, "width"?, "height"?, "steps"?, "guidanceScale"?, "lora"?: ["file[:scale]", ...]} per line)')
     .option('--model <dir>', 'diffusers-layout pipeline folder (default: the built-in demo model)', demoModelDir())
-    .option('--devices <list>', `one worker per entry (${deviceForms()}), e.g. cpu,cpu (default: one CPU worker per two cores)`)
+    .option('--devices <list>', `one worker per entry (${deviceForms()}), e.g. cpu,cpu or cuda:0,cuda:1 (default: one worker per GPU where CUDA runs, else one CPU worker per two cores)`)
     .option('--out <dir>', 'output folder: <index>-seed<seed>-<prompt slug>.png; existing files are skipped', 'renders')
     .option('--size <WxH>', 'output size, e.g. 1024x768', size)
     .option('--steps <n>', 'denoising steps (default 20; Sana-Sprint 2)', integer(1, 1000))

@@ -195,8 +195,8 @@ export class AutoencoderDC {
           const base = (s * heads + g) * (hd + 1) * hd;
           const kv = be.linear(v, k); // [hd (v), hd (k)]
           const ksum = be.linear(k, ones); // [hd, 1]
-          state.set(kv.data as Float32Array, base);
-          state.set(ksum.data as Float32Array, base + hd * hd);
+          state.set(kv.toFloat32(), base);
+          state.set(ksum.toFloat32(), base + hd * hd);
           kv.dispose();
           ksum.dispose();
         }

@@ -317,7 +317,7 @@ function writeRect(t: Tensor, m: MapRef, r: Rect): void {
   const w = r.x1 - r.x0;
   if (t.shape[1] !== m.C || t.shape[2] !== h || t.shape[3] !== w)
     throw new SanaError('ERR_SANA_NATIVE', `sharded decode: a shard produced ${JSON.stringify(t.shape)} for ${JSON.stringify(r)} of a ${m.C}-channel map`);
-  const src = t.data as Float32Array;
+  const src = t.toFloat32();
   const dst = new Float32Array(m.buffer, m.offset * 4, m.C * m.H * m.W);
   for (let c = 0; c < m.C; c++)
     for (let y = 0; y < h; y++) dst.set(src.subarray((c * h + y) * w, (c * h + y + 1) * w), (c * m.H + r.y0 + y) * m.W + r.x0);

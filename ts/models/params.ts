@@ -63,13 +63,30 @@ function convertInto(backend: Backend, store: WeightStore, s: ParamSpec, stored:
   try {
     for (let i = 0; i < size; i += CHUNK) {
       const n = Math.min(CHUNK, size - i);
-      t.data.set(encode(chunk(i, n), want), i);
+      t.write(encode(chunk(i, n), want), i);
     }
   } catch (e) {
     t.dispose();
     throw e;
   }
   return t;
+}
+
+/** File bytes into a tensor's memory: straight in for a host tensor, through CHUNK-element uploads for a
+ * device one (never a host copy of the whole tensor). */
+function readIntoTensor(store: WeightStore, name: string, t: Tensor): void {
+  if (t.location === 'host') {
+    const d = t.data;
+    store.readInto(name, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+    return;
+  }
+  const bytes = t.dtype === 'f32' ? 4 : 2;
+  for (let i = 0; i < t.size; i += CHUNK) {
+    const n = Math.min(CHUNK, t.size - i);
+    const raw = new Uint8Array(n * bytes);
+    store.readInto(name, raw, i * bytes);
+    t.write(t.dtype === 'f32' ? new Float32Array(raw.buffer) : new Uint16Array(raw.buffer), i);
+  }
 }
 
 /** Holds every group whose members ended up in different dtypes (as stored, or an f16 conversion that
@@ -102,14 +119,13 @@ export interface MatrixOrigin {
 }
 
 /** A weight's values row-major in fp32 (packed32: panels of 32 output rows, k-major, the last one padded, as
- * sana_pack_weight writes them; host tensors). */
+ * sana_pack_weight writes them). */
 function denseValues(t: Tensor): Float32Array {
   const rows = t.shape[0];
   const cols = t.size / rows;
-  if (t.layout !== 'packed32') return Float32Array.from(decode(t.data, t.dtype));
+  if (t.layout !== 'packed32') return t.toFloat32();
   const values = new Float32Array(rows * cols);
-  const storage = t.storage.host!();
-  const packed = new Float32Array(storage.buffer, storage.byteOffset + t.byteOffset, Math.ceil(rows / 32) * 32 * cols);
+  const packed = t.readSync() as Float32Array;
   for (let p = 0; p * 32 < rows; p++)
     for (let c = 0; c < cols; c++) {
       const from = (p * cols + c) * 32;
@@ -158,8 +174,7 @@ export class Params {
           // the common case: file bytes go straight into the tensor's memory
           const t = backend.empty(s.shape, stored, 'weight');
           tensors.set(s.name, t);
-          const d = t.data;
-          store.readInto(s.name, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+          readIntoTensor(store, s.name, t);
         } else {
           tensors.set(s.name, convertInto(backend, store, s, stored, want, notes));
         }
@@ -215,7 +230,7 @@ export class Params {
     const data = dtype === 'f32' ? new Float32Array(size) : new Uint16Array(size);
     let at = 0;
     for (const t of tensors) {
-      data.set(t.data, at);
+      data.set(t.readSync(), at);
       at += t.size;
     }
     this.tensors.set(name, backend.tensorFromRaw(shape, dtype, data, 'weight'));

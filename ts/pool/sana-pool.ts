@@ -13,7 +13,7 @@ import { MessageChannel, type TransferListItem } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 
 import type { BackendInfo } from '../backends/backend.js';
-import { parseDevice, probeBackends } from '../backends/registry.js';
+import { deviceCount, parseDevice, probeBackends } from '../backends/registry.js';
 import { describeValue, SanaError, type SanaErrorCode } from '../errors.js';
 import { ConfigReader } from '../io/config.js';
 import { readAutoencoderDcConfig, type AutoencoderDcConfig } from '../models/dcae-config.js';
@@ -29,7 +29,7 @@ export interface SanaPoolOptions {
   /** a pipeline folder (diffusers layout; default: the built-in demo model), or with kind 'vae' a DC-AE folder */
   model?: string;
   kind?: 'pipeline' | 'vae';
-  /** a device per worker: 'cpu', 'wasm' or 'cuda:N' (parsed by the backend registry), e.g. ['cpu', 'cpu'] or 'cpu,cpu'; default: one CPU worker per two cores */
+  /** a device per worker: 'cpu', 'wasm' or 'cuda:N' (parsed by the backend registry), e.g. ['cpu', 'cpu'] or 'cuda:0,cuda:1'; default: one worker per GPU where CUDA runs, else one CPU worker per two cores */
   devices?: string | string[];
   /** kernel threads of each CPU worker (default: the cores divided among the CPU workers) */
   threadsPerWorker?: number;
@@ -101,7 +101,9 @@ interface TaskSpec {
 
 export function parseDevices(spec: string | string[] | undefined, threadsPerWorker?: number): Device[] {
   const cores = availableParallelism();
-  const names = spec === undefined ? Array<string>(Math.max(1, Math.floor(cores / 2))).fill('cpu') : (typeof spec === 'string' ? spec.split(',') : spec).map((s) => s.trim());
+  const gpus = deviceCount('cuda');
+  const byDefault = gpus > 0 ? Array.from({ length: gpus }, (_, i) => `cuda:${i}`) : Array<string>(Math.max(1, Math.floor(cores / 2))).fill('cpu');
+  const names = spec === undefined ? byDefault : (typeof spec === 'string' ? spec.split(',') : spec).map((s) => s.trim());
   if (names.length === 0 || names.some((n) => n === '')) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a list of devices (e.g. cpu,cpu) for devices but received ${describeValue(spec)}`);
   const parsed = names.map(parseDevice);
   const cpus = parsed.filter((d) => d.name === 'cpu').length;
@@ -113,6 +115,8 @@ export function parseDevices(spec: string | string[] | undefined, threadsPerWork
   return parsed.map((d) => {
     const probe = probes.find((p) => p.name === d.name)!;
     if (!probe.available) throw new SanaError('ERR_SANA_BACKEND_UNAVAILABLE', `device ${d.label} is unavailable: ${probe.reason}`);
+    const count = deviceCount(d.name);
+    if (d.device >= count) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a device ${d.name}:0..${d.name}:${count - 1} (this machine has ${count}) but received ${d.label}`);
     const k = counts.get(d.label) ?? 0;
     counts.set(d.label, k + 1);
     return { label: `${d.label}#${k}`, config: { backend: d.name, device: d.device, threads: d.name === 'cpu' ? share : 1 } };

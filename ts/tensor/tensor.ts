@@ -21,6 +21,8 @@ export interface Storage {
 export interface TensorOwner {
   readonly name: string;
   readStorage?(storage: Storage, byteOffset: number, dst: Uint8Array): Promise<void>;
+  /** the same, blocking the calling thread until the device has finished the work before it */
+  readStorageSync?(storage: Storage, byteOffset: number, dst: Uint8Array): void;
   writeStorage?(storage: Storage, byteOffset: number, src: Uint8Array): void;
 }
 
@@ -95,15 +97,16 @@ export class Tensor {
     return this.hostArray();
   }
 
-  /** Copies storage words in (the dtype's typed array, `size` elements). */
-  write(words: TensorArray): void {
+  /** Copies storage words in (the dtype's typed array): all `size` elements, or from element `at` on (a weight
+   * loaded in chunks). */
+  write(words: TensorArray, at = 0): void {
     const want = storageArrayType(this.dtype);
-    if (!(words instanceof want) || words.length !== this.size)
-      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `write: Expected a ${want.name} of ${this.size} elements for tensor #${this.id} but received a ${words.constructor.name} of ${words.length}`);
+    if (!(words instanceof want) || (at === 0 ? words.length !== this.size : !(Number.isInteger(at) && at > 0 && at + words.length <= this.size)))
+      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `write: Expected a ${want.name} of ${at === 0 ? this.size : `at most ${this.size - at}`} elements for tensor #${this.id}${at ? ` at element ${at}` : ''} but received a ${words.constructor.name} of ${words.length}`);
     observer?.('write', this);
     const s = this.storage;
-    if (s.location === 'host') this.hostArray().set(words);
-    else this.deviceOwner('write').writeStorage!(s, this.byteOffset, new Uint8Array(words.buffer, words.byteOffset, words.byteLength));
+    if (s.location === 'host') this.hostArray().set(words, at);
+    else this.deviceOwner('write').writeStorage!(s, this.byteOffset + at * bytesPerElement(this.dtype), new Uint8Array(words.buffer, words.byteOffset, words.byteLength));
   }
 
   /** A copy of the storage words, wherever the tensor lives. */
@@ -116,14 +119,26 @@ export class Tensor {
     return out;
   }
 
-  /** A copy of the storage words of a host tensor. */
+  /** A copy of the storage words, wherever the tensor lives: a device tensor blocks the calling thread until its
+   * device has finished (as host ops block it while they run; the pool runs models on worker threads). A
+   * packed32 weight gives its whole padded panel layout. */
   readSync(): TensorArray {
     observer?.('read', this);
-    return this.hostArray().slice();
+    const s = this.storage;
+    const words = this.layout === 'packed32' ? Math.ceil(this.shape[0] / 32) * 32 * (this.size / this.shape[0]) : this.size;
+    if (s.location === 'host') return storageView(this.dtype, s.host!().buffer, s.host!().byteOffset + this.byteOffset, words).slice();
+    const out = new (storageArrayType(this.dtype))(words);
+    this.deviceOwner('readSync').readStorageSync!(s, this.byteOffset, new Uint8Array(out.buffer));
+    return out;
   }
 
-  /** A float32 copy of the values of a host tensor (decoded from f16/bf16). */
+  /** A float32 copy of the values (decoded from f16/bf16), wherever the tensor lives (as readSync). */
   toFloat32(): Float32Array {
+    const s = this.storage;
+    if (s.location !== 'host' || this.layout === 'packed32') {
+      const words = this.readSync();
+      return this.dtype === 'f32' ? (words as Float32Array) : decode(words, this.dtype);
+    }
     observer?.('read', this);
     const d = this.hostArray();
     return this.dtype === 'f32' ? new Float32Array(d as Float32Array) : decode(d, this.dtype);
@@ -169,9 +184,9 @@ export class Tensor {
     return this.view;
   }
 
-  private deviceOwner(op: 'read' | 'write'): TensorOwner {
+  private deviceOwner(op: 'read' | 'readSync' | 'write'): TensorOwner {
     const o = this.owner;
-    if (!(op === 'read' ? o.readStorage : o.writeStorage))
+    if (!(op === 'read' ? o.readStorage : op === 'readSync' ? o.readStorageSync : o.writeStorage))
       throw new SanaError('ERR_SANA_UNSUPPORTED', `${op}: the ${o.name} backend cannot copy device tensors`);
     return o;
   }
