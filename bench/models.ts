@@ -13,10 +13,10 @@
 //   * e2e: one whole 1024² image at the real sizes, 20 steps, in bf16 and fp32 (bench/whole-image.ts).
 // Options: --skip-full (the medium case only), --only=medium,busy,600m,dcae,busy-dcae,gemma,memory,e2e,sprint, --e2e-bf16-only, --threads=N.
 import { execFileSync, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
 import * as ort from 'onnxruntime-node';
+import { decoderInput, materialise, peerOut, readOutput, transformerInput } from './peer.js';
 
 import { DEFAULT_CACHE_BYTES } from '../ts/backends/block-cache.js';
 import { createBackend } from '../ts/backends/registry.js';
@@ -31,18 +31,7 @@ import { wholeImage } from './whole-image.js';
 
 const args = process.argv.slice(2);
 const root = packageRoot();
-const peerSrc = process.env.SANA_PEER_DIR ?? join(root, '..', 'shared', 'peer');
-const peerOut = join(root, '.peer');
 const threads = Number(args.find((a) => a.startsWith('--threads='))?.slice(10) ?? 0);
-
-function materialise(name: string): string {
-  const dir = join(peerOut, name);
-  if (!existsSync(join(dir, name.startsWith('gemma') ? 'model.safetensors' : 'diffusion_pytorch_model.safetensors'))) {
-    console.error(`generating ${name} weights into ${dir} ...`);
-    execFileSync(process.execPath, [join(peerSrc, 'make-weights.mjs'), join(peerSrc, name), dir], { stdio: 'inherit' });
-  }
-  return dir;
-}
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -60,24 +49,11 @@ const BF16: Mode = { label: 'bf16 precision', load: { precision: 'bf16' } };
 const BF16_WEIGHTS: Mode = { label: 'bf16 weights, fp32 arithmetic', load: { precision: 'fp32', weightDtype: 'bf16' } };
 
 function transformerCall(dir: string): PeerCall {
-  const f = SafetensorsFile.open(join(dir, 'inputs.safetensors'));
-  const [hs, ehs, mask, t] = ['hidden_states', 'encoder_hidden_states', 'encoder_attention_mask', 'timestep'].map((k) => f.read(k));
-  f.close();
-  const input = {
-    hiddenStates: hs.data as Float32Array,
-    shape: hs.info.shape as [number, number, number, number],
-    encoderHiddenStates: ehs.data as Float32Array,
-    textLength: ehs.info.shape[1],
-    encoderAttentionMask: Array.from(mask.data as BigInt64Array, Number),
-    timestep: t.data as Float32Array,
-  };
+  const { input, tensors } = transformerInput(dir);
+  const feeds: Record<string, ort.Tensor> = {};
+  for (const [name, t] of Object.entries(tensors)) feeds[name] = new ort.Tensor(t.data instanceof BigInt64Array ? 'int64' : 'float32', t.data, t.shape);
   return {
-    feeds: {
-      hidden_states: new ort.Tensor('float32', input.hiddenStates, hs.info.shape),
-      encoder_hidden_states: new ort.Tensor('float32', input.encoderHiddenStates, ehs.info.shape),
-      timestep: new ort.Tensor('float32', input.timestep, t.info.shape),
-      encoder_attention_mask: new ort.Tensor('int64', mask.data as BigInt64Array, mask.info.shape),
-    },
+    feeds,
     expected: readOutput(dir),
     load: (backend, opts) => {
       const model = SanaTransformer2DModel.fromFolder(dir, backend, opts);
@@ -87,16 +63,13 @@ function transformerCall(dir: string): PeerCall {
 }
 
 function decoderCall(dir: string): PeerCall {
-  const f = SafetensorsFile.open(join(dir, 'inputs.safetensors'));
-  const z = f.read('latent');
-  f.close();
-  const shape = z.info.shape as [number, number, number, number];
+  const { z, shape } = decoderInput(dir);
   return {
-    feeds: { latent: new ort.Tensor('float32', z.data as Float32Array, shape) },
+    feeds: { latent: new ort.Tensor('float32', z, shape) },
     expected: readOutput(dir),
     load: (backend, opts) => {
       const vae = AutoencoderDC.fromFolder(dir, backend, opts);
-      return { run: () => vae.decode(z.data as Float32Array, shape), dispose: () => vae.dispose() };
+      return { run: () => vae.decode(z, shape), dispose: () => vae.dispose() };
     },
   };
 }
@@ -120,13 +93,6 @@ function gemmaCall(dir: string): PeerCall {
       return { run: () => model.forward(idArr, maskArr, B, L), dispose: () => model.dispose() };
     },
   };
-}
-
-function readOutput(dir: string): Float32Array {
-  const out = SafetensorsFile.open(join(dir, 'outputs.safetensors'));
-  const expected = out.read('output').data as Float32Array;
-  out.close();
-  return expected;
 }
 
 /** Ours (with the activation block cache, and without it in the same rounds) against ORT on one peer case:
@@ -265,6 +231,6 @@ if (!args.includes('--skip-full')) {
   if (want('busy-dcae')) await busyNeighbour('dcae_f32c32_decoder_512', decoderCall, 3);
   if (want('gemma')) await versusOrt('gemma2_2b_6l', gemmaCall, [FP32, BF16], 3, 8);
   if (want('memory')) fullMemory();
-  if (want('e2e')) await wholeImage(peerOut, materialise, threads, args.includes('--e2e-bf16-only') ? ['bf16'] : undefined);
-  if (only?.includes('sprint')) await wholeImage(peerOut, materialise, threads, undefined, true); // asked for only: two more whole images
+  if (want('e2e')) await wholeImage(peerOut, materialise, { threads, precisions: args.includes('--e2e-bf16-only') ? ['bf16'] : undefined });
+  if (only?.includes('sprint')) await wholeImage(peerOut, materialise, { threads, sprint: true }); // asked for only: two more whole images
 }

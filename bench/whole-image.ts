@@ -154,7 +154,16 @@ const hwm = {
   reset: () => writeFileSync('/proc/self/clear_refs', '5'),
 };
 
-export async function wholeImage(peerOut: string, materialise: (name: string) => string, threads: number, precisions: Precision[] = ['bf16', 'fp32'], sprint = false): Promise<void> {
+export interface WholeImageOptions {
+  threads: number;
+  precisions?: Precision[];
+  /** Sprint beside SanaPipeline instead of the precisions */
+  sprint?: boolean;
+  backend?: 'cpu' | 'cuda';
+}
+
+export async function wholeImage(peerOut: string, materialise: (name: string) => string, opts: WholeImageOptions): Promise<void> {
+  const { threads, precisions = ['bf16', 'fp32'], sprint = false, backend = 'cpu' } = opts;
   const e2e = assemble(peerOut, materialise);
   const runs: { dir: string; precision: Precision; steps: number; label: string }[] = sprint
     ? [{ dir: e2e, precision: 'bf16', steps: 20, label: 'SanaPipeline, 20 steps' }, { dir: assembleSprint(peerOut, e2e), precision: 'bf16', steps: 2, label: 'Sana-Sprint shape, 2 steps' }]
@@ -162,7 +171,7 @@ export async function wholeImage(peerOut: string, materialise: (name: string) =>
   for (const { dir, precision, steps, label } of runs) {
     hwm.reset();
     const t0 = performance.now();
-    const pipe = await SanaPipelineCore.fromPretrained(dir, { backend: 'cpu', threads, precision });
+    const pipe = await SanaPipelineCore.fromPretrained(dir, { backend, threads, precision });
     const peak: Record<string, number> = { load: hwm.read() };
     let phase = 'encode + step 1'; // the first step event comes after step 1
     const next = (name: string) => {
@@ -180,7 +189,7 @@ export async function wholeImage(peerOut: string, materialise: (name: string) =>
       next('end');
       const t = r.timings;
       console.log(JSON.stringify({
-        bench: `whole 1024² image, ${label}, real sizes (Gemma-2-2B 26 layers + 600M + DC-AE f32c32, random weights)`, precision, threads: pipe.backendInfo.transformer.threads,
+        bench: `whole 1024² image, ${label}, real sizes (Gemma-2-2B 26 layers + 600M + DC-AE f32c32, random weights)`, backend, precision, threads: pipe.backendInfo.transformer.threads,
         precisionOf: Object.fromEntries(Object.entries(pipe.precision).map(([k, v]) => [k, v.precision])),
         seconds: { load: +((performance.now() - t0 - t.totalMs) / 1000).toFixed(1), encode: +(t.encodeMs / 1000).toFixed(1), steps: +(t.stepMs.reduce((a, b) => a + b, 0) / 1000).toFixed(1), decode: +(t.decodeMs / 1000).toFixed(1), total: +(t.totalMs / 1000).toFixed(1) },
         peakRssMiB: peak, image: `${r.images[0].width}x${r.images[0].height}`,
