@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # npm run check:cuda — the CUDA device check in one call, on a GPU machine that has only this repository and the
 # .cuda-check/ folder that `npm run check:cuda:prepare` made here (carried along): builds the addons with CUDA,
-# runs the kernel suites (every op on cuda against the references, same tolerances as cpu) and the golden
-# parity suite with cuda among the backends, then bench/cuda.ts. Writes to $OUT (default .cuda-check/out):
-# gpu.txt, build.txt, tests.json (vitest's JSON report), tests.txt, bench.jsonl, summary.txt.
+# runs the kernel suites (every op on cuda against the references, same tolerances as cpu), the golden parity
+# suite with cuda among the backends and the pool suite (workers on the GPU), then bench/cuda.ts. Writes to
+# $OUT (default .cuda-check/out): gpu.txt, build.txt, tests.json (vitest's JSON report), tests.txt,
+# bench.jsonl, summary.txt.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 CHECK=$PWD/.cuda-check
@@ -34,9 +35,9 @@ stamp "build (CUDA): exit $build"
 probe=$(node --input-type=module -e "import { probeBackends } from './dist/ts/backends/registry.js'; console.log(JSON.stringify(probeBackends().find((p) => p.name === 'cuda')))")
 stamp "cuda probe: $probe"
 
-node node_modules/vitest/vitest.mjs run test/kernels test/parity/golden.test.ts --reporter=default --reporter=json --outputFile.json="$OUT/tests.json" >"$OUT/tests.txt" 2>&1
+node node_modules/vitest/vitest.mjs run test/kernels test/parity/golden.test.ts test/pool --reporter=default --reporter=json --outputFile.json="$OUT/tests.json" >"$OUT/tests.txt" 2>&1
 tests=$?
-stamp "kernel + golden suites: exit $tests, $(grep -E 'Tests ' "$OUT/tests.txt" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
+stamp "kernel, golden and pool suites: exit $tests, $(grep -E 'Tests ' "$OUT/tests.txt" | tail -1 | sed 's/\x1b\[[0-9;]*m//g')"
 grep -E '×|FAIL' "$OUT/tests.txt" | sed 's/\x1b\[[0-9;]*m//g' | head -40 >>"$OUT/summary.txt"
 
 timeout 420 node dist/bench/cuda.js >"$OUT/bench.jsonl" 2>"$OUT/bench.err"

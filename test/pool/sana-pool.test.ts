@@ -1,11 +1,11 @@
-// SanaPool: sharded decoding spread over worker devices (cpu and wasm), retry of a crashed worker's task,
+// SanaPool: sharded decoding spread over worker devices (cpu, wasm, and cuda where it runs), retry of a crashed worker's task,
 // the retry limit, abort, and batch rendering through the API.
 import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { createBackend } from '../../ts/backends/registry.js';
+import { createBackend, deviceCount, probeBackends } from '../../ts/backends/registry.js';
 import type { JsonValue } from '../../ts/io/json.js';
 import { AutoencoderDC } from '../../ts/models/autoencoder-dc.js';
 import { demoModelDir } from '../../ts/paths.js';
@@ -16,6 +16,7 @@ import { SafetensorsFile } from '../../ts/io/safetensors.js';
 import { writeFileSync } from 'node:fs';
 
 const root = mkdtempSync(join(tmpdir(), 'sana-pool-'));
+const cudaProbe = probeBackends().find((p) => p.name === 'cuda')!;
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const MIXED: Record<string, JsonValue> = {
@@ -44,7 +45,10 @@ describe('sharded decode on a pool', () => {
     dir = randomDcae(join(root, 'mixed'), MIXED, 3);
   });
 
-  it.each([['cpu,cpu'], ['wasm,wasm'], ['cpu,wasm']])('devices %s: equals the untiled decode, every pass spread over both workers', async (devices) => {
+  // with a GPU the pool runs on it too (two workers on one GPU, and a GPU beside a cpu worker)
+  if (!cudaProbe.available) it.skip(`devices cuda:0,cuda:0 and cuda:0,cpu: ${cudaProbe.reason}`);
+  const cudaDevices = cudaProbe.available ? [['cuda:0,cuda:0'], ['cuda:0,cpu']] : [];
+  it.each([['cpu,cpu'], ['wasm,wasm'], ['cpu,wasm'], ...cudaDevices])('devices %s: equals the untiled decode, every pass spread over both workers', async (devices) => {
     const shape: [number, number, number, number] = [1, 8, 7, 9];
     const z = randomLatents(8 * 7 * 9, 5);
     const ref = await untiled(dir, z, shape);
@@ -120,7 +124,10 @@ describe('sharded decode on a pool', () => {
   });
 
   it('rejects bad devices with a clear error', async () => {
-    await expect(createSanaPool({ model: dir, kind: 'vae', devices: 'cuda:0' })).rejects.toMatchObject({ code: 'ERR_SANA_BACKEND_UNAVAILABLE', message: expect.stringContaining('cuda:0') });
+    const gpus = deviceCount('cuda');
+    if (!cudaProbe.available) await expect(createSanaPool({ model: dir, kind: 'vae', devices: 'cuda:0' })).rejects.toMatchObject({ code: 'ERR_SANA_BACKEND_UNAVAILABLE', message: `device cuda:0 is unavailable: ${cudaProbe.reason}` });
+    else await expect(createSanaPool({ model: dir, kind: 'vae', devices: `cuda:${gpus}` })).rejects.toMatchObject({ code: 'ERR_SANA_INVALID_OPTION', message: expect.stringContaining(`(this machine has ${gpus})`) });
+    await expect(createSanaPool({ model: dir, kind: 'vae', devices: 'cpu,wasm:1' })).rejects.toMatchObject({ code: 'ERR_SANA_INVALID_OPTION' });
     await expect(createSanaPool({ model: dir, kind: 'vae', devices: 'gpu' })).rejects.toMatchObject({ code: 'ERR_SANA_INVALID_OPTION' });
     await expect(createSanaPool({ model: join(root, 'missing'), kind: 'vae', devices: 'cpu' })).rejects.toMatchObject({ code: 'ERR_SANA_MODEL_FORMAT' });
   });
