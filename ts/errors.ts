@@ -10,6 +10,7 @@ export type SanaErrorCode =
   | 'ERR_SANA_ABORTED'
   | 'ERR_SANA_WORKER_FAILED' // a pool task failed on every try (crashed workers, native errors)
   | 'ERR_SANA_NON_FINITE' // a model produced NaN/Inf (e.g. NaN weights): never handed back as an image
+  | 'ERR_SANA_QUEUE' // the render farm's Redis is unreachable (past the wait bound) or refused a command
   | 'ERR_SANA_NATIVE'; // an unexpected failure inside native code
 
 export class SanaError extends Error {

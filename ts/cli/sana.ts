@@ -16,6 +16,7 @@ import { parseLoraSpec } from '../models/lora.js';
 import type { BackendChoice, DecodeMode } from '../pipeline/pipeline-core.js';
 import { SanaPipeline, type GenerateOptions } from '../pipeline/sana-pipeline.js';
 import { createSanaPool, readRenderJobs } from '../pool/sana-pool.js';
+import { renderViaQueue, workerCli, type QueueCliOptions } from './farm.js';
 
 const expected = (what: string, value: string) => new InvalidArgumentError(`Expected ${what} but received ${describeValue(value)}`);
 
@@ -287,8 +288,8 @@ function program(): Command {
     .addHelpText('after', '\nExamples:\n  sana generate "a red fox in the snow" --model ./Sana_600M_1024px_diffusers --size 1024x1024 --seed 42 -o fox.png\n  sana info --model ./Sana_600M_1024px_diffusers\n  sana backends\n')
     .action(generate);
   p.command('render')
-    .description('batch render: the prompts of a file spread over a pool of workers, one PNG each; rerun to resume')
-    .argument('<prompts>', 'a .txt file (one prompt per line, # comments) or .jsonl ({"prompt", "seed"?, "negativePrompt"?, "width"?, "height"?, "steps"?, "guidanceScale"?, "lora"?: ["file[:scale]", ...]} per line)')
+    .description('batch render: the prompts of a file spread over a pool of workers, one PNG each; rerun to resume. With --queue: a render farm (Redis + BullMQ) instead')
+    .argument('[prompts]', 'a .txt file (one prompt per line, # comments) or .jsonl ({"prompt", "seed"?, "negativePrompt"?, "width"?, "height"?, "steps"?, "guidanceScale"?, "lora"?: ["file[:scale]", ...]} per line)')
     .option('--model <dir>', 'diffusers-layout pipeline folder (default: the built-in demo model)', demoModelDir())
     .option('--devices <list>', `one worker per entry (${deviceForms()}), e.g. cpu,cpu or cuda:0,cuda:1 (default: one worker per GPU where CUDA runs, else one CPU worker per two cores)`)
     .option('--out <dir>', 'output folder: <index>-seed<seed>-<prompt slug>.png; existing files are skipped', 'renders')
@@ -300,8 +301,35 @@ function program(): Command {
     .option('--threads-per-worker <n>', 'kernel threads of each CPU worker (default: the cores divided among them)', integer(1, 256))
     .option('--precision <mode>', 'auto (default), fp32 or bf16: as for sana generate', choice(...PRECISION_CHOICES))
     .option('--max-attempts <n>', 'tries per image before the render fails (a crashed worker\'s image goes to another)', integer(1, 100), 3)
-    .addHelpText('after', '\nExample:\n  sana render prompts.txt --model ./Sana_600M_1024px_diffusers --devices cpu,cpu --out renders/\n')
-    .action(render);
+    .option('--queue <url>', 'submit the batch to a render farm: redis://host:6379[/db] (sana worker processes render it)')
+    .option('--name <batch>', 'with --queue: the batch name (default: the prompts file name)')
+    .option('--wait', 'with --queue: follow the batch and write the images into --out as they arrive')
+    .option('--status <batch>', 'with --queue: report the state of a batch')
+    .option('--cancel <batch>', 'with --queue: remove the waiting images of a batch and stop its running ones')
+    .option('--redis-timeout <s>', 'with --queue: how long a lost Redis connection is waited for', integer(1, 86400), 60)
+    .addHelpText('after', '\nExamples:\n  sana render prompts.txt --model ./Sana_600M_1024px_diffusers --devices cpu,cpu --out renders/\n  sana render prompts.jsonl --queue redis://farm:6379/0 --name posters --wait --out renders/\n  sana render --queue redis://farm:6379/0 --status posters\n')
+    .action((prompts: string | undefined, opts: RenderCliOptions & QueueCliOptions) => {
+      if (opts.queue) return renderViaQueue(prompts, opts);
+      for (const only of ['name', 'wait', 'status', 'cancel'] as const)
+        if (opts[only] !== undefined) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected --queue with --${only}`);
+      if (!prompts) throw new SanaError('ERR_SANA_INVALID_OPTION', 'Expected a prompts file');
+      return render(prompts, opts);
+    });
+  p.command('worker')
+    .description('render farm worker: renders the jobs of a Redis queue (BullMQ) on a pool of devices until SIGTERM/Ctrl-C')
+    .requiredOption('--queue <url>', 'redis://host:6379[/db]')
+    .option('--model <dir>', 'diffusers-layout pipeline folder, the same on every worker (default: the built-in demo model)', demoModelDir())
+    .option('--devices <list>', `one pipeline per entry (${deviceForms()}), e.g. cpu,cpu or cuda:0,cuda:1 (default: every GPU, else one CPU worker per two cores)`)
+    .option('--out <dir>', 'shared output folder (e.g. a network mount) for images returned as files')
+    .option('--result <mode>', 'auto (inline up to --inline-max-bytes, else a file in --out; the default with --out), inline (the default without) or file', choice('auto', 'inline', 'file'))
+    .option('--inline-max-bytes <n>', 'largest PNG returned in the job result', integer(0, 512 * 2 ** 20), 2 * 2 ** 20)
+    .option('--threads-per-worker <n>', 'kernel threads of each CPU device (default: the cores divided among them)', integer(1, 256))
+    .option('--precision <mode>', 'auto (default), fp32 or bf16: as for sana generate', choice(...PRECISION_CHOICES))
+    .option('--lock-duration <s>', "how long a job's lock lives unrenewed: a dead worker's job is rendered elsewhere after about this", integer(1, 3600), 30)
+    .option('--stalled-interval <s>', 'how often this worker checks for jobs of dead workers', integer(1, 3600), 30)
+    .option('--redis-timeout <s>', 'how long a lost Redis connection is waited for before the worker exits', integer(1, 86400), 60)
+    .addHelpText('after', '\nExample:\n  sana worker --queue redis://farm:6379/0 --model ./Sana_600M_1024px_diffusers --devices cuda:0,cuda:1 --out /mnt/renders\n')
+    .action(workerCli);
   return p;
 }
 

@@ -123,6 +123,12 @@ export function parseDevices(spec: string | string[] | undefined, threadsPerWork
   });
 }
 
+/** The file name of image `index` of a batch of `count`: `<index>-seed<seed>-<prompt slug>.png` (the index
+ * 1-based, zero-padded to at least 4 digits), the same wherever the batch is rendered. */
+export function renderFileName(index: number, count: number, seed: number, prompt: string): string {
+  return `${String(index + 1).padStart(Math.max(4, String(count).length), '0')}-seed${seed}-${slug(prompt)}.png`;
+}
+
 export async function createSanaPool(opts: SanaPoolOptions = {}): Promise<SanaPool> {
   const devices = parseDevices(opts.devices, opts.threadsPerWorker);
   const maxAttempts = opts.maxAttempts ?? 3;
@@ -245,12 +251,11 @@ export class SanaPool {
     if (typeof opts.outDir !== 'string' || opts.outDir === '') throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected a folder for outDir but received ${describeValue(opts.outDir)}`);
     const t0 = performance.now();
     const { outDir, seed = 0, signal, onProgress, ...common } = opts;
-    const width = Math.max(4, String(jobs.length).length);
     const summary: RenderSummary = { rendered: [], skipped: [], wallMs: 0, perDevice: this.devices.map((d) => ({ device: d.label, images: 0, busyMs: 0, imagesPerMinute: 0 })) };
     const todo: { index: number; file: string; job: RenderJob; seed: number }[] = [];
     jobs.forEach((job, index) => {
       const s = job.seed ?? seed + index;
-      const file = join(outDir, `${String(index + 1).padStart(width, '0')}-seed${s}-${slug(job.prompt)}.png`);
+      const file = join(outDir, renderFileName(index, jobs.length, s, job.prompt));
       if (existsSync(file)) {
         summary.skipped.push(file);
         onProgress?.({ status: 'image-skipped', index, file });
