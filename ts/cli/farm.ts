@@ -63,6 +63,7 @@ async function follow(conn: { redis: string; maxDownMs: number; report: (l: stri
   const bars = new MultiBar({ format: '{name} |{bar}| {value}/{total} {unit}', stream: process.stderr, hideCursor: true, noTTYOutput: true, notTTYSchedule: 5000 });
   const overall = bars.create(total, 0, { name: 'all'.padEnd(28), unit: 'images' });
   const perImage = new Map<string, SingleBar>();
+  const failures: string[] = [];
   try {
     const r = await waitForBatch({
       ...conn, name, outDir: out, signal: abort.signal,
@@ -77,10 +78,11 @@ async function follow(conn: { redis: string; maxDownMs: number; report: (l: stri
         if (bar) bars.remove(bar);
         perImage.delete(e.id);
         overall.update(e.done);
-        if (e.status === 'failed') bars.log(`failed ${e.fileName}: ${e.reason}\n`);
+        if (e.status === 'failed') failures.push(`failed ${e.fileName}: ${e.reason}`);
       },
     });
     bars.stop();
+    failures.forEach((f) => say(f));
     say(`batch ${name}: ${r.written.length} image(s) in ${out}, ${r.failed.length} failed`);
     if (r.failed.length) throw new SanaError('ERR_SANA_WORKER_FAILED', `batch ${name}: ${r.failed.length} image(s) failed (first: ${r.failed[0].reason})`);
   } finally {
