@@ -25,3 +25,7 @@ export { TorchGenerator, randn } from './pipeline/torch-random.js';
 export { aspectRatioBins, classifyHeightWidthBin } from './pipeline/resolution.js';
 export { resizeAndCrop, denormalizeToNhwc, toUint8 } from './pipeline/postprocess.js';
 export { COMPLEX_HUMAN_INSTRUCTION, loadTokenizer, tokenizePrompts, tokenizeNegative } from './pipeline/prompt.js';
+export { enqueueRender, waitForBatch, batchStatus, cancelBatch, type EnqueueOptions, type WaitOptions, type BatchStatus, type FarmClientOptions } from './farm/producer.js';
+export { startRenderWorker, type RenderWorker, type RenderWorkerOptions } from './farm/worker.js';
+export type { RenderJobData, RenderJobResult, RenderJobProgress, BatchOptions } from './farm/queue.js';
+export { CudaBackend } from './backends/cuda.js';

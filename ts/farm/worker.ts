@@ -45,6 +45,25 @@ export interface RenderWorker {
   close(): Promise<void>;
 }
 
+/** Sends every value, except that while one send is in flight only the latest value waits for the next: each
+ * step's progress goes out when Redis keeps up, and steps faster than a round trip never queue up. */
+function latestOnly<T>(send: (v: T) => Promise<unknown>): { send(v: T): void } {
+  let busy = false;
+  let next: { v: T } | null = null;
+  const go = (v: T) => {
+    busy = true;
+    void send(v).catch(() => {}).finally(() => {
+      busy = false;
+      if (next) {
+        const n = next.v;
+        next = null;
+        go(n);
+      }
+    });
+  };
+  return { send: (v) => (busy ? (next = { v }) : go(v)) };
+}
+
 export async function startRenderWorker(opts: RenderWorkerOptions): Promise<RenderWorker> {
   const { outDir, result = outDir ? 'auto' : 'inline', inlineMaxBytes = 2 * 2 ** 20 } = opts;
   if (!['auto', 'inline', 'file'].includes(result)) throw new SanaError('ERR_SANA_INVALID_OPTION', `Expected auto, inline or file for result but received ${JSON.stringify(result)}`);
@@ -64,6 +83,8 @@ export async function startRenderWorker(opts: RenderWorkerOptions): Promise<Rend
     const abort = new AbortController();
     const isCancelled = async () => (await conn.client.exists(cancelled)) === 1;
     if (await isCancelled()) throw new UnrecoverableError(`ERR_SANA_ABORTED: batch ${d.batch} was cancelled`);
+    let lastCancelCheck = performance.now();
+    const progress = latestOnly((p: RenderJobProgress) => job.updateProgress(p as unknown as object));
     const target = outDir ? join(outDir, d.fileName) : undefined;
     // at-least-once delivery: an image already in the shared folder (a previous try got that far) is the answer
     if (target && result !== 'inline' && existsSync(target)) return describe(d.fileName, readFileSync(target), target);
@@ -78,8 +99,10 @@ export async function startRenderWorker(opts: RenderWorkerOptions): Promise<Rend
         signal: abort.signal,
         onProgress: (e) => {
           if (e.status !== 'worker' || e.event.status !== 'step') return;
-          const p: RenderJobProgress = { step: e.event.step, totalSteps: e.event.totalSteps };
-          void job.updateProgress(p as unknown as object).catch(() => {});
+          progress.send({ step: e.event.step, totalSteps: e.event.totalSteps });
+          // the cancel flag is looked at once a second, not per step (a Redis round trip each)
+          if (performance.now() - lastCancelCheck < 1000) return;
+          lastCancelCheck = performance.now();
           void isCancelled().then((c) => c && abort.abort(), () => {});
         },
       });
