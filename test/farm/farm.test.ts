@@ -138,6 +138,25 @@ describe.skipIf(!redisAvailable)(redisAvailable ? 'render farm (redis-server, Bu
     await stopWorkers();
   });
 
+  it('SIGTERM in the middle of a job: the worker finishes that image, takes no other, and exits 0', async () => {
+    const file = promptsFile('term', PROMPTS.map((prompt) => ({ prompt, steps: 150 })));
+    const w = await worker();
+    const sub = sana(['render', file, '--queue', redis.url, '--name', 'term']);
+    expect(await sub.exited, sub.stderr()).toBe(0);
+    await w.saw(/rendering \S+ \(job term-/);
+    w.proc.kill('SIGTERM');
+    expect(await w.exited, w.stderr()).toBe(0);
+    workers.splice(workers.indexOf(w), 1);
+    expect((w.stderr().match(/^sana worker: rendering /gm) ?? []).length).toBe(1);
+    expect((w.stderr().match(/^sana worker: done /gm) ?? []).length).toBe(1);
+    expect(w.stderr()).toContain('stopping (running jobs finish first)');
+    const s = sana(['render', '--queue', redis.url, '--status', 'term']);
+    expect(await s.exited, s.stderr()).toBe(0);
+    expect(s.stderr()).toContain('completed: 1');
+    expect(s.stderr()).toContain('waiting: 5');
+    expect((await sana(['render', '--queue', redis.url, '--cancel', 'term']).exited)).toBe(0);
+  });
+
   it('Redis stopped mid-batch: workers and producer report the lost connection and carry on when it is back', async () => {
     const file = promptsFile('outage', PROMPTS.map((prompt) => ({ prompt, steps: 60 })));
     const want = await localRender(file);

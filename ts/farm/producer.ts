@@ -143,11 +143,18 @@ export async function waitForBatch(opts: WaitOptions): Promise<{ written: string
     let finish!: () => void;
     const all = new Promise<void>((r) => (finish = r));
     const fileOf = async (id: string) => names.get(id) ?? (await queue.getJob(id))?.data.fileName ?? id;
-    const settle = async (id: string) => {
+    const cancelled = batchKeys(name).cancelled;
+    const settle = async (id: string, lookups = 0): Promise<void> => {
       if (settled.has(id)) return;
       const job = await Job.fromId<RenderJobData, RenderJobResult>(queue, id);
       const state = job ? await job.getState() : 'unknown';
       if (state !== 'completed' && state !== 'failed' && state !== 'unknown') return;
+      // a job found nowhere was removed: by --cancel (flagged), or else by hand; a lookup that misses a job
+      // in passing between two states (seen once under load) is not taken for a removal
+      if (state === 'unknown' && !(await conn.client.exists(cancelled)) && lookups < 10) {
+        setTimeout(() => void settle(id, lookups + 1), 500);
+        return;
+      }
       if (settled.has(id)) return;
       settled.add(id);
       const fileName = job?.data.fileName ?? id;
@@ -155,7 +162,7 @@ export async function waitForBatch(opts: WaitOptions): Promise<{ written: string
         written.push(writeImage(opts.outDir, job.returnvalue));
         opts.onProgress?.({ status: 'done', id, fileName, result: job.returnvalue, done: settled.size, total: ids.size });
       } else {
-        const reason = job?.failedReason ?? 'the job was removed (cancelled)';
+        const reason = state === 'failed' ? job!.failedReason : `the job was removed${(await conn.client.exists(cancelled)) ? ` (batch ${name} was cancelled)` : ''}`;
         failed.push({ id, reason });
         opts.onProgress?.({ status: 'failed', id, fileName, reason, done: settled.size, total: ids.size });
       }
