@@ -102,7 +102,6 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
   ~SanaAddon() { sana_ctx_destroy(ctx_); }
 
  private:
-  static constexpr int kArgSlots = 64;
   sana_ctx* ctx_ = nullptr;
   std::shared_ptr<Registry> registry_;
   Napi::Reference<Napi::Float64Array> args_;
@@ -208,33 +207,13 @@ class SanaAddon : public Napi::Addon<SanaAddon> {
   }
 
   // ---- ops ----
-  // [{name, signature}] in op-number order (sana_op_name / sana_op_signature).
-  Napi::Value Ops(const Napi::CallbackInfo& info) {
-    Napi::Array list = Napi::Array::New(info.Env());
-    for (int op = 0; op < sana_op_count(); ++op) {
-      Napi::Object e = Napi::Object::New(info.Env());
-      e.Set("name", sana_op_name(op));
-      e.Set("signature", sana_op_signature(op));
-      list.Set((uint32_t)op, e);
-    }
-    return list;
-  }
+  Napi::Value Ops(const Napi::CallbackInfo& info) { return op_list(info.Env()); }
+  Napi::Value ArgBuffer(const Napi::CallbackInfo& info) { return arg_buffer(info.Env(), args_); }
 
-  // The argument slots of every call: one Float64Array made here, written by the TS side before each call.
-  Napi::Value ArgBuffer(const Napi::CallbackInfo& info) {
-    if (args_.IsEmpty()) args_ = Napi::Persistent(Napi::Float64Array::New(info.Env(), kArgSlots));
-    return args_.Value();
-  }
-
-  // call(op, nargs): op number, and how many slots of the argument buffer it uses.
   Napi::Value Call(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
-      ptrdiff_t op = integer_arg(info, 0, "call", "op"), n = integer_arg(info, 1, "call", "nargs");
-      if (op < 0 || op >= sana_op_count()) invalid(info.Env(), "call: Expected an op 0.." + std::to_string(sana_op_count() - 1) + " but received " + std::to_string(op));
-      if (args_.IsEmpty() || n < 0 || n > kArgSlots) invalid(info.Env(), "call: Expected 0.." + std::to_string(kArgSlots) + " argument slots in the argBuffer() for nargs");
-      const double* slots = args_.Value().Data();
-      check_pointer_slots(info.Env(), (int)op, slots, (int)n, [&](uintptr_t a) { return registry_->contains(a); });
-      return check(info.Env(), sana_call(ctx_, (int)op, slots, (int)n));
+      CallArgs c = call_args(info, args_, [&](uintptr_t a) { return registry_->contains(a); });
+      return check(info.Env(), sana_call(ctx_, c.op, c.slots, c.nargs));
     });
   }
 };

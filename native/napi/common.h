@@ -88,4 +88,41 @@ Napi::Value guarded(const Napi::CallbackInfo& info, F&& body) {
   }
 }
 
+constexpr int kArgSlots = 64;
+
+// [{name, signature}] in op-number order (sana_op_name / sana_op_signature).
+Napi::Value op_list(Napi::Env env) {
+  Napi::Array list = Napi::Array::New(env);
+  for (int op = 0; op < sana_op_count(); ++op) {
+    Napi::Object e = Napi::Object::New(env);
+    e.Set("name", sana_op_name(op));
+    e.Set("signature", sana_op_signature(op));
+    list.Set((uint32_t)op, e);
+  }
+  return list;
+}
+
+// The argument slots of every call: one Float64Array per addon instance or context, made on first use and
+// written by the TS side before each call.
+Napi::Value arg_buffer(Napi::Env env, Napi::Reference<Napi::Float64Array>& args) {
+  if (args.IsEmpty()) args = Napi::Persistent(Napi::Float64Array::New(env, kArgSlots));
+  return args.Value();
+}
+
+struct CallArgs {
+  int op, nargs;
+  const double* slots;
+};
+// call(op, nargs): the op number and how many slots of the argument buffer it uses, checked (the op exists,
+// the slots fit, every pointer points into a live block: contains(address)).
+template <class Contains>
+CallArgs call_args(const Napi::CallbackInfo& info, const Napi::Reference<Napi::Float64Array>& args, Contains contains) {
+  ptrdiff_t op = integer_arg(info, 0, "call", "op"), n = integer_arg(info, 1, "call", "nargs");
+  if (op < 0 || op >= sana_op_count()) invalid(info.Env(), "call: Expected an op 0.." + std::to_string(sana_op_count() - 1) + " but received " + std::to_string(op));
+  if (args.IsEmpty() || n < 0 || n > kArgSlots) invalid(info.Env(), "call: Expected 0.." + std::to_string(kArgSlots) + " argument slots in the argBuffer() for nargs");
+  const double* slots = args.Value().Data();
+  check_pointer_slots(info.Env(), (int)op, slots, (int)n, contains);
+  return {(int)op, (int)n, slots};
+}
+
 }  // namespace

@@ -14,8 +14,6 @@
 
 namespace {
 
-constexpr int kArgSlots = 64;
-
 // Owned by the JS context object and by every read or synchronize in flight, so a context disposed (or
 // collected) while a copy runs outlives that copy.
 struct Device {
@@ -132,32 +130,15 @@ class Context : public Napi::ObjectWrap<Context> {
     });
   }
 
-  Napi::Value Ops(const Napi::CallbackInfo& info) {
-    Napi::Array list = Napi::Array::New(info.Env());
-    for (int op = 0; op < sana_op_count(); ++op) {
-      Napi::Object e = Napi::Object::New(info.Env());
-      e.Set("name", sana_op_name(op));
-      e.Set("signature", sana_op_signature(op));
-      list.Set((uint32_t)op, e);
-    }
-    return list;
-  }
-
-  Napi::Value ArgBuffer(const Napi::CallbackInfo& info) {
-    if (args_.IsEmpty()) args_ = Napi::Persistent(Napi::Float64Array::New(info.Env(), kArgSlots));
-    return args_.Value();
-  }
+  Napi::Value Ops(const Napi::CallbackInfo& info) { return op_list(info.Env()); }
+  Napi::Value ArgBuffer(const Napi::CallbackInfo& info) { return arg_buffer(info.Env(), args_); }
 
   Napi::Value Call(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
       sana_ctx* c = ctx(info.Env());
-      ptrdiff_t op = integer_arg(info, 0, "call", "op"), n = integer_arg(info, 1, "call", "nargs");
-      if (op < 0 || op >= sana_op_count()) invalid(info.Env(), "call: Expected an op 0.." + std::to_string(sana_op_count() - 1) + " but received " + std::to_string(op));
-      if (args_.IsEmpty() || n < 0 || n > kArgSlots) invalid(info.Env(), "call: Expected 0.." + std::to_string(kArgSlots) + " argument slots in the argBuffer() for nargs");
-      const double* slots = args_.Value().Data();
-      check_pointer_slots(info.Env(), (int)op, slots, (int)n, [&](uintptr_t a) { return dev_->contains(a); });
+      CallArgs a = call_args(info, args_, [&](uintptr_t p) { return dev_->contains(p); });
       check(info.Env(), sana_cuda_make_current(c));
-      return check(info.Env(), sana_call(c, (int)op, slots, (int)n));
+      return check(info.Env(), sana_call(c, a.op, a.slots, a.nargs));
     });
   }
 

@@ -10,12 +10,8 @@ import type { PrecisionChoice } from '../models/precision.js';
 import type { DecodeMode } from '../pipeline/pipeline-core.js';
 import { readRenderJobs } from '../pool/sana-pool.js';
 
-export interface QueueCliOptions {
-  queue: string;
-  name?: string;
-  wait?: boolean;
-  status?: string;
-  cancel?: string;
+/** What `sana render` takes for a batch, rendered here or on a farm. */
+export interface BatchCliOptions {
   out: string;
   size?: { width: number; height: number };
   steps?: number;
@@ -23,6 +19,14 @@ export interface QueueCliOptions {
   seed: number;
   decode?: 'auto' | DecodeMode;
   maxAttempts: number;
+}
+
+export interface QueueCliOptions extends BatchCliOptions {
+  queue: string;
+  name?: string;
+  wait?: boolean;
+  status?: string;
+  cancel?: string;
   redisTimeout: number;
 }
 

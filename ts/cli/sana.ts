@@ -16,7 +16,7 @@ import { parseLoraSpec } from '../models/lora.js';
 import type { BackendChoice, DecodeMode } from '../pipeline/pipeline-core.js';
 import { SanaPipeline, type GenerateOptions } from '../pipeline/sana-pipeline.js';
 import { createSanaPool, readRenderJobs } from '../pool/sana-pool.js';
-import { renderViaQueue, workerCli, type QueueCliOptions } from './farm.js';
+import { renderViaQueue, workerCli, type BatchCliOptions, type QueueCliOptions } from './farm.js';
 
 const expected = (what: string, value: string) => new InvalidArgumentError(`Expected ${what} but received ${describeValue(value)}`);
 
@@ -196,18 +196,11 @@ async function generate(prompt: string, opts: GenerateCliOptions): Promise<void>
   }
 }
 
-interface RenderCliOptions {
+interface RenderCliOptions extends BatchCliOptions {
   model: string;
   devices?: string;
-  out: string;
-  size?: { width: number; height: number };
-  steps?: number;
-  guidance?: number;
-  seed: number;
-  decode?: 'auto' | DecodeMode;
   threadsPerWorker?: number;
   precision?: PrecisionChoice;
-  maxAttempts: number;
 }
 
 async function render(prompts: string, opts: RenderCliOptions): Promise<void> {
