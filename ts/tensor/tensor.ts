@@ -97,16 +97,18 @@ export class Tensor {
     return this.hostArray();
   }
 
-  /** Copies storage words in (the dtype's typed array): all `size` elements, or from element `at` on (a weight
-   * loaded in chunks). */
-  write(words: TensorArray, at = 0): void {
+  /** Copies storage words in (the dtype's typed array): all `size` elements, or with `at` a range starting at
+   * element `at` (a weight loaded in chunks). */
+  write(words: TensorArray, at?: number): void {
     const want = storageArrayType(this.dtype);
-    if (!(words instanceof want) || (at === 0 ? words.length !== this.size : !(Number.isInteger(at) && at > 0 && at + words.length <= this.size)))
-      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `write: Expected a ${want.name} of ${at === 0 ? this.size : `at most ${this.size - at}`} elements for tensor #${this.id}${at ? ` at element ${at}` : ''} but received a ${words.constructor.name} of ${words.length}`);
+    const whole = at === undefined;
+    const from = at ?? 0;
+    if (!(words instanceof want) || (whole ? words.length !== this.size : !(Number.isInteger(from) && from >= 0 && from + words.length <= this.size)))
+      throw new SanaError('ERR_SANA_INVALID_ARGUMENT', `write: Expected a ${want.name} of ${whole ? this.size : `at most ${this.size - from}`} elements for tensor #${this.id}${whole ? '' : ` at element ${from}`} but received a ${words.constructor.name} of ${words.length}`);
     observer?.('write', this);
     const s = this.storage;
-    if (s.location === 'host') this.hostArray().set(words, at);
-    else this.deviceOwner('write').writeStorage!(s, this.byteOffset + at * bytesPerElement(this.dtype), new Uint8Array(words.buffer, words.byteOffset, words.byteLength));
+    if (s.location === 'host') this.hostArray().set(words, from);
+    else this.deviceOwner('write').writeStorage!(s, this.byteOffset + from * bytesPerElement(this.dtype), new Uint8Array(words.buffer, words.byteOffset, words.byteLength));
   }
 
   /** A copy of the storage words, wherever the tensor lives. */
