@@ -119,6 +119,31 @@ describe.skipIf(!redisAvailable)(redisAvailable ? 'render farm (redis-server, Bu
     await stopWorkers();
   });
 
+  it('images over the inline limit land in the shared folder (whole, under their names); the producer collects them', async () => {
+    const file = promptsFile('shared', PROMPTS.slice(0, 3).map((prompt) => ({ prompt })));
+    const want = await localRender(file);
+    const shared = join(root, 'shared-folder');
+    await worker('--out', shared, '--inline-max-bytes', '100'); // every 64×64 PNG is larger than 100 bytes
+    const out = join(root, 'shared-out');
+    const p = sana(['render', file, '--queue', redis.url, '--name', 'shared', '--wait', '--out', out]);
+    expect(await p.exited, p.stderr()).toBe(0);
+    expect(images(shared)).toEqual(want);
+    expect(images(out)).toEqual(want);
+    expect(readdirSync(shared).filter((f) => !f.endsWith('.png'))).toEqual([]);
+    const queue = new Queue(QUEUE_NAME, { connection: { host: '127.0.0.1', port: redis.port } });
+    try {
+      const results = (await queue.getJobs(['completed'])).filter((j) => j.id!.startsWith('shared-')).map((j) => j.returnvalue);
+      expect(results).toHaveLength(3);
+      for (const r of results) {
+        expect(r.png).toBeUndefined();
+        expect(r.path).toBe(join(shared, r.fileName));
+      }
+    } finally {
+      await queue.close();
+    }
+    await stopWorkers();
+  });
+
   it('kill -9 of a worker in the middle of a job: the batch still completes, every image whole and identical', async () => {
     const file = promptsFile('slow', PROMPTS.map((prompt) => ({ prompt, steps: 150 })));
     const want = await localRender(file);

@@ -128,7 +128,10 @@ export class Tensor {
     observer?.('read', this);
     const s = this.storage;
     const words = this.layout === 'packed32' ? Math.ceil(this.shape[0] / 32) * 32 * (this.size / this.shape[0]) : this.size;
-    if (s.location === 'host') return storageView(this.dtype, s.host!().buffer, s.host!().byteOffset + this.byteOffset, words).slice();
+    if (s.location === 'host') {
+      const h = s.host!();
+      return storageView(this.dtype, h.buffer, h.byteOffset + this.byteOffset, words).slice();
+    }
     const out = new (storageArrayType(this.dtype))(words);
     this.deviceOwner('readSync').readStorageSync!(s, this.byteOffset, new Uint8Array(out.buffer));
     return out;
