@@ -127,16 +127,16 @@ describe.skipIf(!redisAvailable)(redisAvailable ? 'render farm (redis-server, Bu
     const out = join(root, 'shared-out');
     const p = sana(['render', file, '--queue', redis.url, '--name', 'shared', '--wait', '--out', out]);
     expect(await p.exited, p.stderr()).toBe(0);
-    expect(images(shared)).toEqual(want);
+    expect(images(join(shared, 'shared'))).toEqual(want); // <out>/<batch>/<file name>
     expect(images(out)).toEqual(want);
-    expect(readdirSync(shared).filter((f) => !f.endsWith('.png'))).toEqual([]);
+    expect(readdirSync(join(shared, 'shared')).filter((f) => !f.endsWith('.png'))).toEqual([]);
     const queue = new Queue(QUEUE_NAME, { connection: { host: '127.0.0.1', port: redis.port } });
     try {
       const results = (await queue.getJobs(['completed'])).filter((j) => j.id!.startsWith('shared-')).map((j) => j.returnvalue);
       expect(results).toHaveLength(3);
       for (const r of results) {
         expect(r.png).toBeUndefined();
-        expect(r.path).toBe(join(shared, r.fileName));
+        expect(r.path).toBe(join(shared, 'shared', r.fileName));
       }
     } finally {
       await queue.close();

@@ -313,7 +313,7 @@ function program(): Command {
     .requiredOption('--queue <url>', 'redis://host:6379[/db]')
     .option('--model <dir>', 'diffusers-layout pipeline folder, the same on every worker (default: the built-in demo model)', demoModelDir())
     .option('--devices <list>', `one pipeline per entry (${deviceForms()}), e.g. cpu,cpu or cuda:0,cuda:1 (default: every GPU, else one CPU worker per two cores)`)
-    .option('--out <dir>', 'shared output folder (e.g. a network mount) for images returned as files')
+    .option('--out <dir>', 'shared output folder (e.g. a network mount) for images returned as files: <dir>/<batch>/<file name>')
     .option('--result <mode>', 'auto (inline up to --inline-max-bytes, else a file in --out; the default with --out), inline (the default without) or file', choice('auto', 'inline', 'file'))
     .option('--inline-max-bytes <n>', 'largest PNG returned in the job result', integer(0, 512 * 2 ** 20), 2 * 2 ** 20)
     .option('--threads-per-worker <n>', 'kernel threads of each CPU device (default: the cores divided among them)', integer(1, 256))

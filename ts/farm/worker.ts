@@ -7,9 +7,9 @@
  * recovered by BullMQ's stalled-job check: its job is rendered again elsewhere, to the same bytes.
  */
 import { createHash } from 'node:crypto';
-import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 
 import { UnrecoverableError, Worker, type Job } from 'bullmq';
 
@@ -22,7 +22,7 @@ const RETRYABLE: SanaErrorCode[] = ['ERR_SANA_NATIVE', 'ERR_SANA_OUT_OF_MEMORY',
 
 export interface RenderWorkerOptions extends Pick<SanaPoolOptions, 'model' | 'devices' | 'threadsPerWorker' | 'precision'> {
   redis: string;
-  /** the shared output folder (e.g. a network mount) for images returned as files */
+  /** the shared output folder (e.g. a network mount) for images returned as files: <outDir>/<batch>/<file name> */
   outDir?: string;
   /** 'auto' (the default with outDir): inline up to inlineMaxBytes, else a file; 'inline' (the default without); 'file' */
   result?: 'auto' | 'inline' | 'file';
@@ -73,11 +73,17 @@ export async function startRenderWorker(opts: RenderWorkerOptions): Promise<Rend
   const gaveUp = new Promise<never>((_, reject) => (giveUp = reject));
   gaveUp.catch(() => {});
   const conn = connect(opts.redis, { report, maxDownMs: opts.maxDownMs ?? 60_000, onGiveUp: (e) => giveUp(e) });
-  const pool = await createSanaPool({ model: opts.model, devices: opts.devices, threadsPerWorker: opts.threadsPerWorker, precision: opts.precision });
+  let pool: SanaPool;
+  try {
+    pool = await createSanaPool({ model: opts.model, devices: opts.devices, threadsPerWorker: opts.threadsPerWorker, precision: opts.precision });
+  } catch (e) {
+    await conn.close();
+    throw e;
+  }
   const name = `${hostname()}-${process.pid}`;
   const scratch = mkdtempSync(join(tmpdir(), 'sana-worker-'));
 
-  const process_ = async (job: Job<RenderJobData, RenderJobResult>): Promise<RenderJobResult> => {
+  const renderJob = async (job: Job<RenderJobData, RenderJobResult>): Promise<RenderJobResult> => {
     const d = job.data;
     const cancelled = batchKeys(d.batch).cancelled;
     const abort = new AbortController();
@@ -85,9 +91,9 @@ export async function startRenderWorker(opts: RenderWorkerOptions): Promise<Rend
     if (await isCancelled()) throw new UnrecoverableError(`ERR_SANA_ABORTED: batch ${d.batch} was cancelled`);
     let lastCancelCheck = performance.now();
     const progress = latestOnly((p: RenderJobProgress) => job.updateProgress(p as unknown as object));
-    const target = outDir ? join(outDir, d.fileName) : undefined;
-    // at-least-once delivery: an image already in the shared folder (a previous try got that far) is the answer
-    if (target && result !== 'inline' && existsSync(target)) return describe(d.fileName, readFileSync(target), target);
+    // a batch's files go to a folder of its own: two batches may name an image alike. A job delivered twice
+    // renders the same bytes again and replaces the file whole (rename), so a reader never sees a mix
+    const target = outDir ? join(outDir, d.batch, d.fileName) : undefined;
     const dir = join(scratch, job.id!);
     rmSync(dir, { recursive: true, force: true });
     try {
@@ -108,12 +114,12 @@ export async function startRenderWorker(opts: RenderWorkerOptions): Promise<Rend
       });
       const rendered = join(dir, renderFileName(0, 1, seed, prompt));
       const png = readFileSync(rendered);
-      if (result === 'inline' || (result === 'auto' && png.length <= inlineMaxBytes)) return { ...describe(d.fileName, png), png: png.toString('base64') };
-      mkdirSync(outDir!, { recursive: true });
+      if (result === 'inline' || (result === 'auto' && png.length <= inlineMaxBytes)) return { ...resultOf(d.fileName, png), png: png.toString('base64') };
+      mkdirSync(dirname(target!), { recursive: true });
       const partial = `${target}.partial-${name}`;
       copyFileSync(rendered, partial);
       renameSync(partial, target!);
-      return describe(d.fileName, png, target);
+      return resultOf(d.fileName, png, target);
     } catch (e) {
       if (abort.signal.aborted) throw new UnrecoverableError(`ERR_SANA_ABORTED: batch ${d.batch} was cancelled`);
       if (e instanceof SanaError && !RETRYABLE.includes(e.code)) throw new UnrecoverableError(`${e.code}: ${e.message}`);
@@ -122,9 +128,9 @@ export async function startRenderWorker(opts: RenderWorkerOptions): Promise<Rend
       rmSync(dir, { recursive: true, force: true });
     }
   };
-  const describe = (fileName: string, png: Buffer, path?: string): RenderJobResult => ({ fileName, bytes: png.length, sha256: createHash('sha256').update(png).digest('hex'), ...(path ? { path } : {}), worker: name });
+  const resultOf = (fileName: string, png: Buffer, path?: string): RenderJobResult => ({ fileName, bytes: png.length, sha256: createHash('sha256').update(png).digest('hex'), ...(path ? { path } : {}), worker: name });
 
-  const worker = new Worker<RenderJobData, RenderJobResult>(QUEUE_NAME, process_, {
+  const worker = new Worker<RenderJobData, RenderJobResult>(QUEUE_NAME, renderJob, {
     connection: conn.connection,
     name,
     concurrency: pool.devices.length,
