@@ -11,6 +11,7 @@ import { AutoencoderDC } from '../ts/models/autoencoder-dc.js';
 import { SanaTransformer2DModel } from '../ts/models/sana-transformer.js';
 import { createSanaPool } from '../ts/pool/sana-pool.js';
 import { materialise, peerOut } from './peer.js';
+import { randArray } from './random.js';
 import { wholeImage } from './whole-image.js';
 
 const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',');
@@ -40,16 +41,6 @@ async function timeIt(be: Backend, rounds: number, fn: () => void): Promise<numb
   return ms.sort((a, b) => a - b)[Math.floor(rounds / 2)];
 }
 
-function randomValues(n: number, seed: number): Float32Array {
-  const out = new Float32Array(n);
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    out[i] = s / 2 ** 32 - 0.5;
-  }
-  return out;
-}
-
 const be = await createBackend('cuda');
 emit({ bench: 'device', device: be.info.device, gpus: deviceCount('cuda'), cpuCores: availableParallelism() });
 
@@ -57,8 +48,8 @@ await part('gemm', async () => {
   // tokens 2048 = CFG batch 2 × 1024 tokens of a 1024² image
   for (const [M, K, N, what] of [[2048, 1152, 1152, 'attn out'], [2048, 1152, 3456, 'fused qkv'], [2048, 1152, 5760, 'Mix-FFN expand'], [2048, 2880, 1152, 'Mix-FFN project'], [8192, 1152, 5760, 'Mix-FFN expand, 2048² image']] as const) {
     for (const dtype of ['bf16', 'f32'] as const) {
-      const x = be.tensor([M, K], 'f32', randomValues(M * K, 1));
-      const w = be.tensor([N, K], dtype, randomValues(N * K, 2));
+      const x = be.tensor([M, K], 'f32', randArray(M * K, 1));
+      const w = be.tensor([N, K], dtype, randArray(N * K, 2));
       const y = be.empty([M, N]);
       const ms = await timeIt(be, 20, () => be.linear(x, w, { out: y, fastBf16: dtype === 'bf16' }));
       emit({ bench: 'gemm', shape: [M, K, N], what, weights: dtype, engine: dtype === 'bf16' ? 'tensor cores (bf16, fp32 accumulation)' : 'fp32 FMA', ms: +ms.toFixed(3), tflops: +((2 * M * N * K) / ms / 1e9).toFixed(2) });
@@ -73,7 +64,7 @@ await part('600m', async () => {
   const dir = materialise('sana_600m_full_1024');
   const [B, C, H, W, T, caption] = [2, 32, 32, 32, 300, 2304];
   const input = {
-    hiddenStates: randomValues(B * C * H * W, 5), shape: [B, C, H, W] as const, encoderHiddenStates: randomValues(B * T * caption, 6),
+    hiddenStates: randArray(B * C * H * W, 5), shape: [B, C, H, W] as const, encoderHiddenStates: randArray(B * T * caption, 6),
     textLength: T, encoderAttentionMask: new Array<number>(B * T).fill(1), timestep: new Float32Array([500, 500]),
   };
   for (const precision of ['bf16', 'fp32'] as const) {
@@ -91,7 +82,7 @@ await part('dcae', async () => {
   const dir = materialise('dcae_f32c32_decoder_512');
   const vae = AutoencoderDC.fromFolder(dir, be, { precision: 'fp32' });
   try {
-    const z1024 = randomValues(32 * 32 * 32, 3);
+    const z1024 = randArray(32 * 32 * 32, 3);
     const ms = await timeIt(be, 3, () => vae.decode(z1024, [1, 32, 32, 32]));
     emit({ bench: 'dcae decode 1024²', ms: +ms.toFixed(1) });
   } finally {
@@ -100,7 +91,7 @@ await part('dcae', async () => {
   const gpus = deviceCount('cuda');
   const pool = await createSanaPool({ kind: 'vae', model: dir, devices: Array.from({ length: gpus }, (_, i) => `cuda:${i}`) });
   try {
-    const z4k = randomValues(32 * 128 * 128, 4);
+    const z4k = randArray(32 * 128 * 128, 4);
     const t0 = performance.now();
     const img = await pool.decode(z4k, [1, 32, 128, 128]);
     emit({ bench: 'dcae decode 4096², sharded over the pool', gpus, ms: Math.round(performance.now() - t0), values: img.length });

@@ -12,6 +12,7 @@ import type { Backend } from '../ts/backends/backend.js';
 import { DEFAULT_CACHE_BYTES } from '../ts/backends/block-cache.js';
 import { createBackend, probeBackends } from '../ts/backends/registry.js';
 import type { Tensor } from '../ts/tensor/tensor.js';
+import { randArray } from './random.js';
 
 const args = process.argv.slice(2);
 const quick = args.includes('--quick');
@@ -70,15 +71,6 @@ async function time(fn: () => unknown | Promise<unknown>): Promise<number> {
   return samples[samples.length >> 1];
 }
 
-function randArray(n: number, seed: number): Float32Array {
-  const a = new Float32Array(n);
-  let s = seed;
-  for (let i = 0; i < n; i++) {
-    s = (Math.imul(s, 1664525) + 1013904223) >>> 0;
-    a[i] = s / 2 ** 32 - 0.5;
-  }
-  return a;
-}
 
 // ---- a minimal ONNX writer: one MatMul node, weight as an initializer (ORT pre-packs it) ----
 function varint(v: number): number[] {

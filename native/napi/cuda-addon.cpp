@@ -173,17 +173,27 @@ class Context : public Napi::ObjectWrap<Context> {
     });
   }
 
+  // The (address, typed array) arguments of a copy: a device range inside one live block and the host bytes.
+  struct CopyArgs {
+    uintptr_t device;
+    char* host;
+    size_t bytes;
+    Napi::TypedArray array;
+  };
+  CopyArgs copy_args(const Napi::CallbackInfo& info, const char* op, const char* what) {
+    uintptr_t a = (uintptr_t)integer_arg(info, 0, op, "address");
+    if (!info[1].IsTypedArray()) invalid(info.Env(), std::string(op) + ": Expected a Uint8Array for " + what + " but received " + describe(info[1]));
+    Napi::TypedArray array = info[1].As<Napi::TypedArray>();
+    check_range(info.Env(), op, a, array.ByteLength());
+    return {a, static_cast<char*>(array.ArrayBuffer().Data()) + array.ByteOffset(), array.ByteLength(), array};
+  }
+
   // upload(address, Uint8Array): returns once the bytes are staged
   Napi::Value Upload(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
       sana_ctx* c = ctx(info.Env());
-      uintptr_t a = (uintptr_t)integer_arg(info, 0, "upload", "address");
-      if (!info[1].IsTypedArray()) invalid(info.Env(), "upload: Expected a Uint8Array for src but received " + describe(info[1]));
-      Napi::TypedArray src = info[1].As<Napi::TypedArray>();
-      size_t bytes = src.ByteLength();
-      check_range(info.Env(), "upload", a, bytes);
-      const char* p = static_cast<const char*>(src.ArrayBuffer().Data()) + src.ByteOffset();
-      return check(info.Env(), sana_cuda_upload(c, (void*)a, p, bytes));
+      CopyArgs a = copy_args(info, "upload", "src");
+      return check(info.Env(), sana_cuda_upload(c, (void*)a.device, a.host, a.bytes));
     });
   }
 
@@ -191,13 +201,8 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value Download(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
       ctx(info.Env());
-      uintptr_t a = (uintptr_t)integer_arg(info, 0, "download", "address");
-      if (!info[1].IsTypedArray()) invalid(info.Env(), "download: Expected a Uint8Array for dst but received " + describe(info[1]));
-      Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
-      size_t bytes = dst.ByteLength();
-      check_range(info.Env(), "download", a, bytes);
-      char* p = static_cast<char*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
-      auto* w = new Wait(info.Env(), dev_, p, (const void*)a, bytes, dst);
+      CopyArgs a = copy_args(info, "download", "dst");
+      auto* w = new Wait(info.Env(), dev_, a.host, (const void*)a.device, a.bytes, a.array);
       Napi::Promise promise = w->promise();
       w->Queue();
       return Napi::Value(promise);
@@ -208,13 +213,9 @@ class Context : public Napi::ObjectWrap<Context> {
   Napi::Value DownloadSync(const Napi::CallbackInfo& info) {
     return guarded(info, [&] {
       sana_ctx* c = ctx(info.Env());
-      uintptr_t a = (uintptr_t)integer_arg(info, 0, "downloadSync", "address");
-      if (!info[1].IsTypedArray()) invalid(info.Env(), "downloadSync: Expected a Uint8Array for dst but received " + describe(info[1]));
-      Napi::TypedArray dst = info[1].As<Napi::TypedArray>();
-      check_range(info.Env(), "downloadSync", a, dst.ByteLength());
+      CopyArgs a = copy_args(info, "downloadSync", "dst");
       char err[512] = {0};
-      char* p = static_cast<char*>(dst.ArrayBuffer().Data()) + dst.ByteOffset();
-      if (sana_cuda_download(c, p, (const void*)a, dst.ByteLength(), err, sizeof err) != SANA_OK) throw_code(info.Env(), "ERR_SANA_NATIVE", err);
+      if (sana_cuda_download(c, a.host, (const void*)a.device, a.bytes, err, sizeof err) != SANA_OK) throw_code(info.Env(), "ERR_SANA_NATIVE", err);
       return info.Env().Undefined();
     });
   }

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 
 import { Queue, type ConnectionOptions } from 'bullmq';
-import { Redis } from 'ioredis';
+import { Redis, type RedisOptions } from 'ioredis';
 
 import { describeValue, SanaError } from '../errors.js';
 import { renderFileName, type RenderJob } from '../pool/sana-pool.js';
@@ -97,7 +97,9 @@ export function connect(url: string, watch: { report: (line: string) => void; ma
   const where = `${parsed.hostname}:${parsed.port || 6379}${parsed.pathname.length > 1 ? parsed.pathname : ''}`;
   // BullMQ's workers need commands to wait for a reconnection rather than fail after a few retries
   const options = { maxRetriesPerRequest: null, enableOfflineQueue: true, retryStrategy: (n: number) => Math.min(200 * n, 2000) };
-  const client = new Redis(url, options);
+  const redisOpts: RedisOptions = { ...redisOptions(parsed), ...options };
+  const client = new Redis(redisOpts);
+  const connection: ConnectionOptions = redisOpts;
   let downSince = 0;
   let timer: NodeJS.Timeout | undefined;
   let closed = false;
@@ -114,7 +116,6 @@ export function connect(url: string, watch: { report: (line: string) => void; ma
     downSince = 0;
     clearTimeout(timer);
   });
-  const connection: ConnectionOptions = { ...redisOptions(parsed), ...options };
   return {
     connection,
     client,

@@ -97,10 +97,10 @@ __global__ void __launch_bounds__(kWarps * 32) attention_kernel(sana_view4 q, sa
 
 int linear_attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const sana_view4* v, const sana_view4* out,
                      ptrdiff_t B, ptrdiff_t N, ptrdiff_t heads, ptrdiff_t d, float eps) {
+  if (B * heads > 0x7fffffff) return fail(ctx, SANA_ERR_UNSUPPORTED, "linear_attention: too many heads for the CUDA grid");
   float* state = nullptr;
   int st = scratch(ctx, "linear_attention", sizeof(float) * (size_t)(B * heads * (d + 1) * d), &state);
   if (st != SANA_OK) return st;
-  if (B * heads > 0x7fffffff) return fail(ctx, SANA_ERR_UNSUPPORTED, "linear_attention: too many heads for the CUDA grid");
   dim3 grid((unsigned)(B * heads), (unsigned)(((d + 1) * d + kThreads - 1) / kThreads));
   linear_attention_state<<<grid, kThreads, 0, stream(ctx)>>>(*k, *v, N, heads, d, state);
   linear_attention_apply<<<grid_for(B * N * heads * d), kThreads, 0, stream(ctx)>>>(*q, *out, B, N, heads, d, eps, state);

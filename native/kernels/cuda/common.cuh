@@ -111,12 +111,5 @@ int each(sana_ctx* ctx, const char* op, ptrdiff_t n, F f) {
   return launched(ctx, op);
 }
 
-// The GEMM every matrix op runs on (gemm.cu): C[m, n] = Σ_k A(m, k)·B(k, n), handed to the epilogue.
-// Operands are functors, so linear, the Mix-FFN's projections and implicit-GEMM convolutions share it.
-struct GemmShape {
-  ptrdiff_t M, N, K;
-  int batches;  // blockIdx.z: one independent GEMM per batch (a convolution's images and groups)
-};
-
 }  // namespace cuda
 }  // namespace sana

@@ -74,8 +74,7 @@ int conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t 
     depthwise_kernel<<<grid_for(B * Cout * g.Ho * g.Wo), kThreads, 0, stream(ctx)>>>(g, B, bias, act, y);
     return launched(ctx, "conv2d");
   }
-  if (B * groups > 65535) return fail(ctx, SANA_ERR_UNSUPPORTED, "conv2d: %td images × groups exceed the CUDA grid", B * groups);
-  GemmShape s{Cout / groups, g.Ho * g.Wo, Cin / groups * kh * kw, (int)(B * groups)};
+  GemmShape s{Cout / groups, g.Ho * g.Wo, Cin / groups * kh * kw, B * groups};
   return run_gemm(ctx, "conv2d", s, ConvWeightA{g}, ConvPatchB{g}, ConvOut{g, y, bias, act}, false);
 }
 

@@ -11,6 +11,11 @@
 namespace sana {
 namespace cuda {
 
+// C[m, n] = Σ_k A(m, k)·B(k, n) for `batches` independent GEMMs (blockIdx.z).
+struct GemmShape {
+  ptrdiff_t M, N, K, batches;
+};
+
 constexpr int TM = 64, TN = 64, TK = 16;  // fp32 tile; 256 threads, 4 × 4 outputs each
 
 template <class A, class B, class E>
@@ -97,7 +102,7 @@ template <class A, class B, class E>
 int run_gemm(sana_ctx* ctx, const char* op, GemmShape s, A a, B b, E e, bool bf16) {
   if (s.M <= 0 || s.N <= 0 || s.batches <= 0) return SANA_OK;
   if ((s.M + TM - 1) / TM > 65535 || s.batches > 65535)
-    return fail(ctx, SANA_ERR_UNSUPPORTED, "%s: a GEMM of %td rows in %d batches exceeds the CUDA grid", op, s.M, s.batches);
+    return fail(ctx, SANA_ERR_UNSUPPORTED, "%s: a GEMM of %td rows in %td batches exceeds the CUDA grid", op, s.M, s.batches);
   dim3 grid((unsigned)((s.N + TN - 1) / TN), (unsigned)((s.M + TM - 1) / TM), (unsigned)s.batches);
   if (bf16) gemm_bf16_kernel<<<grid, 128, 0, stream(ctx)>>>(s, a, b, e);
   else gemm_f32_kernel<<<grid, 256, 0, stream(ctx)>>>(s, a, b, e);

@@ -2,7 +2,6 @@
 // memory from the device's pool, copies (uploads through pinned staging), and the kernel table.
 #include <cstdio>
 #include <cstring>
-#include <mutex>
 #include <new>
 
 #include "common.cuh"
