@@ -195,7 +195,19 @@ if (want('linear')) {
           });
         }
         const wt = dense;
-        const modes = dtype === 'bf16' && (c.variant === 'avx512bf16' || c.variant === 'amx-bf16') ? [false, true] : [false];
+        const engine = dtype === 'bf16' && (c.variant === 'avx512bf16' || c.variant === 'amx-bf16');
+        if (engine) {
+          const packed = b.packWeight(dense); // what the models use in bf16 precision
+          contenders.push({
+            row: { op: 'linear', shape, backend: b.name, variant: c.variant, threads: c.threads, dtype: 'bf16 fast packed' },
+            run: () => {
+              use(c);
+              b.linear(xt, packed, { out: y, fastBf16: true });
+            },
+            release: () => packed.dispose(),
+          });
+        }
+        const modes = engine ? [false, true] : [false];
         for (const fast of modes)
           contenders.push({
             row: { op: 'linear', shape, backend: b.name, variant: c.variant, threads: c.threads, dtype: fast ? 'bf16 fast' : dtype },
@@ -271,6 +283,15 @@ const ops: OpBench[] = [
       const ts = tensors(b, [[[2, 1024, 1152], 1], [[5760, 1152, 1, 1], 2], [[5760], 3], [[5760, 1, 3, 3], 4], [[5760], 5], [[1152, 2880, 1, 1], 6], [[2, 1024, 1152], 7]]);
       const wi = b.packWeight(ts[1]), wp = b.packWeight(ts[5]);
       const run = () => b.glumbconv(ts[0], { wInverted: wi, bInverted: ts[2], wDepth: ts[3], bDepth: ts[4], wPoint: wp }, { height: 32, width: 32, out: ts[6] });
+      return { run, free: () => (free(ts)(), wi.dispose(), wp.dispose()) };
+    },
+  },
+  {
+    op: 'glumbconv', shape: '[2, 32x32, 1152 → 2·2880 → 1152] (DiT Mix-FFN), bf16 precision (packed bf16 weights, fastBf16)', flop: 2 * 2048 * (1152 * 5760 + 2880 * 1152) + 2 * 2048 * 5760 * 9,
+    setup: (b) => {
+      const ts = tensors(b, [[[2, 1024, 1152], 1], [[5760, 1152, 1, 1], 2, 'bf16'], [[5760], 3], [[5760, 1, 3, 3], 4, 'bf16'], [[5760], 5], [[1152, 2880, 1, 1], 6, 'bf16'], [[2, 1024, 1152], 7]]);
+      const wi = b.packWeight(ts[1]), wp = b.packWeight(ts[5]);
+      const run = () => b.glumbconv(ts[0], { wInverted: wi, bInverted: ts[2], wDepth: ts[3], bDepth: ts[4], wPoint: wp }, { height: 32, width: 32, fastBf16: true, out: ts[6] });
       return { run, free: () => (free(ts)(), wi.dispose(), wp.dispose()) };
     },
   },

@@ -44,7 +44,7 @@ const KernelTable* ctx_table(const sana_ctx* ctx);
 struct DeviceBinding {
   const KernelTable* table;
   void* state;
-  int (*pack_weight)(sana_ctx* ctx, const float* w, ptrdiff_t N, ptrdiff_t K, float* packed);
+  decltype(&::sana_pack_weight) pack_weight;
   void (*destroy)(void* state);
 };
 void ctx_bind_device(sana_ctx* ctx, const DeviceBinding& binding);

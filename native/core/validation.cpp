@@ -57,25 +57,37 @@ int check_view(sana_ctx* ctx, const char* op, const char* name, const sana_view4
 
 extern "C" {
 
-ptrdiff_t sana_packed_weight_size(ptrdiff_t N, ptrdiff_t K) {
+ptrdiff_t sana_packed_weight_size(ptrdiff_t N, ptrdiff_t K, int w_dtype) {
   ptrdiff_t t;
-  if (N <= 0 || K <= 0 || !mul_ok((N + 31) / 32 * 32, K, &t)) return -1;
+  if (N <= 0 || K <= 0 || (w_dtype != SANA_F32 && w_dtype != SANA_BF16)) return -1;
+  if (!mul_ok((N + 31) / 32 * 32, w_dtype == SANA_F32 ? K : SANA_PACKED_BF16_KP(K), &t)) return -1;
   return t;
 }
 
-int sana_pack_weight(sana_ctx* ctx, const float* w, ptrdiff_t N, ptrdiff_t K, float* packed) {
+int sana_pack_weight(sana_ctx* ctx, const void* w, int w_dtype, ptrdiff_t N, ptrdiff_t K, void* packed) {
   NEED_CTX();
   NONNULL("pack_weight", w);
   NONNULL("pack_weight", packed);
   POSITIVE("pack_weight", N);
   POSITIVE("pack_weight", K);
-  CHECK(sana_packed_weight_size(N, K) > 0, "pack_weight: Expected sizes whose product fits in memory for N, K but received %td, %td", N, K);
-  if (const DeviceBinding* d = ctx_device_binding(ctx)) return d->pack_weight(ctx, w, N, K, packed);
-  for (ptrdiff_t p0 = 0; p0 < N; p0 += 32)
-    for (ptrdiff_t k = 0; k < K; ++k) {
-      float* row = packed + (p0 / 32 * K + k) * 32;
-      for (ptrdiff_t j = 0; j < 32; ++j) row[j] = p0 + j < N ? w[(p0 + j) * K + k] : 0.0f;
-    }
+  CHECK(w_dtype == SANA_F32 || w_dtype == SANA_BF16, "pack_weight: Expected a dtype of 0 (f32) or 2 (bf16) for w_dtype but received %d", w_dtype);
+  CHECK(sana_packed_weight_size(N, K, w_dtype) > 0, "pack_weight: Expected sizes whose product fits in memory for N, K but received %td, %td", N, K);
+  if (const DeviceBinding* d = ctx_device_binding(ctx)) return d->pack_weight(ctx, w, w_dtype, N, K, packed);
+  // destination order (SANA_PACKED_*_INDEX): sequential writes
+  if (w_dtype == SANA_F32) {
+    const float* src = static_cast<const float*>(w);
+    float* dst = static_cast<float*>(packed);
+    for (ptrdiff_t p0 = 0; p0 < N; p0 += 32)
+      for (ptrdiff_t k = 0; k < K; ++k)
+        for (ptrdiff_t j = 0; j < 32; ++j) *dst++ = p0 + j < N ? src[(p0 + j) * K + k] : 0.0f;
+  } else {
+    const uint16_t* src = static_cast<const uint16_t*>(w);
+    uint16_t* dst = static_cast<uint16_t*>(packed);
+    for (ptrdiff_t p0 = 0; p0 < N; p0 += 32)
+      for (ptrdiff_t k = 0; k < SANA_PACKED_BF16_KP(K); k += 2)
+        for (ptrdiff_t j = 0; j < 32; ++j)
+          for (ptrdiff_t h = 0; h < 2; ++h) *dst++ = p0 + j < N && k + h < K ? src[(p0 + j) * K + k + h] : 0;
+  }
   return SANA_OK;
 }
 
@@ -96,8 +108,8 @@ int sana_linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const v
   CHECK((flags & ~(SANA_GEMM_FAST_BF16 | SANA_GEMM_PACKED_WEIGHT)) == 0, "linear: Expected flags 0..3 for flags but received %d", flags);
   CHECK(!(flags & SANA_GEMM_FAST_BF16) || w_dtype == SANA_BF16,
         "linear: Expected bf16 weights for flags=FAST_BF16 but received w_dtype %d", w_dtype);
-  CHECK(!(flags & SANA_GEMM_PACKED_WEIGHT) || w_dtype == SANA_F32,
-        "linear: Expected f32 weights for flags=PACKED_WEIGHT but received w_dtype %d", w_dtype);
+  CHECK(!(flags & SANA_GEMM_PACKED_WEIGHT) || w_dtype != SANA_F16,
+        "linear: Expected f32 or bf16 weights for flags=PACKED_WEIGHT but received w_dtype %d", w_dtype);
   return ctx_table(ctx)->linear(ctx, x, M, K, w, w_dtype, N, bias, act, flags, y);
 }
 
@@ -203,8 +215,8 @@ int sana_glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrd
   CHECK((flags & ~(SANA_GEMM_FAST_BF16 | SANA_GEMM_PACKED_WEIGHT)) == 0, "glumbconv: Expected flags 0..3 for flags but received %d", flags);
   CHECK(!(flags & SANA_GEMM_FAST_BF16) || w_dtype == SANA_BF16,
         "glumbconv: Expected bf16 weights for flags=FAST_BF16 but received w_dtype %d", w_dtype);
-  CHECK(!(flags & SANA_GEMM_PACKED_WEIGHT) || w_dtype == SANA_F32,
-        "glumbconv: Expected f32 weights for flags=PACKED_WEIGHT but received w_dtype %d", w_dtype);
+  CHECK(!(flags & SANA_GEMM_PACKED_WEIGHT) || w_dtype != SANA_F16,
+        "glumbconv: Expected f32 or bf16 weights for flags=PACKED_WEIGHT but received w_dtype %d", w_dtype);
   return ctx_table(ctx)->glumbconv(ctx, x, B, H, W, C, w_inv, b_inv, w_dw, b_dw, w_point, w_dtype, F, Cout, flags, y);
 }
 

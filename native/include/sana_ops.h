@@ -75,7 +75,7 @@ typedef enum sana_variant {
                                  accumulation. Ignored by variants without bf16 dot products (they compute
                                  the exact fp32 product). */
 
-#define SANA_GEMM_PACKED_WEIGHT 2 /* the fp32 weights come from sana_pack_weight: no per-call packing of B */
+#define SANA_GEMM_PACKED_WEIGHT 2 /* the f32 or bf16 weights come from sana_pack_weight: no per-call packing of B */
 
 /* Normalisation modes */
 #define SANA_RMS_WEIGHT 0          /* y = x·rsqrt(mean(x²)+eps)·w        (diffusers RMSNorm) */
@@ -105,11 +105,19 @@ SANA_API int sana_hardware_threads(void);
 
 /* ---- ops -------------------------------------------------------------------------------------------- */
 
-/* Repacks an fp32 linear weight w[N,K] once (at load) into the layout the GEMM microkernels read:
- * panels of 32 output columns, k-major: packed[(n/32·K + k)·32 + n%32] = w[n,k], zero for n ≥ N.
- * packed holds sana_packed_weight_size(N, K) floats. Used with SANA_GEMM_PACKED_WEIGHT. */
-SANA_API ptrdiff_t sana_packed_weight_size(ptrdiff_t N, ptrdiff_t K);
-SANA_API int sana_pack_weight(sana_ctx* ctx, const float* w, ptrdiff_t N, ptrdiff_t K, float* packed);
+/* Repacks a linear weight w[N,K] (f32 or bf16) once, at load, into the layout the GEMM microkernels read in
+ * place: panels of 32 output columns, k-major.
+ *   f32:  packed[(n/32·K + k)·32 + n%32] = w[n,k]                       (SANA_PACKED_F32_INDEX)
+ *   bf16: k-pairs, K padded with zeros to Kp = K rounded up to 32 (AMX's k-step):
+ *         packed[(n/32)·32·Kp + (k/2)·64 + (n%32)·2 + k%2] = w[n,k]   (SANA_PACKED_BF16_INDEX)
+ * Columns n ≥ N are zero. packed holds sana_packed_weight_size(N, K, w_dtype) elements of w's dtype.
+ * Used with SANA_GEMM_PACKED_WEIGHT; f16 weights are not packed. */
+#define SANA_PACKED_F32_INDEX(n, k, K) (((n) / 32 * (K) + (k)) * 32 + (n) % 32)
+#define SANA_PACKED_BF16_KP(K) (((K) + 31) / 32 * 32)
+#define SANA_PACKED_BF16_INDEX(n, k, K) \
+  ((n) / 32 * 32 * SANA_PACKED_BF16_KP(K) + (k) / 2 * 64 + (n) % 32 * 2 + (k) % 2)
+SANA_API ptrdiff_t sana_packed_weight_size(ptrdiff_t N, ptrdiff_t K, int w_dtype);
+SANA_API int sana_pack_weight(sana_ctx* ctx, const void* w, int w_dtype, ptrdiff_t N, ptrdiff_t K, void* packed);
 
 /* y[M,N] = act(x[M,K] · w[N,K]ᵀ + bias[N]); bias may be NULL. */
 SANA_API int sana_linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, int w_dtype,

@@ -41,8 +41,8 @@ describe.each(backends.map((b) => ({ name: b.name, b })))('$name backend', ({ b 
     expectSanaError(() => b.linear(t([4, 8]), t([3, 8]), { fastBf16: true }), ARG, /fastBf16 for w\.dtype but received "f32"/);
   });
   it('linear: x must be f32', () => expectSanaError(() => b.linear(t([4, 8], 'bf16'), t([3, 8])), ARG, /linear: Expected an f32 tensor for x\.dtype/));
-  it('packWeight: f32 linear weights only; glumbconv weights share one layout', () => {
-    expectSanaError(() => b.packWeight(t([4, 8], 'bf16')), ARG, /packWeight: Expected an f32 tensor for w\.dtype but received "bf16"/);
+  it('packWeight: f32 or bf16 linear weights only; glumbconv weights share one layout', () => {
+    expectSanaError(() => b.packWeight(t([4, 8], 'f16')), ARG, /packWeight: Expected f32 or bf16 weights for w\.dtype but received "f16"/);
     expectSanaError(() => b.packWeight(t([4, 8, 3, 3])), ARG, /packWeight: Expected a linear weight \[out, in\] .* for w\.shape but received \[4, 8, 3, 3\]/);
     expectSanaError(
       () => b.glumbconv(t([1, 15, 4]), { wInverted: b.packWeight(t([6, 4])), wDepth: t([6, 1, 3, 3]), wPoint: t([4, 3, 1, 1]) }, { height: 3, width: 5 }),

@@ -72,19 +72,21 @@ for (const [M, K, N] of [[53, 301, 47], [300, 600, 70]] as const) {
   });
 }
 
-// prepacked fp32 weights (packWeight): N not a multiple of the 32-column panels, M- and N-split threading, and
-// K over two of the larger K blocks that prepacked weights allow (1280)
-for (const [M, K, N] of [[37, 67, 45], [203, 300, 70], [5, 129, 131], [33, 1400, 45], [500, 300, 70]] as const) {
-  const x = rand(M * K, 14 + M);
-  const w = rand(N * K, 15 + N, -0.5, 0.5);
-  const b = rand(N, 16);
-  cases.push({
-    name: `linear ${M}x${K}x${N} packed weight +bias gelu-tanh`,
-    tol: 2e-5,
-    run: (be) => withTensors(be, (mk) => be.linear(mk([M, K], x), be.packWeight(mk([N, K], w)), { bias: mk([N], b), act: 'gelu-tanh' })),
-    ref: () => ref.linear(x, M, K, w, N, b, 'gelu-tanh'),
-  });
-}
+// prepacked weights (packWeight): fp32, and bf16 both on the bf16 engine (fastBf16) and in fp32 arithmetic; N
+// not a multiple of the 32-column panels, K not a multiple of the bf16 layout's 32-deep padding, M- and N-split
+// threading, and K over two of the larger K blocks that prepacked weights allow (1280)
+for (const [M, K, N] of [[37, 67, 45], [203, 300, 70], [5, 129, 131], [33, 1400, 45], [500, 300, 70], [300, 600, 70]] as const)
+  for (const [dtype, fastBf16] of [['f32', false], ['bf16', false], ['bf16', true]] as const) {
+    const x = rand(M * K, 14 + M);
+    const w = quantized(rand(N * K, 15 + N, -0.5, 0.5), dtype);
+    const b = rand(N, 16);
+    cases.push({
+      name: `linear ${M}x${K}x${N} packed w=${dtype}${fastBf16 ? ' fastBf16' : ''} +bias gelu-tanh`,
+      tol: fastBf16 ? 1e-2 : 2e-5,
+      run: (be) => withTensors(be, (mk) => be.linear(mk([M, K], x), be.packWeight(mk([N, K], w, dtype)), { bias: mk([N], b), act: 'gelu-tanh', fastBf16 })),
+      ref: () => ref.linear(x, M, K, w, N, b, 'gelu-tanh'),
+    });
+  }
 
 // ---- conv2d: 3×3 / 5×5 / 1×1 / stride 2 / depth-wise / grouped, odd widths and channel counts
 for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
@@ -221,30 +223,32 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   });
 }
 
-// ---- Mix-FFN: one band with odd channel counts; several row bands (carry between bands); bf16 weights
-for (const [B, H, W, C, F, Cout, dtype, fastBf16] of [
-  [2, 3, 5, 33, 19, 17, 'f32', false],
-  [1, 40, 20, 8, 6, 5, 'f32', false],
-  [1, 6, 7, 24, 20, 24, 'bf16', false],
-  [2, 5, 6, 40, 36, 40, 'bf16', true],
-  [1, 40, 20, 8, 6, 5, 'packed', false],
+// ---- Mix-FFN: one band with odd channel counts; several row bands (carry between bands); bf16 weights;
+// prepacked weights (fp32, bf16 on and off the bf16 engine)
+for (const [B, H, W, C, F, Cout, dtype, fastBf16, packed] of [
+  [2, 3, 5, 33, 19, 17, 'f32', false, false],
+  [1, 40, 20, 8, 6, 5, 'f32', false, false],
+  [1, 6, 7, 24, 20, 24, 'bf16', false, false],
+  [2, 5, 6, 40, 36, 40, 'bf16', true, false],
+  [1, 40, 20, 8, 6, 5, 'f32', false, true],
+  [1, 40, 20, 40, 36, 33, 'bf16', true, true],
+  [2, 5, 6, 40, 36, 40, 'bf16', false, true],
 ] as const) {
   const x = rand(B * H * W * C, 51 + H);
-  const stored = dtype === 'packed' ? 'f32' : dtype;
-  const wi = quantized(rand(2 * F * C, 52, -0.5, 0.5), stored);
+  const wi = quantized(rand(2 * F * C, 52, -0.5, 0.5), dtype);
   const bi = rand(2 * F, 53);
-  const wd = quantized(rand(2 * F * 9, 54, -0.5, 0.5), stored);
+  const wd = quantized(rand(2 * F * 9, 54, -0.5, 0.5), dtype);
   const bd = rand(2 * F, 55);
-  const wp = quantized(rand(Cout * F, 56, -0.5, 0.5), stored);
-  const pack = (be: Backend, t: Tensor) => (dtype === 'packed' ? be.packWeight(t) : t);
+  const wp = quantized(rand(Cout * F, 56, -0.5, 0.5), dtype);
+  const pack = (be: Backend, t: Tensor) => (packed ? be.packWeight(t) : t);
   cases.push({
-    name: `glumbconv B${B} ${H}x${W} C${C} F${F} → ${Cout} w=${dtype}${fastBf16 ? ' fastBf16' : ''}`,
+    name: `glumbconv B${B} ${H}x${W} C${C} F${F} → ${Cout} w=${dtype}${packed ? ' packed' : ''}${fastBf16 ? ' fastBf16' : ''}`,
     tol: fastBf16 ? 1e-2 : 2e-5,
     run: (be) =>
       withTensors(be, (mk) =>
         be.glumbconv(mk([B, H * W, C], x), {
-          wInverted: pack(be, mk([2 * F, C, 1, 1], wi, stored)), bInverted: mk([2 * F], bi),
-          wDepth: mk([2 * F, 1, 3, 3], wd, stored), bDepth: mk([2 * F], bd), wPoint: pack(be, mk([Cout, F, 1, 1], wp, stored)),
+          wInverted: pack(be, mk([2 * F, C, 1, 1], wi, dtype)), bInverted: mk([2 * F], bi),
+          wDepth: mk([2 * F, 1, 3, 3], wd, dtype), bDepth: mk([2 * F], bd), wPoint: pack(be, mk([Cout, F, 1, 1], wp, dtype)),
         }, { height: H, width: W, fastBf16 }),
       ),
     ref: () => ref.glumbconv(x, B, H, W, C, wi, bi, wd, bd, wp, F, Cout),

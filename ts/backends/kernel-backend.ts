@@ -1,6 +1,6 @@
 import { fromKernelError, invalidArgument, SanaError } from '../errors.js';
 import { dtypeCode, encode, storageArrayType, type DType, type TensorArray } from '../tensor/dtype.js';
-import { contiguousStrides, Tensor, view4, type Storage, type View4 } from '../tensor/tensor.js';
+import { contiguousStrides, packedWeightWords, Tensor, view4, type Storage, type View4 } from '../tensor/tensor.js';
 import { BlockCache, type Usage } from './block-cache.js';
 import { activationCode, checkEps, encodeArgs, isPositiveInt, type OpArg, type RawKernels } from './raw-kernels.js';
 import type {
@@ -124,15 +124,15 @@ export abstract class KernelBackend implements Backend {
 
   packWeight(w: Tensor): Tensor {
     const op = 'packWeight';
-    this.f32(op, 'w', w);
+    if (w.dtype !== 'f32' && w.dtype !== 'bf16') throw invalidArgument(op, 'f32 or bf16 weights', 'w.dtype', w.dtype);
     if (w.layout !== 'dense') throw invalidArgument(op, 'a dense weight', 'w.layout', w.layout);
     if (w.shape.length !== 2 && !(w.shape.length === 4 && w.shape[2] === 1 && w.shape[3] === 1))
       throw invalidArgument(op, 'a linear weight [out, in] (or a 1×1 conv weight [out, in, 1, 1])', 'w.shape', w.shape);
     const [N, K] = w.shape;
-    const packedSize = Math.ceil(N / 32) * 32 * K;
-    const t = new Tensor(this, [N, K], 'f32', this.blocks.take('f32', packedSize, 'weight'), 'packed32');
+    const packedSize = packedWeightWords(N, K, w.dtype);
+    const t = new Tensor(this, [N, K], w.dtype, this.blocks.take(w.dtype, packedSize, 'weight'), 'packed32');
     try {
-      this.run('pack_weight', [w, N, K, t]);
+      this.run('pack_weight', [w, dtypeCode(w.dtype), N, K, t]);
     } catch (e) {
       t.dispose();
       throw e;

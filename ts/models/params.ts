@@ -118,19 +118,18 @@ export interface MatrixOrigin {
   cols: number;
 }
 
-/** A weight's values row-major in fp32 (packed32: panels of 32 output rows, k-major, the last one padded, as
- * sana_pack_weight writes them). */
+/** A weight's values row-major in fp32 (packed32: panels of 32 output rows, k-major, the last one padded; bf16
+ * as k-pairs with the columns padded to a multiple of 32: as sana_pack_weight writes them). */
 function denseValues(t: Tensor): Float32Array {
   const rows = t.shape[0];
   const cols = t.size / rows;
   if (t.layout !== 'packed32') return t.toFloat32();
   const values = new Float32Array(rows * cols);
-  const packed = t.readSync() as Float32Array;
-  for (let p = 0; p * 32 < rows; p++)
-    for (let c = 0; c < cols; c++) {
-      const from = (p * cols + c) * 32;
-      for (let r = p * 32, e = Math.min(rows, r + 32); r < e; r++) values[r * cols + c] = packed[from + (r & 31)];
-    }
+  const packed = t.toFloat32();
+  const at = t.dtype === 'bf16'
+    ? (r: number, c: number) => (r >> 5) * 32 * (Math.ceil(cols / 32) * 32) + (c >> 1) * 64 + (r & 31) * 2 + (c & 1)
+    : (r: number, c: number) => ((r >> 5) * cols + c) * 32 + (r & 31);
+  for (let r = 0; r < rows; r++) for (let c = 0; c < cols; c++) values[r * cols + c] = packed[at(r, c)];
   return values;
 }
 
@@ -240,11 +239,13 @@ export class Params {
     }
   }
 
-  /** Repacks the fp32 ones among these linear / 1×1-conv weights for the GEMM (same memory, once). */
+  /** Repacks these linear / 1×1-conv weights for the GEMM (same memory, once): the fp32 ones, and the bf16 ones
+   * in bf16 precision (the bf16 engine's panels; fp32 arithmetic converts them panel by panel as it does dense
+   * bf16 weights). */
   packLinear(backend: Backend, names: string[]): void {
     for (const name of names) {
       const t = this.get(name);
-      if (t.dtype !== 'f32') continue;
+      if (t.dtype !== 'f32' && !(t.dtype === 'bf16' && this.precision.precision === 'bf16')) continue;
       this.tensors.set(name, backend.packWeight(t));
       t.dispose();
     }

@@ -56,8 +56,9 @@ export class Tensor {
     readonly shape: readonly number[],
     readonly dtype: DType,
     storage: Storage,
-    /** 'packed32': a linear weight [N, K] repacked by Backend.packWeight (32-column k-major panels, N padded to
-     * a multiple of 32); its data is that layout, not row-major */
+    /** 'packed32': a linear weight [N, K] (f32 or bf16) repacked by Backend.packWeight in the layout of
+     * sana_pack_weight (native/include/sana_ops.h: 32-column k-major panels, N padded to a multiple of 32; bf16
+     * as k-pairs with K padded to a multiple of 32); its data is that layout, not row-major */
     readonly layout: 'dense' | 'packed32' = 'dense',
     readonly byteOffset = 0,
     /** the tensor that owns the storage, for aliases */
@@ -127,7 +128,7 @@ export class Tensor {
   readSync(): TensorArray {
     observer?.('read', this);
     const s = this.storage;
-    const words = this.layout === 'packed32' ? Math.ceil(this.shape[0] / 32) * 32 * (this.size / this.shape[0]) : this.size;
+    const words = this.layout === 'packed32' ? packedWeightWords(this.shape[0], this.size / this.shape[0], this.dtype) : this.size;
     if (s.location === 'host') {
       const h = s.host!();
       return storageView(this.dtype, h.buffer, h.byteOffset + this.byteOffset, words).slice();
@@ -205,6 +206,11 @@ export interface View4 {
   shape: readonly [number, number, number, number];
   strides: readonly [number, number, number, number];
   offset: number;
+}
+
+/** Storage words of a linear weight [rows, cols] in the packed32 layout (sana_packed_weight_size). */
+export function packedWeightWords(rows: number, cols: number, dtype: DType): number {
+  return Math.ceil(rows / 32) * 32 * (dtype === 'bf16' ? Math.ceil(cols / 32) * 32 : cols);
 }
 
 export function contiguousStrides(shape: readonly number[]): number[] {

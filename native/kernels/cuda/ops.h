@@ -8,6 +8,6 @@ namespace cuda {
 #define SANA_CUDA_DECLARE(op) extern decltype(::sana_##op) op;
 SANA_KERNEL_OPS(SANA_CUDA_DECLARE)
 #undef SANA_CUDA_DECLARE
-int pack_weight(sana_ctx* ctx, const float* w, ptrdiff_t N, ptrdiff_t K, float* packed);
+int pack_weight(sana_ctx* ctx, const void* w, int dt, ptrdiff_t N, ptrdiff_t K, void* packed);
 }  // namespace cuda
 }  // namespace sana

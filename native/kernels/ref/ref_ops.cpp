@@ -19,8 +19,9 @@ float wload(const void* w, int dt, ptrdiff_t i) {
 
 // Element (n, k) of a linear weight [N, K], dense or in the sana_pack_weight layout.
 float lw(const void* w, int dt, bool packed, ptrdiff_t K, ptrdiff_t n, ptrdiff_t k) {
-  if (packed) return static_cast<const float*>(w)[(n / 32 * K + k) * 32 + n % 32];
-  return wload(w, dt, n * K + k);
+  if (!packed) return wload(w, dt, n * K + k);
+  return dt == SANA_F32 ? static_cast<const float*>(w)[SANA_PACKED_F32_INDEX(n, k, K)]
+                        : bf16_to_f32(static_cast<const uint16_t*>(w)[SANA_PACKED_BF16_INDEX(n, k, K)]);
 }
 
 float act_fn(float x, int act) {

@@ -9,7 +9,7 @@ int linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* 
   g.M = M, g.N = N, g.K = K;
   g.A = Operand{x, SANA_F32, K, 1};
   g.B = Operand{w, dt, 1, K};  // B(k, n) = w[n, k]
-  if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = static_cast<const float*>(w);
+  if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = w;
   g.C = y, g.ldc = N, g.bias_col = bias, g.act = act;
 #if defined(SANA_BF16DOT)
   g.fast_bf16 = (flags & SANA_GEMM_FAST_BF16) && dt == SANA_BF16;

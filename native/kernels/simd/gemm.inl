@@ -16,7 +16,6 @@ constexpr ptrdiff_t KC = 256;
 // only operand a K block must fit in L2: one pass over C for the DiT's K = 1152 instead of five (measured
 // 1.2–1.3× on a [4096 × 1152] × [1152 × 1152] GEMM, neutral on the wide Mix-FFN one)
 constexpr ptrdiff_t KC_PREPACKED = 1280;
-inline ptrdiff_t k_block_max(const void* b_packed) { return b_packed ? KC_PREPACKED : KC; }
 constexpr ptrdiff_t MC = MR * (SANA_VW == 16 ? 16 : 24);
 constexpr ptrdiff_t NC = 4096;  // B block KC×NC (4 MB) lives in L3; a large NC means A is packed once per K block
 
@@ -40,9 +39,14 @@ struct Gemm {
   bool fast_bf16;  // B is bf16, A fp32: round A to bf16 and use vdpbf16ps
   PackFn pack_b_custom;
   const void* pack_b_arg;
-  const float* b_packed;  // B from sana_pack_weight (32-column k-major panels): read in place, never packed
+  // B from sana_pack_weight in B.dt (32-column k-major panels, of k-pairs for bf16): read in place by the
+  // microkernel of its dtype, converted panel by panel otherwise (bf16 weights without fast_bf16)
+  const void* b_packed;
   const float* a_packed;  // fp32 A already in MR-row panels ([M/MR][K][MR], rows past M zero): read in place
 };
+
+inline bool b_in_place(const Gemm& g) { return g.b_packed && (g.B.dt == SANA_F32 || g.fast_bf16); }
+inline ptrdiff_t k_block_max(const Gemm& g) { return b_in_place(g) ? KC_PREPACKED : KC; }
 
 float elem(const Operand& o, ptrdiff_t r, ptrdiff_t c) {
   ptrdiff_t i = r * o.rs + c * o.cs;
@@ -95,6 +99,17 @@ void pack_b(const Operand& B, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_
       for (ptrdiff_t k = 0; k < kc; ++k)
         for (ptrdiff_t j = 0; j < NR; ++j) d[k * NR + j] = j < nr ? elem(B, k0 + k, j0 + jp + j) : 0.0f;
     }
+  }
+}
+
+// B panels (as pack_b) from a bf16 weight packed by sana_pack_weight (NR divides the layout's 32 columns).
+void pack_b_from_packed_bf16(const Gemm& g, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, float* dst) {
+  const uint16_t* w = static_cast<const uint16_t*>(g.b_packed);
+  for (ptrdiff_t jp = 0; jp < nc; jp += NR) {
+    float* d = dst + jp * kc;
+    ptrdiff_t n0 = j0 + jp;  // columns past N are zero in the layout
+    for (ptrdiff_t k = 0; k < kc; ++k)
+      for (ptrdiff_t j = 0; j < NR; ++j) d[k * NR + j] = bf16_to_f32(w[SANA_PACKED_BF16_INDEX(n0 + j, k0 + k, g.K)]);
   }
 }
 
@@ -174,7 +189,7 @@ void micro_f32(ptrdiff_t kc, const float* __restrict pa, const float* __restrict
 // bf16 pairs: A panels hold (A[i][k], A[i][k+1]) as one uint32 per row, B panels (B[k][j], B[k+1][j]) per column.
 void pack_a_bf16(const Operand& A, ptrdiff_t i0, ptrdiff_t mc, ptrdiff_t k0, ptrdiff_t kc, uint32_t* dst) {
   ptrdiff_t kp = (kc + 1) / 2;
-  alignas(64) uint16_t row[KC + 32];
+  alignas(64) uint16_t row[KC_PREPACKED + 32];
   for (ptrdiff_t ip = 0; ip < mc; ip += MR) {
     uint32_t* d = dst + ip * kp;
     ptrdiff_t mr = mn<ptrdiff_t>(MR, mc - ip);
@@ -213,12 +228,20 @@ void pack_b_bf16(const Operand& B, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptr
   }
 }
 
-void micro_bf16(ptrdiff_t kc, const uint32_t* __restrict pa, const uint32_t* __restrict pb, const TileOut& o) {
+// ldb: pairs between consecutive k-pair rows of the B panel (NR when packed per call, 32 for prepacked weights)
+void micro_bf16(ptrdiff_t kc, const uint32_t* __restrict pa, const uint32_t* __restrict pb, ptrdiff_t ldb, const TileOut& o) {
+  for (int i = 0; i < o.mr; ++i) {
+    __builtin_prefetch(o.c + i * o.ldc, 1);
+    __builtin_prefetch(o.c + i * o.ldc + NR - 1, 1);
+  }
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   ptrdiff_t kp = (kc + 1) / 2;
   for (ptrdiff_t p = 0; p < kp; ++p) {
+    // as in micro_f32: B rows from L2, fetched 8 pair rows ahead
+    __builtin_prefetch(pb + 8 * ldb);
+    __builtin_prefetch(pb + 8 * ldb + 16);
     __m512bh b0 = (__m512bh)_mm512_loadu_si512(pb), b1 = (__m512bh)_mm512_loadu_si512(pb + 16);
 #pragma GCC unroll 16
     for (int i = 0; i < MR; ++i) {
@@ -227,7 +250,7 @@ void micro_bf16(ptrdiff_t kc, const uint32_t* __restrict pa, const uint32_t* __r
       acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, b1);
     }
     pa += MR;
-    pb += NR;
+    pb += ldb;
   }
   vf out[MR][NV];
   for (int i = 0; i < MR; ++i)
@@ -340,11 +363,14 @@ void micro_amx(ptrdiff_t steps, const uint16_t* pa, const uint32_t* pb, const Ti
 
 void gemm_range_amx(const Gemm& g, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptrdiff_t n1, uint16_t* pa, uint32_t* pb) {
   amx_configure();  // tile configuration is per thread
+  // a prepacked weight is already in pack_b_amx's panel layout (pairs × 32 columns, K padded to 32)
+  const uint32_t* packed = static_cast<const uint32_t*>(g.b_packed);
+  ptrdiff_t panel = 16 * SANA_PACKED_BF16_KP(g.K);  // pairs per 32-column panel
   for (ptrdiff_t jc = n0; jc < n1; jc += AMX_NC) {
     ptrdiff_t nc = mn(AMX_NC, n1 - jc);
     for (ptrdiff_t pc = 0; pc < g.K; pc += AMX_KC) {
       ptrdiff_t kc = mn(AMX_KC, g.K - pc), steps = (kc + AMX_T - 1) / AMX_T;
-      pack_b_amx(g.B, pc, kc, jc, nc, pb);
+      if (!packed) pack_b_amx(g.B, pc, kc, jc, nc, pb);
       for (ptrdiff_t ic = m0; ic < m1; ic += AMX_MC) {
         ptrdiff_t mc = mn(AMX_MC, m1 - ic);
         pack_a_amx(g.A, ic, mc, pc, kc, pa);
@@ -354,7 +380,8 @@ void gemm_range_amx(const Gemm& g, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptr
             TileOut o{g.C + row * g.ldc + col, g.ldc, (int)mn(AMX_T, mc - ir), (int)mn(AMX_T, nc - jr), pc > 0,
                       pc + kc >= g.K, g.bias_col ? g.bias_col + col : nullptr, g.bias_row ? g.bias_row + row : nullptr,
                       g.act};
-            micro_amx(steps, pa + ir * steps * AMX_T, pb + jr * steps * 16, o);
+            const uint32_t* b = packed ? packed + col / 32 * panel + pc / 2 * AMX_T : pb + jr * steps * 16;
+            micro_amx(steps, pa + ir * steps * AMX_T, b, o);
           }
       }
     }
@@ -371,19 +398,22 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
   for (ptrdiff_t jc = r.n0; jc < r.n1; jc += NC) {
     ptrdiff_t nc = mn(NC, r.n1 - jc);
     // equal K blocks (no short last block: every pass over C costs a load and a store of it)
-    ptrdiff_t kmax = k_block_max(g.b_packed), blocks = (g.K + kmax - 1) / kmax;
+    ptrdiff_t kmax = k_block_max(g), blocks = (g.K + kmax - 1) / kmax;
     ptrdiff_t kblock = round_up((g.K + blocks - 1) / blocks, 8);
     for (ptrdiff_t pc = 0; pc < g.K; pc += kblock) {
       ptrdiff_t kc = mn(kblock, g.K - pc);
       [[maybe_unused]] bool bf16 = false;
 #if defined(SANA_BF16DOT)
       bf16 = g.fast_bf16;
-      if (bf16)
-        pack_b_bf16(g.B, pc, kc, jc, nc, reinterpret_cast<uint32_t*>(pb));
-      else
 #endif
-      if (g.b_packed)
+      if (b_in_place(g))
         ;  // prepacked weights are read in place
+#if defined(SANA_BF16DOT)
+      else if (bf16)
+        pack_b_bf16(g.B, pc, kc, jc, nc, reinterpret_cast<uint32_t*>(pb));
+#endif
+      else if (g.b_packed)
+        pack_b_from_packed_bf16(g, pc, kc, jc, nc, pb);
       else if (g.pack_b_custom)
         g.pack_b_custom(g.pack_b_arg, pc, kc, jc, nc, pb);
       else
@@ -405,13 +435,17 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
 #if defined(SANA_BF16DOT)
             if (bf16) {
               ptrdiff_t kp = (kc + 1) / 2;
-              micro_bf16(kc, reinterpret_cast<uint32_t*>(pa) + ir * kp, reinterpret_cast<uint32_t*>(pb) + jr * kp, o);
+              const uint32_t* a = reinterpret_cast<uint32_t*>(pa) + ir * kp;
+              if (g.b_packed)
+                micro_bf16(kc, a, static_cast<const uint32_t*>(g.b_packed) + col / 32 * 16 * SANA_PACKED_BF16_KP(g.K) + pc / 2 * 32 + col % 32, 32, o);
+              else
+                micro_bf16(kc, a, reinterpret_cast<uint32_t*>(pb) + jr * kp, NR, o);
               continue;
             }
 #endif
             const float* a = g.a_packed ? g.a_packed + (row / MR * g.K + pc) * MR : pa + ir * kc;
-            if (g.b_packed)
-              micro_f32(kc, a, g.b_packed + (col / 32 * g.K + pc) * 32 + col % 32, 32, o);
+            if (b_in_place(g))
+              micro_f32(kc, a, static_cast<const float*>(g.b_packed) + SANA_PACKED_F32_INDEX(col, pc, g.K), 32, o);
             else
               micro_f32(kc, a, pb + jr * kc, NR, o);
           }
@@ -438,15 +472,15 @@ int gemm(sana_ctx* ctx, const Gemm& g) {
   // Prepacked B costs nothing to share, so an M split is cut finer than one range per thread and the ranges
   // are claimed one at a time: a thread whose core another process takes does fewer. Results do not change
   // (every row is computed in one range, with the same K blocks).
-  bool claim = split_m && g.b_packed && !amx && T > 1;
+  bool claim = split_m && b_in_place(g) && !amx && T > 1;
   if (claim) parts = mn<ptrdiff_t>(blocks(g.M, MC), 4 * (ptrdiff_t)T);
   // packing buffers sized by the problem (a small GEMM must not touch megabytes) and kept in the context's
   // arena, so repeated calls reuse warm pages instead of mapping fresh ones
   ptrdiff_t n_part = split_m ? g.N : (g.N + parts - 1) / parts;
-  size_t a_bytes = g.a_packed ? 0 : (size_t)(mn<ptrdiff_t>(MC, round_up(g.M, MR)) * k_block_max(g.b_packed)) * sizeof(float);
-  size_t b_bytes = g.b_packed ? 0 : (size_t)(KC * mn<ptrdiff_t>(NC, round_up(n_part, NR) + NR)) * sizeof(float);
+  size_t a_bytes = g.a_packed ? 0 : (size_t)(mn<ptrdiff_t>(MC, round_up(g.M, MR)) * k_block_max(g)) * sizeof(float);
+  size_t b_bytes = b_in_place(g) ? 0 : (size_t)(KC * mn<ptrdiff_t>(NC, round_up(n_part, NR) + NR)) * sizeof(float);
 #if defined(SANA_AMX)
-  if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = (size_t)(AMX_KC * mn<ptrdiff_t>(AMX_NC, round_up(n_part, 32) + 32)) * 2;
+  if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = g.b_packed ? 0 : (size_t)(AMX_KC * mn<ptrdiff_t>(AMX_NC, round_up(n_part, 32) + 32)) * 2;
 #endif
   size_t per = round_up((ptrdiff_t)(a_bytes + b_bytes), 64);
   ptrdiff_t buffers = claim ? T : parts;  // claimed ranges: one buffer per thread

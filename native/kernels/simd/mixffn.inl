@@ -38,7 +38,7 @@ int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t
         g.M = (to - from + 1) * W, g.N = F2, g.K = C;
         g.A = Operand{xb + from * W * C, SANA_F32, C, 1};
         g.B = Operand{w_inv, dt, 1, C};
-        if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = static_cast<const float*>(w_inv);
+        if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = w_inv;
         g.C = t + (from - first) * W * F2, g.ldc = F2, g.bias_col = b_inv, g.act = SANA_ACT_SILU;
 #if defined(SANA_BF16DOT)
         g.fast_bf16 = (flags & SANA_GEMM_FAST_BF16) && dt == SANA_BF16;
@@ -82,7 +82,7 @@ int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t
       g.M = (r1 - r0) * W, g.N = Cout, g.K = F;
       g.A = Operand{u, SANA_F32, F, 1};
       g.B = Operand{w_point, dt, 1, F};
-      if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = static_cast<const float*>(w_point);
+      if (flags & SANA_GEMM_PACKED_WEIGHT) g.b_packed = w_point;
       g.C = yb + r0 * W * Cout, g.ldc = Cout, g.act = SANA_ACT_NONE;
 #if defined(SANA_BF16DOT)
       g.fast_bf16 = (flags & SANA_GEMM_FAST_BF16) && dt == SANA_BF16;
