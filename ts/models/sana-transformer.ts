@@ -130,16 +130,19 @@ export interface TransformerInput {
  * cross-attention keys and values (caption projection → RMSNorm → to_k / to_v, with qk-norm where the model
  * has it). diffusers recomputes them every step; made once, they save 2·T·D·(caption_channels + D) +
  * 4·layers·T·D² FLOPs per step (≈ 4 % of a 600M step at 300 tokens) for layers·2·B·T·D floats of memory.
+ * With right padding only the valid tokens are projected (`rows`), which shrinks that work and memory by the
+ * padding's share (a 600M forward on the peer inputs, 38 of 600 tokens valid: ≈ 4 % of its FLOPs).
  */
 export class TextConditioning {
   constructor(
     readonly batch: number,
     readonly length: number,
     readonly keyBias: Tensor,
+    /** per block: keys and values [B, T, ·], or [Σ rows.length, ·] when `rows` is set */
     readonly kv: readonly { k: Tensor; v: Tensor }[],
-    /** per row, its number of tokens when every row's mask is a run of ones then zeros (right padding, as the
-     * pipeline pads) with at least one token; null otherwise */
-    readonly validLengths: readonly number[] | null = null,
+    /** when every row's mask is a run of ones then zeros (right padding, as the pipeline pads) with at least
+     * one token: per row, where its keys start in `kv` (in tokens) and how many it has; null otherwise */
+    readonly rows: readonly { start: number; length: number }[] | null = null,
   ) {}
 
   dispose(): void {
@@ -166,19 +169,21 @@ function rightPaddedLengths(mask: ArrayLike<number>, B: number, T: number): numb
 }
 
 /**
- * Cross-attention of the latent tokens q [B, N, H·d] on the text keys and values [B, T, H·d]. With right
- * padding each row attends to its own tokens only: a padded key's −10000 bias gives it a weight of exactly 0
- * in fp32 (exp underflows; the kernel and torch both make it 0), so leaving it out changes nothing but the
- * summation order, and a negative prompt of one token costs 1/300 of the full softmax (the peer benchmark's
- * README allows it: "an engine that skips masked keys does less"). Otherwise all T keys with the bias.
+ * Cross-attention of the latent tokens q [B, N, H·d] on the text keys and values (TextConditioning.kv). With
+ * right padding each row attends to its own tokens only: a padded key's −10000 bias gives it a weight of
+ * exactly 0 in fp32 (exp underflows; the kernel and torch both make it 0), so leaving it out changes nothing
+ * but the summation order, and a negative prompt of one token costs 1/300 of the full softmax (the peer
+ * benchmark's README allows it: "an engine that skips masked keys does less"). Otherwise all T keys with the
+ * bias.
  */
 function crossAttention(be: Backend, q: Tensor, k: Tensor, v: Tensor, text: TextConditioning, [B, N, H, d]: number[]): Tensor {
   const T = text.length;
-  if (!text.validLengths) return be.attention(view4(q, [B, N, H, d]), view4(k, [B, T, H, d]), view4(v, [B, T, H, d]), { keyBias: text.keyBias });
+  if (!text.rows) return be.attention(view4(q, [B, N, H, d]), view4(k, [B, T, H, d]), view4(v, [B, T, H, d]), { keyBias: text.keyBias });
   const out = be.empty([B, N, H, d]);
   try {
-    const rows = (t: Tensor, L: number, len: number, b: number) => view4(t, [1, len, H, d], [L * H * d, H * d, d, 1], b * L * H * d);
-    text.validLengths.forEach((len, b) => be.attention(rows(q, N, N, b), rows(k, T, len, b), rows(v, T, len, b), { out: rows(out, N, N, b) }));
+    const tokens = (t: Tensor, start: number, len: number) => view4(t, [1, len, H, d], [len * H * d, H * d, d, 1], start * H * d);
+    text.rows.forEach(({ start, length }, b) =>
+      be.attention(tokens(q, b * N, N), tokens(k, start, length), tokens(v, start, length), { out: tokens(out, b * N, N) }));
     return out;
   } catch (e) {
     out.dispose();
@@ -441,9 +446,22 @@ export class SanaTransformer2DModel {
     const made = new Scope(); // the result's tensors: freed on failure only
     const bias = new Float32Array(B * T);
     for (let i = 0; i < B * T; i++) bias[i] = (1 - Number(mask[i])) * -10000.0;
+    // right padding: the valid tokens only, packed row after row (with taps, which show the reference's
+    // [B, T] layout, all tokens are projected and the padded ones skipped by the attention alone)
+    const lengths = rightPaddedLengths(mask, B, T);
+    const Dc = c.captionChannels;
+    let rows: { start: number; length: number }[] | null = null;
+    let states = encoderHiddenStates;
+    if (lengths && taps) rows = lengths.map((length, b) => ({ start: b * T, length }));
+    else if (lengths) {
+      let start = 0;
+      rows = lengths.map((length) => ({ start: (start += length) - length, length }));
+      states = new Float32Array(start * Dc);
+      rows.forEach(({ start: at, length }, b) => states.set(encoderHiddenStates.subarray(b * T * Dc, (b * T + length) * Dc), at * Dc));
+    }
     try {
       const keyBias = made.keep(be.tensor([B, T], 'f32', bias));
-      const ctx = temp.keep(be.tensor([B, T, c.captionChannels], 'f32', encoderHiddenStates));
+      const ctx = temp.keep(be.tensor(states === encoderHiddenStates ? [B, T, Dc] : [1, states.length / Dc, Dc], 'f32', states));
       const [l1, l2] = m.captionProjection;
       const c2 = temp.keep(l2.forward(be, p, temp.keep(l1.forward(be, p, ctx, { act: 'gelu-tanh' }))));
       const Cn = temp.keep(m.captionNorm.forward(be, p, c2));
@@ -453,7 +471,7 @@ export class SanaTransformer2DModel {
         const k = blk.crossNormK ? made.keep(blk.crossNormK.forward(be, p, temp.keep(raw))) : made.keep(raw);
         return { k, v: made.keep(blk.crossV.forward(be, p, Cn)) };
       });
-      return new TextConditioning(B, T, keyBias, kv, rightPaddedLengths(mask, B, T));
+      return new TextConditioning(B, T, keyBias, kv, rows);
     } catch (e) {
       made.dispose();
       throw e;
