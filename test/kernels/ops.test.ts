@@ -135,6 +135,19 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   });
 }
 {
+  // heads in groups per task (13 heads: uneven groups at 1 and 2 threads), d no multiple of the vector width,
+  // tokens over three 32-token blocks with a tail
+  const [B, N, H, D] = [2, 77, 13, 20];
+  const [q, k, v] = [35, 36, 37].map((seed) => rand(B * N * H * D, seed));
+  const c = (data: Float32Array) => ({ data, offset: 0, strides: [N * H * D, H * D, D, 1] });
+  cases.push({
+    name: `linearAttention [${B},${N},${H},${D}] contiguous`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.linearAttention(mk([B, N, H, D], q), mk([B, N, H, D], k), mk([B, N, H, D], v))),
+    ref: () => ref.linearAttention(c(q), c(k), c(v), [B, N, H, D], 1e-15),
+  });
+}
+{
   // [B, G·(3·D), HW] with q | k | v of group g at channels g·3D + {0, D, 2D}: token stride 1, dim stride HW
   const [B, G, D, HW] = [2, 3, 8, 37];
   const z = rand(B * G * 3 * D * HW, 34);
@@ -193,6 +206,30 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
         }),
       ),
     ref: () => ref.attention(cq, ck, cv, { B, Lq: L, Lk: L, Hq, Hkv, D, Dv, scale: 0.25, softcap: 2.5, causal: true, window: 6, keyBias: bias }),
+  });
+}
+
+// over several 128-row query blocks: the keys a causal, windowed block sees start past 0; rows whose every
+// visible key is padding (−FLT_MAX) take the mean of all values; more queries than keys, the last ones past
+// every key of their window
+for (const [Lq, Lk, causal, window, padFrom] of [[300, 300, true, 100, 150], [200, 150, false, 40, 120]] as const) {
+  const [B, Hq, Hkv, D, Dv] = [1, 2, 1, 24, 20];
+  const q = rand(B * Lq * Hq * D, 50 + Lq, -2, 2);
+  const k = rand(B * Lk * Hkv * D, 51, -2, 2);
+  const v = rand(B * Lk * Hkv * Dv, 52);
+  const bias = new Float32Array(B * Lk);
+  for (let j = padFrom; j < Lk; j++) bias[j] = -3.4028234663852886e38;
+  const strides = (L: number, H: number, d: number) => [L * H * d, H * d, d, 1];
+  cases.push({
+    name: `attention${causal ? ' causal' : ''} window ${window} [${B},${Lq}→${Lk},${Hq}/${Hkv},${D}] across query blocks`,
+    tol: 2e-5,
+    run: (be) =>
+      withTensors(be, (mk) =>
+        be.attention(mk([B, Lq, Hq, D], q), mk([B, Lk, Hkv, D], k), mk([B, Lk, Hkv, Dv], v), { keyBias: mk([B, Lk], bias), scale: 0.2, causal, window }),
+      ),
+    ref: () =>
+      ref.attention({ data: q, offset: 0, strides: strides(Lq, Hq, D) }, { data: k, offset: 0, strides: strides(Lk, Hkv, D) }, { data: v, offset: 0, strides: strides(Lk, Hkv, Dv) },
+        { B, Lq, Lk, Hq, Hkv, D, Dv, scale: 0.2, softcap: 0, causal, window, keyBias: bias }),
   });
 }
 
@@ -436,7 +473,8 @@ describe('thread count', () => {
   const cpu = targets.find((t) => t.backend.name === 'cpu' && t.variant === t.backend.info.variants.at(-1));
   // the Winograd convolution sizes its tile chunks by the thread count, and a GEMM on prepacked weights splits
   // M into ranges claimed at run time: the sums must not depend on either
-  const scheduled = cases.filter((c) => c.name.startsWith('conv2d [2,37,29,43]') || c.name.startsWith('conv2d [1,300,33,34]') || c.name.startsWith('linear 500x300x70 packed'));
+  // (as do attention's query blocks and linear attention's head groups, claimed the same way)
+  const scheduled = cases.filter((c) => ['conv2d [2,37,29,43]', 'conv2d [1,300,33,34]', 'linear 500x300x70 packed', 'attention causal window 100', 'linearAttention [2,77,13,20]'].some((n) => c.name.startsWith(n)));
   it.skipIf(!cpu).each(scheduled)('$name: 1 and 2 threads give the same bits', async (c) => {
     const be = cpu!.backend;
     be.setVariant(cpu!.variant);

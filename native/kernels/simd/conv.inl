@@ -175,24 +175,3 @@ int conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t 
     }
   return SANA_OK;
 }
-
-// Linear attention: per (batch, head) the state kvt[j][i] = Σ_n relu(k_nj)·v_ni and ksum[j] = Σ_n relu(k_nj),
-// then out_n = (Σ_j relu(q_nj)·kvt[j]) / (ksum·relu(q_n) + eps). Tokens are gathered in blocks so any
-// strides (fused qkv slices, NCHW channel groups) read efficiently.
-constexpr ptrdiff_t TB = 32;
-
-void gather_block(const sana_view4* t, ptrdiff_t b, ptrdiff_t n0, ptrdiff_t nb, ptrdiff_t h, ptrdiff_t d,
-                  ptrdiff_t ld, bool relu, float* dst) {
-  const float* base = t->data + b * t->sb + n0 * t->sn + h * t->sh;
-  if (t->sd == 1) {
-    for (ptrdiff_t n = 0; n < nb; ++n) std::memcpy(dst + n * ld, base + n * t->sn, sizeof(float) * d);
-  } else {
-    for (ptrdiff_t j = 0; j < d; ++j)
-      for (ptrdiff_t n = 0; n < nb; ++n) dst[n * ld + j] = base[n * t->sn + j * t->sd];
-  }
-  if (relu)
-    for (ptrdiff_t n = 0; n < nb; ++n)
-      for (ptrdiff_t j = 0; j < d; ++j) dst[n * ld + j] = dst[n * ld + j] > 0 ? dst[n * ld + j] : 0.0f;
-  for (ptrdiff_t n = 0; n < nb; ++n)
-    for (ptrdiff_t j = d; j < ld; ++j) dst[n * ld + j] = 0.0f;
-}

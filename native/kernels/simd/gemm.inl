@@ -454,13 +454,44 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
   }
 }
 
+inline bool uses_amx([[maybe_unused]] const Gemm& g) {
+#if defined(SANA_AMX)
+  return g.fast_bf16;
+#else
+  return false;
+#endif
+}
+
+// Bytes of the A and B packing buffers of one range of the GEMM that spans n_part columns.
+struct PackBytes {
+  size_t a, b;
+  size_t total() const { return (size_t)round_up((ptrdiff_t)(a + b), 64); }
+};
+PackBytes pack_bytes(const Gemm& g, ptrdiff_t n_part) {
+#if defined(SANA_AMX)
+  if (uses_amx(g)) return {(size_t)(AMX_MC * AMX_KC) * 2, g.b_packed ? 0 : (size_t)(AMX_KC * mn<ptrdiff_t>(AMX_NC, round_up(n_part, 32) + 32)) * 2};
+#endif
+  return {g.a_packed ? 0 : (size_t)(mn<ptrdiff_t>(MC, round_up(g.M, MR)) * k_block_max(g)) * sizeof(float),
+          b_in_place(g) ? 0 : (size_t)(KC * mn<ptrdiff_t>(NC, round_up(n_part, NR) + NR)) * sizeof(float)};
+}
+
+// One range on the calling thread, on AMX tiles or the vector microkernels.
+void run_range(const Gemm& g, const GemmRange& r, char* buf, const PackBytes& bytes) {
+#if defined(SANA_AMX)
+  if (uses_amx(g)) return gemm_range_amx(g, r.m0, r.m1, r.n0, r.n1, reinterpret_cast<uint16_t*>(buf), reinterpret_cast<uint32_t*>(buf + bytes.a));
+#endif
+  gemm_range(g, r, reinterpret_cast<float*>(buf), reinterpret_cast<float*>(buf + bytes.a));
+}
+
+// One whole GEMM on the calling thread, for ops that run many small GEMMs as parallel tasks of their own
+// (attention heads); buf holds gemm_serial_bytes(g).
+size_t gemm_serial_bytes(const Gemm& g) { return pack_bytes(g, g.N).total(); }
+void gemm_serial(const Gemm& g, char* buf) { run_range(g, GemmRange{0, g.M, 0, g.N}, buf, pack_bytes(g, g.N)); }
+
 // Runs one GEMM on the context's threads, one contiguous range of rows or columns per thread.
 int gemm(sana_ctx* ctx, const Gemm& g) {
   int T = ctx_threads(ctx);
-  bool amx = false;
-#if defined(SANA_AMX)
-  amx = g.fast_bf16;
-#endif
+  bool amx = uses_amx(g);
   ptrdiff_t gm = amx ? 32 : MR, gn = amx ? 32 : NR, nc = amx ? 1024 : NC;
   // Each thread packs its own panels: split the dimension that makes the least packing per thread
   // (M-split repacks all of B per thread, N-split repacks all of A once per NC block of its columns).
@@ -476,13 +507,8 @@ int gemm(sana_ctx* ctx, const Gemm& g) {
   if (claim) parts = mn<ptrdiff_t>(blocks(g.M, MC), 4 * (ptrdiff_t)T);
   // packing buffers sized by the problem (a small GEMM must not touch megabytes) and kept in the context's
   // arena, so repeated calls reuse warm pages instead of mapping fresh ones
-  ptrdiff_t n_part = split_m ? g.N : (g.N + parts - 1) / parts;
-  size_t a_bytes = g.a_packed ? 0 : (size_t)(mn<ptrdiff_t>(MC, round_up(g.M, MR)) * k_block_max(g)) * sizeof(float);
-  size_t b_bytes = b_in_place(g) ? 0 : (size_t)(KC * mn<ptrdiff_t>(NC, round_up(n_part, NR) + NR)) * sizeof(float);
-#if defined(SANA_AMX)
-  if (amx) a_bytes = (size_t)(AMX_MC * AMX_KC) * 2, b_bytes = g.b_packed ? 0 : (size_t)(AMX_KC * mn<ptrdiff_t>(AMX_NC, round_up(n_part, 32) + 32)) * 2;
-#endif
-  size_t per = round_up((ptrdiff_t)(a_bytes + b_bytes), 64);
+  PackBytes bytes = pack_bytes(g, split_m ? g.N : (g.N + parts - 1) / parts);
+  size_t per = bytes.total();
   ptrdiff_t buffers = claim ? T : parts;  // claimed ranges: one buffer per thread
   char* buf = static_cast<char*>(ctx_arena(ctx, ARENA_GEMM, per * (size_t)buffers));
   if (!buf && per) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", buffers);
@@ -497,11 +523,7 @@ int gemm(sana_ctx* ctx, const Gemm& g) {
       r.n0 = mn(g.N, blocks * t / parts * gn);
       r.n1 = mn(g.N, blocks * (t + 1) / parts * gn);
     }
-    if (r.m0 >= r.m1 || r.n0 >= r.n1) return;
-#if defined(SANA_AMX)
-    if (amx) return gemm_range_amx(g, r.m0, r.m1, r.n0, r.n1, reinterpret_cast<uint16_t*>(mine), reinterpret_cast<uint32_t*>(mine + a_bytes));
-#endif
-    gemm_range(g, r, reinterpret_cast<float*>(mine), reinterpret_cast<float*>(mine + a_bytes));
+    if (r.m0 < r.m1 && r.n0 < r.n1) run_range(g, r, mine, bytes);
   };
   std::atomic<ptrdiff_t> next{0};
   parallel_for(ctx, buffers, [&](ptrdiff_t b, ptrdiff_t e, int slot) {
