@@ -155,7 +155,7 @@ int attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const san
       ptrdiff_t q0 = task % qblocks * ATT_QB, rows = mn(ATT_QB, Lq - q0);
       ptrdiff_t klo = p->window > 0 ? mx<ptrdiff_t>(0, q0 - p->window + 1) : 0;
       ptrdiff_t khi = p->causal ? mn(Lk, q0 + rows) : Lk;
-      if (khi <= klo) klo = 0, khi = Lk;  // queries past the last key see none (zero rows): any range will do
+      if (khi <= klo) klo = 0, khi = Lk;  // no row of the block sees a key (uniform rows): any range will do
       ptrdiff_t nk = khi - klo;
       Gemm g{};
       g.M = rows, g.N = nk, g.K = p->head_dim;

@@ -365,7 +365,6 @@ void gemm_range_amx(const Gemm& g, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptr
   amx_configure();  // tile configuration is per thread
   // a prepacked weight is already in pack_b_amx's panel layout (pairs × 32 columns, K padded to 32)
   const uint32_t* packed = static_cast<const uint32_t*>(g.b_packed);
-  ptrdiff_t panel = 16 * SANA_PACKED_BF16_KP(g.K);  // pairs per 32-column panel
   for (ptrdiff_t jc = n0; jc < n1; jc += AMX_NC) {
     ptrdiff_t nc = mn(AMX_NC, n1 - jc);
     for (ptrdiff_t pc = 0; pc < g.K; pc += AMX_KC) {
@@ -380,7 +379,7 @@ void gemm_range_amx(const Gemm& g, ptrdiff_t m0, ptrdiff_t m1, ptrdiff_t n0, ptr
             TileOut o{g.C + row * g.ldc + col, g.ldc, (int)mn(AMX_T, mc - ir), (int)mn(AMX_T, nc - jr), pc > 0,
                       pc + kc >= g.K, g.bias_col ? g.bias_col + col : nullptr, g.bias_row ? g.bias_row + row : nullptr,
                       g.act};
-            const uint32_t* b = packed ? packed + col / 32 * panel + pc / 2 * AMX_T : pb + jr * steps * 16;
+            const uint32_t* b = packed ? packed + SANA_PACKED_BF16_INDEX(col, pc, g.K) / 2 : pb + jr * steps * 16;
             micro_amx(steps, pa + ir * steps * AMX_T, b, o);
           }
       }
@@ -437,7 +436,7 @@ void gemm_range(const Gemm& g, const GemmRange& r, float* pa, float* pb) {
               ptrdiff_t kp = (kc + 1) / 2;
               const uint32_t* a = reinterpret_cast<uint32_t*>(pa) + ir * kp;
               if (g.b_packed)
-                micro_bf16(kc, a, static_cast<const uint32_t*>(g.b_packed) + col / 32 * 16 * SANA_PACKED_BF16_KP(g.K) + pc / 2 * 32 + col % 32, 32, o);
+                micro_bf16(kc, a, static_cast<const uint32_t*>(g.b_packed) + SANA_PACKED_BF16_INDEX(col, pc, g.K) / 2, 32, o);
               else
                 micro_bf16(kc, a, reinterpret_cast<uint32_t*>(pb) + jr * kp, NR, o);
               continue;
