@@ -5,6 +5,7 @@
 // and then shared across variants (ODR): only declarations, plain structs and templates that each variant
 // instantiates with its own lambda types.
 #pragma once
+#include <atomic>
 #include <type_traits>
 
 #include "../include/sana_ops.h"
@@ -72,6 +73,17 @@ void parallel_for(sana_ctx* ctx, ptrdiff_t n, F&& f) {
           (*static_cast<Fn*>(a))(b, e);
       },
       &f);
+}
+
+// Tasks [0, n) claimed one at a time by the context's threads, f(task, slot): a thread whose core another
+// process takes does fewer of them. Each task is computed the same way whichever thread takes it, so results
+// do not depend on scheduling; `slot` indexes per-thread scratch as in parallel_for.
+template <class F>
+void parallel_claim(sana_ctx* ctx, ptrdiff_t n, F&& f) {
+  std::atomic<ptrdiff_t> next{0};
+  parallel_for(ctx, n < ctx_threads(ctx) ? n : ctx_threads(ctx), [&](ptrdiff_t, ptrdiff_t, int slot) {
+    for (ptrdiff_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < n;) f(task, slot);
+  });
 }
 
 // Arenas of a context: at least `bytes`, 64-byte aligned, reused by later calls (grown when a call needs

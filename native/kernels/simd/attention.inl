@@ -45,78 +45,75 @@ int linear_attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, co
   int slots = (int)mn<ptrdiff_t>(T, tasks);
   char* buf = static_cast<char*>(scratch_alloc(per * (size_t)slots));
   if (!buf) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "linear_attention: out of memory");
-  std::atomic<ptrdiff_t> next{0};
-  parallel_for(ctx, slots, [&](ptrdiff_t, ptrdiff_t, int slot) {
+  parallel_claim(ctx, tasks, [&](ptrdiff_t task, int slot) {
     float* states = reinterpret_cast<float*>(buf + per * (size_t)slot);  // per head: [jrows][ld] Σ relu(k_j)·v, then Σ relu(k)
     float* kb = states + group * state;
     float* vb = kb + LA_TB * ld;
     float* qb = vb + LA_TB * ld;
-    for (ptrdiff_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
-      ptrdiff_t b = task / groups, h0 = task % groups * group, h1 = mn(heads, h0 + group);
-      std::memset(states, 0, sizeof(float) * (size_t)(group * state));
-      for (ptrdiff_t n0 = 0; n0 < N; n0 += LA_TB)
-        for (ptrdiff_t h = h0; h < h1; ++h) {
-          ptrdiff_t nb = mn(LA_TB, N - n0);
-          float* kvt = states + (h - h0) * state;
-          float* ksum = kvt + jrows * ld;
-          gather_block(k, b, n0, nb, h, d, ld, true, kb);
-          gather_block(v, b, n0, nb, h, d, ld, false, vb);
-          for (ptrdiff_t n = 0; n < nb; ++n)
-            for (ptrdiff_t i = 0; i < ld; i += VW) vstore(ksum + i, vload(ksum + i) + vload(kb + n * ld + i));
-          for (ptrdiff_t i0 = 0; i0 < ld; i0 += 2 * VW)
-            for (ptrdiff_t j0 = 0; j0 < jrows; j0 += LA_R) {
-              vf acc[LA_R][2];
-              for (int r = 0; r < LA_R; ++r)
-                for (int c = 0; c < 2; ++c) acc[r][c] = vload(kvt + (j0 + r) * ld + i0 + c * VW);
-              for (ptrdiff_t n = 0; n < nb; ++n) {
-                vf v0 = vload(vb + n * ld + i0), v1 = vload(vb + n * ld + i0 + VW);
-                const float* kr = kb + n * ld + j0;
+    ptrdiff_t b = task / groups, h0 = task % groups * group, h1 = mn(heads, h0 + group);
+    std::memset(states, 0, sizeof(float) * (size_t)(group * state));
+    for (ptrdiff_t n0 = 0; n0 < N; n0 += LA_TB)
+      for (ptrdiff_t h = h0; h < h1; ++h) {
+        ptrdiff_t nb = mn(LA_TB, N - n0);
+        float* kvt = states + (h - h0) * state;
+        float* ksum = kvt + jrows * ld;
+        gather_block(k, b, n0, nb, h, d, ld, true, kb);
+        gather_block(v, b, n0, nb, h, d, ld, false, vb);
+        for (ptrdiff_t n = 0; n < nb; ++n)
+          for (ptrdiff_t i = 0; i < ld; i += VW) vstore(ksum + i, vload(ksum + i) + vload(kb + n * ld + i));
+        for (ptrdiff_t i0 = 0; i0 < ld; i0 += 2 * VW)
+          for (ptrdiff_t j0 = 0; j0 < jrows; j0 += LA_R) {
+            vf acc[LA_R][2];
+            for (int r = 0; r < LA_R; ++r)
+              for (int c = 0; c < 2; ++c) acc[r][c] = vload(kvt + (j0 + r) * ld + i0 + c * VW);
+            for (ptrdiff_t n = 0; n < nb; ++n) {
+              vf v0 = vload(vb + n * ld + i0), v1 = vload(vb + n * ld + i0 + VW);
+              const float* kr = kb + n * ld + j0;
 #pragma GCC unroll 8
-                for (int r = 0; r < LA_R; ++r) {
-                  vf kj = vset(kr[r]);
-                  acc[r][0] += v0 * kj;
-                  acc[r][1] += v1 * kj;
-                }
+              for (int r = 0; r < LA_R; ++r) {
+                vf kj = vset(kr[r]);
+                acc[r][0] += v0 * kj;
+                acc[r][1] += v1 * kj;
               }
-              for (int r = 0; r < LA_R; ++r)
-                for (int c = 0; c < 2; ++c) vstore(kvt + (j0 + r) * ld + i0 + c * VW, acc[r][c]);
             }
-        }
-      for (ptrdiff_t n0 = 0; n0 < N; n0 += LA_TB)
-        for (ptrdiff_t h = h0; h < h1; ++h) {
-          ptrdiff_t nb = mn(LA_TB, N - n0), nt = round_up(nb, LA_R);
-          const float* kvt = states + (h - h0) * state;
-          const float* ksum = kvt + jrows * ld;
-          gather_block(q, b, n0, nb, h, d, ld, true, qb);
-          std::memset(qb + nb * ld, 0, sizeof(float) * (size_t)((nt - nb) * ld));  // the last tile's extra tokens
-          float inv_den[LA_TB];
-          for (ptrdiff_t n = 0; n < nb; ++n) {
-            vf den = vf{};
-            for (ptrdiff_t i = 0; i < ld; i += VW) den += vload(ksum + i) * vload(qb + n * ld + i);
-            inv_den[n] = hsum(den) + eps;
+            for (int r = 0; r < LA_R; ++r)
+              for (int c = 0; c < 2; ++c) vstore(kvt + (j0 + r) * ld + i0 + c * VW, acc[r][c]);
           }
-          float* o = vb;  // the v block stages the output
-          for (ptrdiff_t t0 = 0; t0 < nt; t0 += LA_R)
-            for (ptrdiff_t i0 = 0; i0 < ld; i0 += 2 * VW) {
-              vf acc[LA_R][2];
-              for (int r = 0; r < LA_R; ++r) acc[r][0] = acc[r][1] = vf{};
-              for (ptrdiff_t j = 0; j < d; ++j) {
-                vf s0 = vload(kvt + j * ld + i0), s1 = vload(kvt + j * ld + i0 + VW);
-#pragma GCC unroll 8
-                for (int r = 0; r < LA_R; ++r) {
-                  vf qj = vset(qb[(t0 + r) * ld + j]);
-                  acc[r][0] += s0 * qj;
-                  acc[r][1] += s1 * qj;
-                }
-              }
-              for (int r = 0; r < LA_R && t0 + r < nb; ++r)
-                for (int c = 0; c < 2; ++c) vstore(o + (t0 + r) * ld + i0 + c * VW, acc[r][c] / inv_den[t0 + r]);
-            }
-          float* base = out->data + b * out->sb + n0 * out->sn + h * out->sh;
-          for (ptrdiff_t n = 0; n < nb; ++n)
-            for (ptrdiff_t i = 0; i < d; ++i) base[n * out->sn + i * out->sd] = o[n * ld + i];
+      }
+    for (ptrdiff_t n0 = 0; n0 < N; n0 += LA_TB)
+      for (ptrdiff_t h = h0; h < h1; ++h) {
+        ptrdiff_t nb = mn(LA_TB, N - n0), nt = round_up(nb, LA_R);
+        const float* kvt = states + (h - h0) * state;
+        const float* ksum = kvt + jrows * ld;
+        gather_block(q, b, n0, nb, h, d, ld, true, qb);
+        std::memset(qb + nb * ld, 0, sizeof(float) * (size_t)((nt - nb) * ld));  // the last tile's extra tokens
+        float inv_den[LA_TB];
+        for (ptrdiff_t n = 0; n < nb; ++n) {
+          vf den = vf{};
+          for (ptrdiff_t i = 0; i < ld; i += VW) den += vload(ksum + i) * vload(qb + n * ld + i);
+          inv_den[n] = hsum(den) + eps;
         }
-    }
+        float* o = vb;  // the v block stages the output
+        for (ptrdiff_t t0 = 0; t0 < nt; t0 += LA_R)
+          for (ptrdiff_t i0 = 0; i0 < ld; i0 += 2 * VW) {
+            vf acc[LA_R][2];
+            for (int r = 0; r < LA_R; ++r) acc[r][0] = acc[r][1] = vf{};
+            for (ptrdiff_t j = 0; j < d; ++j) {
+              vf s0 = vload(kvt + j * ld + i0), s1 = vload(kvt + j * ld + i0 + VW);
+#pragma GCC unroll 8
+              for (int r = 0; r < LA_R; ++r) {
+                vf qj = vset(qb[(t0 + r) * ld + j]);
+                acc[r][0] += s0 * qj;
+                acc[r][1] += s1 * qj;
+              }
+            }
+            for (int r = 0; r < LA_R && t0 + r < nb; ++r)
+              for (int c = 0; c < 2; ++c) vstore(o + (t0 + r) * ld + i0 + c * VW, acc[r][c] / inv_den[t0 + r]);
+          }
+        float* base = out->data + b * out->sb + n0 * out->sn + h * out->sh;
+        for (ptrdiff_t n = 0; n < nb; ++n)
+          for (ptrdiff_t i = 0; i < d; ++i) base[n * out->sn + i * out->sd] = o[n * ld + i];
+      }
   });
   scratch_free(buf);
   return SANA_OK;
@@ -143,92 +140,89 @@ int attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const san
   int slots = (int)mn<ptrdiff_t>(ctx_threads(ctx), tasks);
   char* buf = static_cast<char*>(scratch_alloc(per * (size_t)slots));
   if (!buf) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "attention: out of memory for %td x %td scores", mn(Lq, ATT_QB), Lk);
-  std::atomic<ptrdiff_t> next{0};
-  parallel_for(ctx, slots, [&](ptrdiff_t, ptrdiff_t, int slot) {
+  parallel_claim(ctx, tasks, [&](ptrdiff_t task, int slot) {
     char* mine = buf + per * (size_t)slot;
     float* S = reinterpret_cast<float*>(mine);
     float* O = reinterpret_cast<float*>(mine + s_bytes);
     float* vmean = O + ATT_QB * Dv;
     char* pack = mine + s_bytes + o_bytes;
-    for (ptrdiff_t task; (task = next.fetch_add(1, std::memory_order_relaxed)) < tasks;) {
-      ptrdiff_t b = task / (p->heads_q * qblocks), h = task / qblocks % p->heads_q, hk = h / group;
-      ptrdiff_t q0 = task % qblocks * ATT_QB, rows = mn(ATT_QB, Lq - q0);
-      ptrdiff_t klo = p->window > 0 ? mx<ptrdiff_t>(0, q0 - p->window + 1) : 0;
-      ptrdiff_t khi = p->causal ? mn(Lk, q0 + rows) : Lk;
-      if (khi <= klo) klo = 0, khi = Lk;  // no row of the block sees a key (uniform rows): any range will do
-      ptrdiff_t nk = khi - klo;
-      Gemm g{};
-      g.M = rows, g.N = nk, g.K = p->head_dim;
-      g.A = Operand{q->data + b * q->sb + h * q->sh + q0 * q->sn, SANA_F32, q->sn, q->sd};
-      g.B = Operand{k->data + b * k->sb + hk * k->sh + klo * k->sn, SANA_F32, k->sd, k->sn};  // B(d, j) = k[j, d]
-      g.C = S, g.ldc = nk, g.act = SANA_ACT_NONE;
-      gemm_serial(g, pack);
-      const float* bias = key_bias ? key_bias + b * Lk + klo : nullptr;
-      // rows with no visible key, or whose every visible key a −FLT_MAX bias masks, get uniform weights over
-      // all Lk keys (as torch's softmax of an all-minimum row): the mean of V, written after P·V
-      bool uniform[ATT_QB], any_uniform = false;
-      for (ptrdiff_t r = 0; r < rows; ++r) {
-        ptrdiff_t i = q0 + r;
-        float* row = S + r * nk;
-        // the row's visible keys, as columns of S
-        ptrdiff_t lo = (p->window > 0 ? mx<ptrdiff_t>(0, i - p->window + 1) : 0) - klo;
-        ptrdiff_t hi = (p->causal ? mn(Lk, i + 1) : Lk) - klo;
-        for (ptrdiff_t m = 0; m < nk; m += VW) {
-          ptrdiff_t n = mn<ptrdiff_t>(VW, nk - m);
-          vf s = (n == VW ? vload(row + m) : vload_n(row + m, n)) * p->scale;
-          if (p->softcap > 0) s = vtanh(s / p->softcap) * p->softcap;
-          if (bias) s += n == VW ? vload(bias + m) : vload_n(bias + m, n);
-          if (n == VW) vstore(row + m, s);
-          else vstore_n(row + m, s, n);
-        }
-        float mval = -INFINITY;
-        for (ptrdiff_t m = lo; m < hi; ++m) mval = row[m] > mval ? row[m] : mval;
-        uniform[r] = mval <= -FLT_MAX;
-        any_uniform |= uniform[r];
-        float sum = 0.0f;
-        for (ptrdiff_t m = 0; m < nk; m += VW) {
-          ptrdiff_t n = mn<ptrdiff_t>(VW, nk - m);
-          vf d = (n == VW ? vload(row + m) : vload_n(row + m, n)) - mval;
-          vf e = vexp(d);
-          vi idx;
-          for (int l = 0; l < VW; ++l) idx[l] = (int32_t)(m + l);
-          // exp underflows to exactly 0 below −87 (as in torch): the clamped ~1e-38 would feed denormals
-          // into the P·V GEMM (a masked text key costs 100× then) and differ from the reference
-          e = vselect((idx >= (int32_t)lo) & (idx < (int32_t)hi) & (d > -87.0f), e, vf{});
-          if (uniform[r]) e = vf{};
-          sum += hsum(e);
-          if (n == VW) vstore(row + m, e);
-          else vstore_n(row + m, e, n);
-        }
-        float inv = sum > 0 ? 1.0f / sum : 0.0f;
-        for (ptrdiff_t m = 0; m < nk; m += VW) {
-          ptrdiff_t n = mn<ptrdiff_t>(VW, nk - m);
-          vf e = (n == VW ? vload(row + m) : vload_n(row + m, n)) * inv;
-          if (n == VW) vstore(row + m, e);
-          else vstore_n(row + m, e, n);
-        }
+    ptrdiff_t b = task / (p->heads_q * qblocks), h = task / qblocks % p->heads_q, hk = h / group;
+    ptrdiff_t q0 = task % qblocks * ATT_QB, rows = mn(ATT_QB, Lq - q0);
+    ptrdiff_t klo = p->window > 0 ? mx<ptrdiff_t>(0, q0 - p->window + 1) : 0;
+    ptrdiff_t khi = p->causal ? mn(Lk, q0 + rows) : Lk;
+    if (khi <= klo) klo = 0, khi = Lk;  // no row of the block sees a key (uniform rows): any range will do
+    ptrdiff_t nk = khi - klo;
+    Gemm g{};
+    g.M = rows, g.N = nk, g.K = p->head_dim;
+    g.A = Operand{q->data + b * q->sb + h * q->sh + q0 * q->sn, SANA_F32, q->sn, q->sd};
+    g.B = Operand{k->data + b * k->sb + hk * k->sh + klo * k->sn, SANA_F32, k->sd, k->sn};  // B(d, j) = k[j, d]
+    g.C = S, g.ldc = nk, g.act = SANA_ACT_NONE;
+    gemm_serial(g, pack);
+    const float* bias = key_bias ? key_bias + b * Lk + klo : nullptr;
+    // rows with no visible key, or whose every visible key a −FLT_MAX bias masks, get uniform weights over
+    // all Lk keys (as torch's softmax of an all-minimum row): the mean of V, written after P·V
+    bool uniform[ATT_QB], any_uniform = false;
+    for (ptrdiff_t r = 0; r < rows; ++r) {
+      ptrdiff_t i = q0 + r;
+      float* row = S + r * nk;
+      // the row's visible keys, as columns of S
+      ptrdiff_t lo = (p->window > 0 ? mx<ptrdiff_t>(0, i - p->window + 1) : 0) - klo;
+      ptrdiff_t hi = (p->causal ? mn(Lk, i + 1) : Lk) - klo;
+      for (ptrdiff_t m = 0; m < nk; m += VW) {
+        ptrdiff_t n = mn<ptrdiff_t>(VW, nk - m);
+        vf s = (n == VW ? vload(row + m) : vload_n(row + m, n)) * p->scale;
+        if (p->softcap > 0) s = vtanh(s / p->softcap) * p->softcap;
+        if (bias) s += n == VW ? vload(bias + m) : vload_n(bias + m, n);
+        if (n == VW) vstore(row + m, s);
+        else vstore_n(row + m, s, n);
       }
-      Gemm o{};
-      o.M = rows, o.N = Dv, o.K = nk;
-      o.A = Operand{S, SANA_F32, nk, 1};
-      const float* vb = v->data + b * v->sb + hk * v->sh;
-      o.B = Operand{vb + klo * v->sn, SANA_F32, v->sn, v->sd};  // B(j, e) = v[j, e]
-      float* obase = out->data + b * out->sb + h * out->sh + q0 * out->sn;
-      o.C = direct ? obase : O, o.ldc = direct ? out->sn : Dv, o.act = SANA_ACT_NONE;
-      gemm_serial(o, pack);
-      if (!direct)
-        for (ptrdiff_t r = 0; r < rows; ++r)
-          for (ptrdiff_t e = 0; e < Dv; ++e) obase[r * out->sn + e * out->sd] = O[r * Dv + e];
-      if (any_uniform) {
-        for (ptrdiff_t e = 0; e < Dv; ++e) {
-          float acc = 0.0f;
-          for (ptrdiff_t j = 0; j < Lk; ++j) acc += vb[j * v->sn + e * v->sd];
-          vmean[e] = acc / (float)Lk;
-        }
-        for (ptrdiff_t r = 0; r < rows; ++r)
-          if (uniform[r])
-            for (ptrdiff_t e = 0; e < Dv; ++e) obase[r * out->sn + e * out->sd] = vmean[e];
+      float mval = -INFINITY;
+      for (ptrdiff_t m = lo; m < hi; ++m) mval = row[m] > mval ? row[m] : mval;
+      uniform[r] = mval <= -FLT_MAX;
+      any_uniform |= uniform[r];
+      float sum = 0.0f;
+      for (ptrdiff_t m = 0; m < nk; m += VW) {
+        ptrdiff_t n = mn<ptrdiff_t>(VW, nk - m);
+        vf d = (n == VW ? vload(row + m) : vload_n(row + m, n)) - mval;
+        vf e = vexp(d);
+        vi idx;
+        for (int l = 0; l < VW; ++l) idx[l] = (int32_t)(m + l);
+        // exp underflows to exactly 0 below −87 (as in torch): the clamped ~1e-38 would feed denormals
+        // into the P·V GEMM (a masked text key costs 100× then) and differ from the reference
+        e = vselect((idx >= (int32_t)lo) & (idx < (int32_t)hi) & (d > -87.0f), e, vf{});
+        if (uniform[r]) e = vf{};
+        sum += hsum(e);
+        if (n == VW) vstore(row + m, e);
+        else vstore_n(row + m, e, n);
       }
+      float inv = sum > 0 ? 1.0f / sum : 0.0f;
+      for (ptrdiff_t m = 0; m < nk; m += VW) {
+        ptrdiff_t n = mn<ptrdiff_t>(VW, nk - m);
+        vf e = (n == VW ? vload(row + m) : vload_n(row + m, n)) * inv;
+        if (n == VW) vstore(row + m, e);
+        else vstore_n(row + m, e, n);
+      }
+    }
+    Gemm o{};
+    o.M = rows, o.N = Dv, o.K = nk;
+    o.A = Operand{S, SANA_F32, nk, 1};
+    const float* vb = v->data + b * v->sb + hk * v->sh;
+    o.B = Operand{vb + klo * v->sn, SANA_F32, v->sn, v->sd};  // B(j, e) = v[j, e]
+    float* obase = out->data + b * out->sb + h * out->sh + q0 * out->sn;
+    o.C = direct ? obase : O, o.ldc = direct ? out->sn : Dv, o.act = SANA_ACT_NONE;
+    gemm_serial(o, pack);
+    if (!direct)
+      for (ptrdiff_t r = 0; r < rows; ++r)
+        for (ptrdiff_t e = 0; e < Dv; ++e) obase[r * out->sn + e * out->sd] = O[r * Dv + e];
+    if (any_uniform) {
+      for (ptrdiff_t e = 0; e < Dv; ++e) {
+        float acc = 0.0f;
+        for (ptrdiff_t j = 0; j < Lk; ++j) acc += vb[j * v->sn + e * v->sd];
+        vmean[e] = acc / (float)Lk;
+      }
+      for (ptrdiff_t r = 0; r < rows; ++r)
+        if (uniform[r])
+          for (ptrdiff_t e = 0; e < Dv; ++e) obase[r * out->sn + e * out->sd] = vmean[e];
     }
   });
   scratch_free(buf);

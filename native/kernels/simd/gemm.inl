@@ -487,49 +487,52 @@ void run_range(const Gemm& g, const GemmRange& r, char* buf, const PackBytes& by
 size_t gemm_serial_bytes(const Gemm& g) { return pack_bytes(g, g.N).total(); }
 void gemm_serial(const Gemm& g, char* buf) { run_range(g, GemmRange{0, g.M, 0, g.N}, buf, pack_bytes(g, g.N)); }
 
-// Runs one GEMM on the context's threads, one contiguous range of rows or columns per thread.
+// Runs one GEMM on the context's threads: ranges of rows or columns, one per thread, or claimed tasks.
 int gemm(sana_ctx* ctx, const Gemm& g) {
   int T = ctx_threads(ctx);
   bool amx = uses_amx(g);
   ptrdiff_t gm = amx ? 32 : MR, gn = amx ? 32 : NR, nc = amx ? 1024 : NC;
+  auto blocks = [](ptrdiff_t n, ptrdiff_t b) { return (n + b - 1) / b; };
+  // part i of [0, n) cut into `parts` ranges of whole grains: its start, and its end as cut(i + 1)
+  auto cut = [](ptrdiff_t n, ptrdiff_t grain, ptrdiff_t parts, ptrdiff_t i) { return mn(n, (n + grain - 1) / grain * i / parts * grain); };
+  if (b_in_place(g) && !amx && T > 1) {
+    // Prepacked B costs nothing to share: tasks are row blocks of at most MC (one A block each) times column
+    // ranges, at least two per thread and a multiple of the thread count, so shares are equal on free cores
+    // and a thread whose core another process takes does fewer. Each task packs its rows of A, so there are
+    // as few column ranges as that allows. Results do not change: every element is computed in one task,
+    // over the same K blocks.
+    ptrdiff_t mtasks = blocks(g.M, MC), panels = blocks(g.N, 32), ntasks = 1;
+    while ((mtasks * ntasks < 2 * T || mtasks * ntasks % T) && ntasks < panels) ++ntasks;
+    PackBytes bytes = pack_bytes(g, g.N);
+    size_t per = bytes.total();
+    char* buf = static_cast<char*>(ctx_arena(ctx, ARENA_GEMM, per * (size_t)T));
+    if (!buf && per) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %d packing buffers", T);
+    parallel_claim(ctx, mtasks * ntasks, [&](ptrdiff_t task, int slot) {
+      ptrdiff_t i = task / ntasks, j = task % ntasks;
+      GemmRange r{cut(g.M, MR, mtasks, i), cut(g.M, MR, mtasks, i + 1), cut(g.N, 32, ntasks, j), cut(g.N, 32, ntasks, j + 1)};
+      if (r.m0 < r.m1 && r.n0 < r.n1) run_range(g, r, buf + per * (size_t)slot, bytes);
+    });
+    return SANA_OK;
+  }
   // Each thread packs its own panels: split the dimension that makes the least packing per thread
   // (M-split repacks all of B per thread, N-split repacks all of A once per NC block of its columns).
-  auto blocks = [](ptrdiff_t n, ptrdiff_t b) { return (n + b - 1) / b; };
   double pack_m = (double)g.M / T * g.K * blocks(g.N, nc) + (double)g.N * g.K;
   double pack_n = (double)g.M * g.K * blocks((g.N + T - 1) / T, nc) + (double)g.N / T * g.K;
   bool split_m = (pack_m <= pack_n && g.M >= (ptrdiff_t)T * gm) || g.N < (ptrdiff_t)T * gn;
   ptrdiff_t parts = split_m ? mn<ptrdiff_t>(T, blocks(g.M, gm)) : mn<ptrdiff_t>(T, blocks(g.N, gn));
-  // Prepacked B costs nothing to share, so an M split is cut finer than one range per thread and the ranges
-  // are claimed one at a time: a thread whose core another process takes does fewer. Results do not change
-  // (every row is computed in one range, with the same K blocks).
-  bool claim = split_m && b_in_place(g) && !amx && T > 1;
-  if (claim) parts = mn<ptrdiff_t>(blocks(g.M, MC), 4 * (ptrdiff_t)T);
   // packing buffers sized by the problem (a small GEMM must not touch megabytes) and kept in the context's
   // arena, so repeated calls reuse warm pages instead of mapping fresh ones
   PackBytes bytes = pack_bytes(g, split_m ? g.N : (g.N + parts - 1) / parts);
   size_t per = bytes.total();
-  ptrdiff_t buffers = claim ? T : parts;  // claimed ranges: one buffer per thread
-  char* buf = static_cast<char*>(ctx_arena(ctx, ARENA_GEMM, per * (size_t)buffers));
-  if (!buf && per) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", buffers);
-  auto run = [&](ptrdiff_t t, char* mine) {
-    GemmRange r{0, g.M, 0, g.N};
-    if (split_m) {
-      ptrdiff_t blocks = (g.M + gm - 1) / gm;
-      r.m0 = mn(g.M, blocks * t / parts * gm);
-      r.m1 = mn(g.M, blocks * (t + 1) / parts * gm);
-    } else {
-      ptrdiff_t blocks = (g.N + gn - 1) / gn;
-      r.n0 = mn(g.N, blocks * t / parts * gn);
-      r.n1 = mn(g.N, blocks * (t + 1) / parts * gn);
+  char* buf = static_cast<char*>(ctx_arena(ctx, ARENA_GEMM, per * (size_t)parts));
+  if (!buf && per) return fail(ctx, SANA_ERR_OUT_OF_MEMORY, "gemm: out of memory for %td packing buffers", parts);
+  parallel_for(ctx, parts, [&](ptrdiff_t b, ptrdiff_t e) {
+    for (ptrdiff_t t = b; t < e; ++t) {
+      GemmRange r{0, g.M, 0, g.N};
+      if (split_m) r.m0 = cut(g.M, gm, parts, t), r.m1 = cut(g.M, gm, parts, t + 1);
+      else r.n0 = cut(g.N, gn, parts, t), r.n1 = cut(g.N, gn, parts, t + 1);
+      if (r.m0 < r.m1 && r.n0 < r.n1) run_range(g, r, buf + per * (size_t)t, bytes);
     }
-    if (r.m0 < r.m1 && r.n0 < r.n1) run_range(g, r, mine, bytes);
-  };
-  std::atomic<ptrdiff_t> next{0};
-  parallel_for(ctx, buffers, [&](ptrdiff_t b, ptrdiff_t e, int slot) {
-    if (claim)
-      for (ptrdiff_t t; (t = next.fetch_add(1, std::memory_order_relaxed)) < parts;) run(t, buf + per * (size_t)slot);
-    else
-      for (ptrdiff_t t = b; t < e; ++t) run(t, buf + per * (size_t)t);
   });
   return SANA_OK;
 }

@@ -256,25 +256,22 @@ int conv2d_winograd(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, p
   winograd_weights(ctx, w, dt, Cin, Cout, u);
   // chunks are claimed one at a time, so a thread whose core another process takes does less of the work
   // (each chunk is computed the same way by whichever thread takes it: the result does not change)
-  std::atomic<ptrdiff_t> next{0};
-  parallel_for(ctx, T, [&](ptrdiff_t, ptrdiff_t, int slot) {
+  parallel_claim(ctx, B * chunks, [&](ptrdiff_t c, int slot) {
     float* v = reinterpret_cast<float*>(arena + u_bytes + per * slot);
     float* m = reinterpret_cast<float*>(arena + u_bytes + per * slot + v_bytes);
-    for (ptrdiff_t c; (c = next.fetch_add(1, std::memory_order_relaxed)) < B * chunks;) {
-      ptrdiff_t b = c / chunks, t0 = c % chunks * chunk;
-      WinogradShape s{Cin, Cout, H, W, tw, t0, mn(chunk, tiles - t0), 0};
-      s.panels = (s.N + 31) / 32;
-      winograd_input(x + b * Cin * H * W, s, v);
-      for (int xi = 0; xi < WX; ++xi) {
-        Gemm g{};
-        g.M = Cout, g.N = s.N, g.K = Cin;
-        g.a_packed = u + xi * mb * Cin * MR;
-        g.b_packed = v + xi * s.panels * Cin * 32;
-        g.C = m + xi * Cout * s.N, g.ldc = s.N;
-        gemm_range(g, GemmRange{0, Cout, 0, s.N}, nullptr, nullptr);
-      }
-      winograd_output(m, s, bias, act, y + b * Cout * H * W);
+    ptrdiff_t b = c / chunks, t0 = c % chunks * chunk;
+    WinogradShape s{Cin, Cout, H, W, tw, t0, mn(chunk, tiles - t0), 0};
+    s.panels = (s.N + 31) / 32;
+    winograd_input(x + b * Cin * H * W, s, v);
+    for (int xi = 0; xi < WX; ++xi) {
+      Gemm g{};
+      g.M = Cout, g.N = s.N, g.K = Cin;
+      g.a_packed = u + xi * mb * Cin * MR;
+      g.b_packed = v + xi * s.panels * Cin * 32;
+      g.C = m + xi * Cout * s.N, g.ldc = s.N;
+      gemm_range(g, GemmRange{0, Cout, 0, s.N}, nullptr, nullptr);
     }
+    winograd_output(m, s, bias, act, y + b * Cout * H * W);
   });
   return SANA_OK;
 }
