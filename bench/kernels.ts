@@ -327,7 +327,7 @@ const ops: OpBench[] = [
     op: 'pixelShuffle', shape: '[1, 512, 128, 128] r2', bytes: 2 * 512 * 16384 * 4,
     setup: (b) => {
       const ts = tensors(b, [[[1, 512, 128, 128], 1], [[1, 128, 256, 256], 2]]);
-      return { run: () => b.pixelShuffle(ts[0], 2, ts[1]), free: free(ts) };
+      return { run: () => b.pixelShuffle(ts[0], 2, { out: ts[1] }), free: free(ts) };
     },
   },
   {

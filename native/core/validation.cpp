@@ -285,7 +285,7 @@ int sana_rms_norm_channels(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t
 }
 
 int sana_pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
-                       ptrdiff_t r, float* y) {
+                       ptrdiff_t r, ptrdiff_t repeat, int accumulate, float* y) {
   NEED_CTX();
   NONNULL("pixel_shuffle", x);
   NONNULL("pixel_shuffle", y);
@@ -294,7 +294,10 @@ int sana_pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, 
   POSITIVE("pixel_shuffle", H);
   POSITIVE("pixel_shuffle", W);
   CHECK(r > 0 && r <= 64, "pixel_shuffle: Expected 1..64 for r but received %td", r);
-  return ctx_table(ctx)->pixel_shuffle(ctx, x, B, C, H, W, r, y);
+  CHECK(repeat > 0 && repeat <= C * r * r && (C * r * r) % repeat == 0,
+        "pixel_shuffle: Expected a divisor of C·r² = %td for repeat but received %td", C * r * r, repeat);
+  CHECK(accumulate == 0 || accumulate == 1, "pixel_shuffle: Expected 0 or 1 for accumulate but received %d", accumulate);
+  return ctx_table(ctx)->pixel_shuffle(ctx, x, B, C, H, W, r, repeat, accumulate, y);
 }
 
 int sana_pixel_unshuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,

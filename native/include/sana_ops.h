@@ -180,9 +180,11 @@ SANA_API int sana_rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdif
 SANA_API int sana_rms_norm_channels(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW,
                                     const float* weight, const float* bias, float eps, float* y);
 
-/* x[B, C·r², H, W] → y[B, C, H·r, W·r]: y[c, h·r+i, w·r+j] = x[c·r² + i·r + j, h, w] (torch pixel_shuffle). */
+/* x[B, C·r²/repeat, H, W] → y[B, C, H·r, W·r]: y[c, h·r+i, w·r+j] (+)= x[(c·r² + i·r + j)/repeat, h, w], i.e.
+ * torch pixel_shuffle of x with each channel repeated `repeat` times (repeat_interleave; 1: plain), added to y
+ * when accumulate is 1 (DC-AE's up-sampling shortcut in one pass). */
 SANA_API int sana_pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
-                                ptrdiff_t r, float* y);
+                                ptrdiff_t r, ptrdiff_t repeat, int accumulate, float* y);
 /* x[B, C, H, W] → y[B, C·r², H/r, W/r], the inverse (torch pixel_unshuffle). C is the input channel count. */
 SANA_API int sana_pixel_unshuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H,
                                   ptrdiff_t W, ptrdiff_t r, float* y);

@@ -90,6 +90,11 @@ describe.each(backends.map((b) => ({ name: b.name, b })))('$name backend', ({ b 
     expectSanaError(() => b.rmsNormChannels(t([2, 8]), { eps: 1e-5 }), ARG, /rmsNormChannels: Expected an NCHW map .* for x\.shape but received \[2, 8\]/));
   it('pixelShuffle: r² must divide the channels', () =>
     expectSanaError(() => b.pixelShuffle(t([1, 6, 2, 2]), 2), ARG, /pixelShuffle: Expected a positive integer whose square divides 6 channels for r but received 2/));
+  it('pixelShuffle: the repeated channels must make whole r² groups; accumulate needs out', () => {
+    expectSanaError(() => b.pixelShuffle(t([1, 3, 2, 2]), 2, { repeat: 2 }), ARG, /pixelShuffle: Expected a positive integer whose square divides 3·2 repeated channels for r but received 2/);
+    expectSanaError(() => b.pixelShuffle(t([1, 4, 2, 2]), 2, { repeat: 1.5 }), ARG, /pixelShuffle: Expected a positive integer for opts\.repeat but received 1\.5/);
+    expectSanaError(() => b.pixelShuffle(t([1, 4, 2, 2]), 2, { accumulate: true }), ARG, /pixelShuffle: Expected the tensor to add to for opts\.out/);
+  });
   it('pixelUnshuffle: r must divide H and W', () =>
     expectSanaError(() => b.pixelUnshuffle(t([1, 2, 5, 4]), 2), ARG, /pixelUnshuffle: Expected a positive integer dividing H=5 and W=4 for r but received 2/));
   it('upsampleNearest2x: needs an NCHW map', () =>

@@ -358,6 +358,23 @@ for (const [B, H, W, C, F, Cout, dtype, fastBf16, packed] of [
 }
 
 // ---- data movement (exact)
+// DC-AE's up-sampling shortcut: y += pixel_shuffle(repeat_interleave(x)); W = 37 runs the r = 2 vector path
+// and its scalar tail
+for (const [r, rep, W, accumulate] of [[2, 1, 37, false], [2, 2, 37, true], [2, 4, 21, true], [3, 3, 7, true], [2, 8, 19, false]] as const) {
+  const [B, C, H] = [2, 4, 3];
+  const Cx = (C * r * r) / rep;
+  const x = rand(B * Cx * H * W, 77 + rep);
+  const base = rand(B * C * H * r * W * r, 78 + r);
+  cases.push({
+    name: `pixelShuffle r${r} repeat ${rep} W${W}${accumulate ? ' accumulate' : ''}`,
+    tol: accumulate ? 1e-6 : 0,
+    run: (be) => withTensors(be, (mk) => be.pixelShuffle(mk([B, Cx, H, W], x), r, { repeat: rep, accumulate, out: mk([B, C, H * r, W * r], base) })),
+    ref: () => {
+      const shuffled = ref.pixelShuffle(ref.repeatInterleave(x, B, Cx, H * W, rep), B, C, H, W, r);
+      return accumulate ? shuffled.map((v, i) => v + base[i]) : shuffled;
+    },
+  });
+}
 for (const r of [2, 3]) {
   const [B, C, H, W] = [2, 3, 5, 7];
   const x = rand(B * C * r * r * H * W, 71 + r);

@@ -196,6 +196,15 @@ export function rmsNormChannels(x: ArrayLike<number>, B: number, C: number, HW: 
   return y;
 }
 
+/** torch.repeat_interleave(x, rep, dim=1) on [B, C, ...rest] (rest = elements per channel). */
+export function repeatInterleave(x: ArrayLike<number>, B: number, C: number, rest: number, rep: number): F {
+  const y = new Float64Array(B * C * rep * rest);
+  for (let b = 0; b < B; b++)
+    for (let k = 0; k < C * rep; k++)
+      for (let p = 0; p < rest; p++) y[(b * C * rep + k) * rest + p] = x[(b * C + Math.floor(k / rep)) * rest + p];
+  return y;
+}
+
 /** torch.nn.functional.pixel_shuffle: [B, C·r², H, W] → [B, C, H·r, W·r]. */
 export function pixelShuffle(x: ArrayLike<number>, B: number, C: number, H: number, W: number, r: number): F {
   const y = new Float64Array(B * C * r * r * H * W);

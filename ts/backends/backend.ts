@@ -108,7 +108,9 @@ export interface Backend {
   rmsNorm(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; onePlusWeight?: boolean; out?: Tensor }): Tensor;
   /** Channel RMSNorm of an NCHW map [B, C, H, W]. */
   rmsNormChannels(x: Tensor, opts: { eps: number; weight?: Tensor; bias?: Tensor; out?: Tensor }): Tensor;
-  pixelShuffle(x: Tensor, r: number, out?: Tensor): Tensor;
+  /** torch pixel_shuffle of x [B, C·r²/repeat, H, W] with each channel repeated `repeat` times first
+   * (repeat_interleave; default 1) into [B, C, H·r, W·r]; with `accumulate`, added to `out` (required then). */
+  pixelShuffle(x: Tensor, r: number, opts?: { repeat?: number; accumulate?: boolean; out?: Tensor }): Tensor;
   pixelUnshuffle(x: Tensor, r: number, out?: Tensor): Tensor;
   upsampleNearest2x(x: Tensor, out?: Tensor): Tensor;
   /** out may be x (in place). */

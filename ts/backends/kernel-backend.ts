@@ -337,13 +337,17 @@ export abstract class KernelBackend implements Backend {
     return y;
   }
 
-  pixelShuffle(x: Tensor, r: number, out?: Tensor): Tensor {
+  pixelShuffle(x: Tensor, r: number, opts: { repeat?: number; accumulate?: boolean; out?: Tensor } = {}): Tensor {
     const op = 'pixelShuffle';
-    const [B, Cr, H, W] = this.nchw(op, x);
-    if (!isPositiveInt(r) || Cr % (r * r) !== 0) throw invalidArgument(op, `a positive integer whose square divides ${Cr} channels`, 'r', r);
+    const [B, Cx, H, W] = this.nchw(op, x);
+    const repeat = opts.repeat ?? 1;
+    if (!isPositiveInt(repeat)) throw invalidArgument(op, 'a positive integer', 'opts.repeat', repeat);
+    const Cr = Cx * repeat;
+    if (!isPositiveInt(r) || Cr % (r * r) !== 0) throw invalidArgument(op, `a positive integer whose square divides ${repeat > 1 ? `${Cx}·${repeat} repeated` : Cx} channels`, 'r', r);
+    if (opts.accumulate && !opts.out) throw invalidArgument(op, 'the tensor to add to', 'opts.out', opts.out);
     const C = Cr / (r * r);
-    const y = this.output(op, out, [B, C, H * r, W * r]);
-    this.run('pixel_shuffle', [x, B, C, H, W, r, y]);
+    const y = this.output(op, opts.out, [B, C, H * r, W * r]);
+    this.run('pixel_shuffle', [x, B, C, H, W, r, repeat, opts.accumulate ? 1 : 0, y]);
     return y;
   }
 

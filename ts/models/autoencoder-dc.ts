@@ -10,7 +10,7 @@ import { ConfigReader } from '../io/config.js';
 import { WeightStore } from '../io/weights.js';
 import type { Tensor } from '../tensor/tensor.js';
 import { decoderSteps, readAutoencoderDcConfig, type AutoencoderDcConfig, type DecoderStep } from './dcae-config.js';
-import { DcaeModules, DownBlock, EfficientVitBlock, groupMean, LINEAR_ATTENTION_EPS, repeatInterleave, ResBlock, UpBlock } from './dcae-modules.js';
+import { channelRepeat, DcaeModules, DownBlock, EfficientVitBlock, groupMean, LINEAR_ATTENTION_EPS, repeatInterleave, ResBlock, UpBlock } from './dcae-modules.js';
 import { blendTiles, cropTensor, latentTiles, type Rect, type TilingOptions } from './dcae-tiling.js';
 import { Scope } from './modules.js';
 import type { LoadOptions, Params } from './params.js';
@@ -144,7 +144,7 @@ export class AutoencoderDC {
       switch (step.kind) {
         case 'conv_in': {
           const hs = scope.keep(m.decoderConvIn.forward(be, p, x, { padding: 1 }));
-          return c.decoderInShortcut ? be.residual(hs, scope.keep(repeatInterleave(be, x, step.channels / c.latentChannels))) : scope.release(hs);
+          return c.decoderInShortcut ? be.residual(hs, scope.keep(repeatInterleave(be, x, channelRepeat(c.latentChannels, step.channels)))) : scope.release(hs);
         }
         case 'up':
           return scope.release(m.block(step.pre, UpBlock).forward(be, p, scope, x));

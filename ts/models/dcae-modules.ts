@@ -158,12 +158,8 @@ export class UpBlock {
     const pre = scope.keep(this.interpolate ? be.upsampleNearest2x(x) : this.conv.forward(be, p, x, { padding: 1 }));
     const main = scope.keep(this.interpolate ? this.conv.forward(be, p, pre, { padding: 1 }) : be.pixelShuffle(pre, 2));
     pre.dispose();
-    const repeated = scope.keep(repeatInterleave(be, x, (this.Cout * 4) / x.shape[1]));
-    const sc = scope.keep(be.pixelShuffle(repeated, 2));
-    repeated.dispose();
-    be.residual(main, sc, { out: main });
-    sc.dispose();
-    return main;
+    // the shortcut pixel_shuffle(repeat_interleave(x)) added to the main path in one pass
+    return be.pixelShuffle(x, 2, { repeat: channelRepeat(x.shape[1], this.Cout * 4), accumulate: true, out: main });
   }
 }
 
@@ -233,11 +229,17 @@ export class DcaeModules {
   }
 }
 
+/** How many times each of `from` channels repeats to make `to` (a channel shortcut's repeat_interleave). */
+export function channelRepeat(from: number, to: number): number {
+  const rep = to / from;
+  if (!Number.isInteger(rep) || rep < 1) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: channel shortcut needs an integer repeat, got ${rep}`);
+  return rep;
+}
+
 /** torch.repeat_interleave(x, rep, dim=1) on NCHW: output channel k copies input channel floor(k / rep) (one
  * strided copy whose source repeats with stride 0). */
 export function repeatInterleave(be: Backend, x: Tensor, rep: number): Tensor {
   const [B, C, H, W] = x.shape;
-  if (!Number.isInteger(rep) || rep < 1) throw new SanaError('ERR_SANA_MODEL_FORMAT', `AutoencoderDC: channel shortcut needs an integer repeat, got ${rep}`);
   const HW = H * W;
   const out = be.empty([B, C * rep, H, W]);
   try {

@@ -8,11 +8,13 @@
 namespace sana {
 namespace cuda {
 
-int pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t r, float* y) {
-  ptrdiff_t Hr = H * r, Wr = W * r;
+int pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t r,
+                  ptrdiff_t repeat, int accumulate, float* y) {
+  ptrdiff_t Hr = H * r, Wr = W * r, Cx = C * r * r / repeat;
   return each(ctx, "pixel_shuffle", B * C * Hr * Wr, [=] __device__(ptrdiff_t o) {
-    ptrdiff_t j = o % Wr, i = o / Wr % Hr, bc = o / (Wr * Hr);  // bc = b·C + c
-    y[o] = x[((bc * r * r + (i % r) * r + j % r) * H + i / r) * W + j / r];
+    ptrdiff_t j = o % Wr, i = o / Wr % Hr, c = o / (Wr * Hr) % C, b = o / (Wr * Hr * C);
+    float v = x[((b * Cx + (c * r * r + (i % r) * r + j % r) / repeat) * H + i / r) * W + j / r];
+    y[o] = accumulate ? y[o] + v : v;
   });
 }
 

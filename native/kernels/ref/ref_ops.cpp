@@ -255,12 +255,16 @@ int rms_norm_channels(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdi
 }
 
 int pixel_shuffle(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, ptrdiff_t r,
-                  float* y) {
+                  ptrdiff_t repeat, int accumulate, float* y) {
+  ptrdiff_t Cx = C * r * r / repeat;
   for (ptrdiff_t b = 0; b < B; ++b)
     for (ptrdiff_t c = 0; c < C; ++c)
       for (ptrdiff_t i = 0; i < H * r; ++i)
-        for (ptrdiff_t j = 0; j < W * r; ++j)
-          y[((b * C + c) * H * r + i) * W * r + j] = x[((b * C * r * r + c * r * r + (i % r) * r + j % r) * H + i / r) * W + j / r];
+        for (ptrdiff_t j = 0; j < W * r; ++j) {
+          float v = x[((b * Cx + (c * r * r + (i % r) * r + j % r) / repeat) * H + i / r) * W + j / r];
+          float& o = y[((b * C + c) * H * r + i) * W * r + j];
+          o = accumulate ? o + v : v;
+        }
   return SANA_OK;
 }
 

@@ -43,6 +43,28 @@ inline float hmax(vf v) {
 inline vf vload_n(const float* p, ptrdiff_t n) { vf v = {}; std::memcpy(&v, p, sizeof(float) * n); return v; }
 inline void vstore_n(float* p, vf v, ptrdiff_t n) { std::memcpy(p, &v, sizeof(float) * n); }
 
+// Lane index lists for __builtin_shufflevector over two vectors: the even or odd lanes of their
+// concatenation, and the zip (interleave) of their low or high halves.
+#if SANA_VW == 16
+#define SANA_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
+#define SANA_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
+#define SANA_ZIPLO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
+#define SANA_ZIPHI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
+#elif SANA_VW == 8
+#define SANA_EVEN 0, 2, 4, 6, 8, 10, 12, 14
+#define SANA_ODD 1, 3, 5, 7, 9, 11, 13, 15
+#define SANA_ZIPLO 0, 8, 1, 9, 2, 10, 3, 11
+#define SANA_ZIPHI 4, 12, 5, 13, 6, 14, 7, 15
+#else
+#define SANA_EVEN 0, 2, 4, 6
+#define SANA_ODD 1, 3, 5, 7
+#define SANA_ZIPLO 0, 4, 1, 5
+#define SANA_ZIPHI 2, 6, 3, 7
+#endif
+// The interleave a[0], b[0], a[1], b[1], ...: its first and second VW lanes
+inline vf vzip_lo(vf a, vf b) { return __builtin_shufflevector(a, b, SANA_ZIPLO); }
+inline vf vzip_hi(vf a, vf b) { return __builtin_shufflevector(a, b, SANA_ZIPHI); }
+
 // exp with Cody-Waite range reduction and a degree-6 polynomial (max rel. error ~2 ulp on [-87, 88]).
 // Inputs are clamped, so exp(-inf) reads as ~1e-38: callers that need exact zeros mask explicitly.
 inline vf vexp(vf x) {

@@ -61,22 +61,6 @@ __attribute__((always_inline)) inline void wino_apply(const float (&m)[R][C], co
 
 // Lane shuffles between a row of pixels and tile-major vectors (lane l = tile l): deinterleave splits 4·VW
 // consecutive floats into the 4 phases p[l] = src[4l + p]; interleave is its inverse.
-#if SANA_VW == 16
-#define SANA_EVEN 0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30
-#define SANA_ODD 1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31
-#define SANA_ZIPLO 0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23
-#define SANA_ZIPHI 8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31
-#elif SANA_VW == 8
-#define SANA_EVEN 0, 2, 4, 6, 8, 10, 12, 14
-#define SANA_ODD 1, 3, 5, 7, 9, 11, 13, 15
-#define SANA_ZIPLO 0, 8, 1, 9, 2, 10, 3, 11
-#define SANA_ZIPHI 4, 12, 5, 13, 6, 14, 7, 15
-#else
-#define SANA_EVEN 0, 2, 4, 6
-#define SANA_ODD 1, 3, 5, 7
-#define SANA_ZIPLO 0, 4, 1, 5
-#define SANA_ZIPHI 2, 6, 3, 7
-#endif
 inline void deinterleave4(const float* src, vf* p) {
   vf a0 = vload(src), a1 = vload(src + VW), a2 = vload(src + 2 * VW), a3 = vload(src + 3 * VW);
   vf e01 = __builtin_shufflevector(a0, a1, SANA_EVEN), o01 = __builtin_shufflevector(a0, a1, SANA_ODD);
@@ -92,10 +76,6 @@ inline void interleave4(const vf* p, float* dst) {
   vstore(dst + 2 * VW, __builtin_shufflevector(hi02, hi13, SANA_ZIPLO));
   vstore(dst + 3 * VW, __builtin_shufflevector(hi02, hi13, SANA_ZIPHI));
 }
-#undef SANA_EVEN
-#undef SANA_ODD
-#undef SANA_ZIPLO
-#undef SANA_ZIPHI
 
 // Where the Winograd convolution pays and its operands stay bounded: wide enough channels that the tile
 // transforms are small next to the GEMM, a map of at least 32×32, and transformed weights of at most 160 MB
