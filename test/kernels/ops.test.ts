@@ -310,16 +310,18 @@ for (const [B, H, W, C, F, Cout, dtype, fastBf16, packed] of [
     run: (be) => withTensors(be, (mk) => be.rmsNorm(mk([rows, D], x), { eps: 1e-6, weight: mk([D], w), bias: mk([D], b), onePlusWeight: true })),
     ref: () => ref.rmsNorm(x, rows, D, 1e-6, w, b, true),
   });
-  const [B, C, H, W] = [2, 13, 5, 7];
-  const xc = rand(B * C * H * W, 66);
-  const wc = rand(C, 67);
-  const bc = rand(C, 68);
-  cases.push({
-    name: `rmsNormChannels [${B},${C},${H},${W}]`,
-    tol: 2e-5,
-    run: (be) => withTensors(be, (mk) => be.rmsNormChannels(mk([B, C, H, W], xc), { eps: 1e-5, weight: mk([C], wc), bias: mk([C], bc) })),
-    ref: () => ref.rmsNormChannels(xc, B, C, H * W, 1e-5, wc, bc),
-  });
+  // 50×45 pixels: more than one 2048-pixel task, the last one ending mid-vector
+  for (const [B, C, H, W] of [[2, 13, 5, 7], [2, 5, 50, 45]]) {
+    const xc = rand(B * C * H * W, 66);
+    const wc = rand(C, 67);
+    const bc = rand(C, 68);
+    cases.push({
+      name: `rmsNormChannels [${B},${C},${H},${W}]`,
+      tol: 2e-5,
+      run: (be) => withTensors(be, (mk) => be.rmsNormChannels(mk([B, C, H, W], xc), { eps: 1e-5, weight: mk([C], wc), bias: mk([C], bc) })),
+      ref: () => ref.rmsNormChannels(xc, B, C, H * W, 1e-5, wc, bc),
+    });
+  }
 }
 
 // ---- gated residual (adaLN gates), in place

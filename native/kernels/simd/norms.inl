@@ -100,35 +100,45 @@ int rms_norm(sana_ctx* ctx, const float* x, ptrdiff_t rows, ptrdiff_t dim, const
 // NCHW channel RMSNorm: vectorised over pixels, channels walked with unit-stride rows.
 int rms_norm_channels(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t HW, const float* weight,
                       const float* bias, float eps, float* y) {
-  constexpr ptrdiff_t PB = 64;  // pixels per task: 64 floats × C channels stay in L1/L2
+  // Tasks of PB pixels: each channel's run of them is one contiguous 8 KB read (and write), the sums stay in
+  // L1. Blocks of a few cache lines per channel, one map plane (1 MB at 512²) apart, met the caches' set
+  // conflicts and a TLB miss per line (a [1, 128, 512, 512] map: 29.6 → 11.5 ms on a Zen 5, 2 threads).
+  constexpr ptrdiff_t PB = 2048;
   ptrdiff_t blocks = (HW + PB - 1) / PB;
-  parallel_for(ctx, B * blocks, [&](ptrdiff_t t0, ptrdiff_t t1) {
-    for (ptrdiff_t t = t0; t < t1; ++t) {
-      ptrdiff_t b = t / blocks, p0 = t % blocks * PB, np = mn(PB, HW - p0);
-      const float* xb = x + b * C * HW + p0;
-      float* yb = y + b * C * HW + p0;
-      alignas(64) float inv[PB];
+  parallel_claim(ctx, B * blocks, [&](ptrdiff_t t, int) {
+    ptrdiff_t b = t / blocks, p0 = t % blocks * PB, np = mn(PB, HW - p0), full = np / VW * VW;
+    const float* xb = x + b * C * HW + p0;
+    float* yb = y + b * C * HW + p0;
+    alignas(64) float inv[PB];
+    std::memset(inv, 0, sizeof(float) * (size_t)round_up(np, VW));
+    for (ptrdiff_t c = 0; c < C; ++c) {
+      const float* xc = xb + c * HW;
+      ptrdiff_t p = 0;
+      for (; p < full; p += VW) {
+        vf v = vload(xc + p);
+        vstore(inv + p, vload(inv + p) + v * v);
+      }
+      if (p < np) {
+        vf v = vload_n(xc + p, np - p);
+        vstore(inv + p, vload(inv + p) + v * v);
+      }
+    }
+    for (ptrdiff_t p = 0; p < np; p += VW) {
+      vf r = vload(inv + p) * (1.0f / (float)C) + eps;
+      for (int l = 0; l < VW; ++l) r[l] = 1.0f / std::sqrt(r[l]);
+      vstore(inv + p, r);
+    }
+    for (ptrdiff_t c = 0; c < C; ++c) {
+      float w = weight ? weight[c] : 1.0f, bb = bias ? bias[c] : 0.0f;
+      const float* xc = xb + c * HW;
+      float* yc = yb + c * HW;
       for (ptrdiff_t p = 0; p < np; p += VW) {
         ptrdiff_t n = mn<ptrdiff_t>(VW, np - p);
-        vf q = vf{};
-        for (ptrdiff_t c = 0; c < C; ++c) {
-          vf v = n == VW ? vload(xb + c * HW + p) : vload_n(xb + c * HW + p, n);
-          q += v * v;
-        }
-        vf r = q * (1.0f / (float)C) + eps;
-        for (int l = 0; l < VW; ++l) r[l] = 1.0f / std::sqrt(r[l]);
-        vstore(inv + p, r);
-      }
-      for (ptrdiff_t c = 0; c < C; ++c) {
-        float w = weight ? weight[c] : 1.0f, bb = bias ? bias[c] : 0.0f;
-        for (ptrdiff_t p = 0; p < np; p += VW) {
-          ptrdiff_t n = mn<ptrdiff_t>(VW, np - p);
-          vf v = (n == VW ? vload(xb + c * HW + p) : vload_n(xb + c * HW + p, n)) * vload(inv + p);
-          v = weight ? v * w : v;
-          if (bias) v += bb;
-          if (n == VW) vstore(yb + c * HW + p, v);
-          else vstore_n(yb + c * HW + p, v, n);
-        }
+        vf v = (n == VW ? vload(xc + p) : vload_n(xc + p, n)) * vload(inv + p);
+        v = weight ? v * w : v;
+        if (bias) v += bb;
+        if (n == VW) vstore(yc + p, v);
+        else vstore_n(yc + p, v, n);
       }
     }
   });
