@@ -100,6 +100,10 @@ for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   [1, 5, 9, 11, 5, 3, 2, 1, 5, 'f16', 'relu'],
   [1, 6, 5, 9, 9, 1, 1, 0, 3, 'f32', 'none'],
   [1, 40, 6, 5, 33, 3, 1, 1, 1, 'f32', 'gelu-tanh'],
+  // at most 4 output channels (DC-AE's conv_out): the direct path of the SIMD variants, in bands of 8 rows
+  [2, 19, 19, 37, 3, 3, 1, 1, 1, 'bf16', 'none'],
+  [1, 8, 10, 16, 1, 1, 1, 0, 1, 'f32', 'relu'],
+  [1, 4, 9, 20, 2, 3, 1, 0, 1, 'f16', 'none'],
   // dense 3×3 on maps of ≥ 1024 pixels with ≥ 32 channels: the Winograd path of the SIMD variants. Sizes
   // leave partial 4×4 tiles at the bottom and right, tile rows that are no multiple of any vector width
   // (so tile groups straddle the GEMM's 32-tile panels), several chunk-free K blocks (Cin > 256)
