@@ -79,7 +79,7 @@ int glumbconv(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t H, ptrdiff_t
       }
       // tasks are chunks of VW channels over the whole band: each line of t is fetched once and its nine uses
       // hit L1 (a loop over pixels read nine neighbours' whole channel rows, 9 × 23 KB at the DiT's width, from
-      // L3 for every pixel: 10 ms of a 117 ms Mix-FFN on a Zen 5, 2.4 ms after)
+      // L3 for every pixel: 10 ms of a 117 ms Mix-FFN on a Zen 5, 3.6 ms after)
       ptrdiff_t chunks = (F + VW - 1) / VW;
       parallel_claim(ctx, chunks, [&](ptrdiff_t chunk, int) {
         ptrdiff_t c = chunk * VW, n = mn<ptrdiff_t>(VW, F - c);
