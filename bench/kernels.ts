@@ -331,13 +331,6 @@ const ops: OpBench[] = [
     },
   },
   {
-    op: 'upsampleNearest2x', shape: '[1, 256, 128, 128]', bytes: 5 * 256 * 16384 * 4,
-    setup: (b) => {
-      const ts = tensors(b, [[[1, 256, 128, 128], 1], [[1, 256, 256, 256], 2]]);
-      return { run: () => b.upsampleNearest2x(ts[0], ts[1]), free: free(ts) };
-    },
-  },
-  {
     op: 'activation', shape: 'silu [2048·5760]', bytes: 2 * 2048 * 5760 * 4,
     setup: (b) => {
       const ts = tensors(b, [[[2048 * 5760], 1], [[2048 * 5760], 2]]);

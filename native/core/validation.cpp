@@ -115,7 +115,7 @@ int sana_linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const v
 
 int sana_conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const void* w,
                 int w_dtype, ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad,
-                ptrdiff_t groups, const float* bias, int act, float* y) {
+                ptrdiff_t groups, ptrdiff_t up, const float* bias, int act, float* y) {
   NEED_CTX();
   NONNULL("conv2d", x);
   NONNULL("conv2d", w);
@@ -133,16 +133,19 @@ int sana_conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdi
   CHECK(kh <= 15 && kw <= 15, "conv2d: Expected kernel sizes up to 15 for kh, kw but received %td, %td", kh, kw);
   CHECK(Cin % groups == 0 && Cout % groups == 0, "conv2d: Expected a divisor of Cin (%td) and Cout (%td) for groups "
         "but received %td", Cin, Cout, groups);
-  CHECK(H + 2 * pad >= kh && W + 2 * pad >= kw, "conv2d: Expected an input of at least the kernel size for H, W "
-        "(with pad %td) but received %td, %td", pad, H, W);
-  ptrdiff_t t, u;
-  CHECK(mul_ok(B, Cin, &t) && mul_ok(t, H, &t) && mul_ok(t, W, &t) && mul_ok(B, Cout, &u) && mul_ok(u, H, &u) &&
-            mul_ok(u, W, &u) && mul_ok(Cout, Cin, &t) && mul_ok(t, kh * kw, &t),
+  CHECK(up == 1 || (up == 2 && groups == 1), "conv2d: Expected 1, or 2 with groups = 1, for up but received %td", up);
+  ptrdiff_t t, u, Hu, Wu;
+  CHECK(mul_ok(H, up, &Hu) && mul_ok(W, up, &Wu), "conv2d: Expected sizes whose products fit in memory but received "
+        "H=%td W=%td up=%td", H, W, up);
+  CHECK(Hu + 2 * pad >= kh && Wu + 2 * pad >= kw, "conv2d: Expected an input of at least the kernel size for H, W "
+        "(with pad %td, upsampled %td×) but received %td, %td", pad, up, H, W);
+  CHECK(mul_ok(B, Cin, &t) && mul_ok(t, H, &t) && mul_ok(t, W, &t) && mul_ok(B, Cout, &u) && mul_ok(u, Hu, &u) &&
+            mul_ok(u, Wu, &u) && mul_ok(Cout, Cin, &t) && mul_ok(t, kh * kw, &t),
         "conv2d: Expected sizes whose products fit in memory but received B=%td Cin=%td H=%td W=%td Cout=%td", B, Cin,
         H, W, Cout);
   TRY(check_dtype(ctx, "conv2d", w_dtype));
   TRY(check_act(ctx, "conv2d", act));
-  return ctx_table(ctx)->conv2d(ctx, x, B, Cin, H, W, w, w_dtype, Cout, kh, kw, stride, pad, groups, bias, act, y);
+  return ctx_table(ctx)->conv2d(ctx, x, B, Cin, H, W, w, w_dtype, Cout, kh, kw, stride, pad, groups, up, bias, act, y);
 }
 
 int sana_linear_attention(sana_ctx* ctx, const sana_view4* q, const sana_view4* k, const sana_view4* v,
@@ -294,8 +297,10 @@ int sana_pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, 
   POSITIVE("pixel_shuffle", H);
   POSITIVE("pixel_shuffle", W);
   CHECK(r > 0 && r <= 64, "pixel_shuffle: Expected 1..64 for r but received %td", r);
-  CHECK(repeat > 0 && repeat <= C * r * r && (C * r * r) % repeat == 0,
-        "pixel_shuffle: Expected a divisor of C·r² = %td for repeat but received %td", C * r * r, repeat);
+  ptrdiff_t Cr;
+  CHECK(mul_ok(C, r * r, &Cr), "pixel_shuffle: Expected sizes whose products fit in memory but received C=%td r=%td", C, r);
+  CHECK(repeat > 0 && repeat <= Cr && Cr % repeat == 0,
+        "pixel_shuffle: Expected a divisor of C·r² = %td for repeat but received %td", Cr, repeat);
   CHECK(accumulate == 0 || accumulate == 1, "pixel_shuffle: Expected 0 or 1 for accumulate but received %d", accumulate);
   return ctx_table(ctx)->pixel_shuffle(ctx, x, B, C, H, W, r, repeat, accumulate, y);
 }
@@ -313,18 +318,6 @@ int sana_pixel_unshuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C
   CHECK(H % r == 0 && W % r == 0, "pixel_unshuffle: Expected H and W divisible by r=%td for H, W but received %td, "
         "%td", r, H, W);
   return ctx_table(ctx)->pixel_unshuffle(ctx, x, B, C, H, W, r, y);
-}
-
-int sana_upsample_nearest2x(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W,
-                            float* y) {
-  NEED_CTX();
-  NONNULL("upsample_nearest2x", x);
-  NONNULL("upsample_nearest2x", y);
-  POSITIVE("upsample_nearest2x", B);
-  POSITIVE("upsample_nearest2x", C);
-  POSITIVE("upsample_nearest2x", H);
-  POSITIVE("upsample_nearest2x", W);
-  return ctx_table(ctx)->upsample_nearest2x(ctx, x, B, C, H, W, y);
 }
 
 int sana_activation(sana_ctx* ctx, const float* x, ptrdiff_t n, int act, float* y) {

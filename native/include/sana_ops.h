@@ -123,11 +123,13 @@ SANA_API int sana_pack_weight(sana_ctx* ctx, const void* w, int w_dtype, ptrdiff
 SANA_API int sana_linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, int w_dtype,
                          ptrdiff_t N, const float* bias, int act, int flags, float* y);
 
-/* y[B,Cout,Ho,Wo] = act(conv2d(x[B,Cin,H,W], w[Cout,Cin/groups,kh,kw]) + bias[Cout]), zero padding,
- * Ho = (H + 2·pad − kh)/stride + 1 (likewise Wo). bias may be NULL. */
+/* y[B,Cout,Ho,Wo] = act(conv2d(x↑[B,Cin,H·up,W·up], w[Cout,Cin/groups,kh,kw]) + bias[Cout]), zero padding,
+ * Ho = (H·up + 2·pad − kh)/stride + 1 (likewise Wo), where x↑ is x[B,Cin,H,W] upsampled by nearest neighbour
+ * (up = 1: x itself; up = 2 with groups = 1: DC-AE's interpolating up-block, without the 4× map). bias may be
+ * NULL. */
 SANA_API int sana_conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W,
                          const void* w, int w_dtype, ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride,
-                         ptrdiff_t pad, ptrdiff_t groups, const float* bias, int act, float* y);
+                         ptrdiff_t pad, ptrdiff_t groups, ptrdiff_t up, const float* bias, int act, float* y);
 
 /* Sana ReLU linear attention over views [B, N, heads, head_dim]:
  *   out_n = Σ_m v_m (relu(k_m)·relu(q_n)) / (Σ_m relu(k_m)·relu(q_n) + eps), state in fp32. */
@@ -188,9 +190,6 @@ SANA_API int sana_pixel_shuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrd
 /* x[B, C, H, W] → y[B, C·r², H/r, W/r], the inverse (torch pixel_unshuffle). C is the input channel count. */
 SANA_API int sana_pixel_unshuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H,
                                   ptrdiff_t W, ptrdiff_t r, float* y);
-/* x[B, C, H, W] → y[B, C, 2H, 2W], y[2i+a, 2j+b] = x[i, j]. */
-SANA_API int sana_upsample_nearest2x(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H,
-                                     ptrdiff_t W, float* y);
 
 /* y = act(x) elementwise; y may equal x. */
 SANA_API int sana_activation(sana_ctx* ctx, const float* x, ptrdiff_t n, int act, float* y);
@@ -261,7 +260,7 @@ SANA_API int sana_evit_normalize(sana_ctx* ctx, const float* x, ptrdiff_t B, ptr
  * op names the TypeScript side looks up. */
 #define SANA_KERNEL_OPS(X)                                                                                   \
   X(linear) X(conv2d) X(linear_attention) X(attention) X(glumbconv) X(layer_norm) X(residual) X(mul)        \
-  X(rms_norm) X(rms_norm_channels) X(pixel_shuffle) X(pixel_unshuffle) X(upsample_nearest2x) X(activation) \
+  X(rms_norm) X(rms_norm_channels) X(pixel_shuffle) X(pixel_unshuffle) X(activation) \
   X(rope) X(axpby) X(cfg_combine) X(count_nonfinite) X(adaln_modulation) X(patchify) X(unpatchify) X(copy4)  \
   X(embedding) X(group_mean) X(evit_normalize)
 #define SANA_OPS(X) X(pack_weight) SANA_KERNEL_OPS(X)

@@ -95,10 +95,12 @@ describe.each(backends.map((b) => ({ name: b.name, b })))('$name backend', ({ b 
     expectSanaError(() => b.pixelShuffle(t([1, 4, 2, 2]), 2, { repeat: 1.5 }), ARG, /pixelShuffle: Expected a positive integer for opts\.repeat but received 1\.5/);
     expectSanaError(() => b.pixelShuffle(t([1, 4, 2, 2]), 2, { accumulate: true }), ARG, /pixelShuffle: Expected the tensor to add to for opts\.out/);
   });
+  it('conv2d: upsample is 1, or 2 with groups 1', () => {
+    expectSanaError(() => b.conv2d(t([1, 4, 5, 5]), t([4, 1, 3, 3]), { groups: 4, upsample: 2 }), ARG, /conv2d: Expected 1, or 2 with groups 1 for upsample but received 2/);
+    expectSanaError(() => b.conv2d(t([1, 4, 5, 5]), t([4, 4, 3, 3]), { upsample: 3 as 2 }), ARG, /conv2d: Expected 1, or 2 with groups 1 for upsample but received 3/);
+  });
   it('pixelUnshuffle: r must divide H and W', () =>
     expectSanaError(() => b.pixelUnshuffle(t([1, 2, 5, 4]), 2), ARG, /pixelUnshuffle: Expected a positive integer dividing H=5 and W=4 for r but received 2/));
-  it('upsampleNearest2x: needs an NCHW map', () =>
-    expectSanaError(() => b.upsampleNearest2x(t([2, 3, 4])), ARG, /upsampleNearest2x: Expected an NCHW map .* for x\.shape but received \[2, 3, 4\]/));
   it('activation: unknown name', () => expectSanaError(() => b.activation(t([5]), 'gelu' as never), ARG, /activation: .* for act but received "gelu"/));
   it('rope: odd head dim, wrong positions length', () => {
     expectSanaError(() => b.rope(t([1, 3, 2, 5])), ARG, /rope: Expected an even head dimension for x\.shape\[3\] but received 5/);

@@ -88,6 +88,26 @@ for (const [M, K, N] of [[37, 67, 45], [203, 300, 70], [5, 129, 131], [33, 1400,
     });
   }
 
+// ---- conv2d on the nearest ×2 upsampling of x (DC-AE's interpolating up-blocks), against the reference conv of
+// the upsampled map: the Winograd path (a 34×38 map, ≥ 32 channels), im2col, the narrow path, a 1×1
+for (const [B, Cin, H, W, Cout, k, pad, dtype] of [
+  [1, 33, 17, 19, 34, 3, 1, 'f32'],
+  [2, 5, 6, 7, 9, 3, 1, 'bf16'],
+  [1, 6, 9, 21, 3, 3, 1, 'f32'],
+  [1, 4, 5, 6, 7, 1, 0, 'f16'],
+] as const) {
+  const x = rand(B * Cin * H * W, 31 + Cin);
+  const wShape = [Cout, Cin, k, k];
+  const w = quantized(rand(Cout * Cin * k * k, 32 + Cout, -0.5, 0.5), dtype);
+  const b = rand(Cout, 33 + Cout);
+  cases.push({
+    name: `conv2d upsample 2 [${B},${Cin},${H},${W}] k${k} p${pad} → ${Cout} w=${dtype}`,
+    tol: 2e-5,
+    run: (be) => withTensors(be, (mk) => be.conv2d(mk([B, Cin, H, W], x), mk(wShape, w, dtype), { bias: mk([Cout], b), padding: pad, upsample: 2 })),
+    ref: () => ref.conv2d(ref.upsampleNearest2x(x, B * Cin, H, W), [B, Cin, 2 * H, 2 * W], w, wShape, 1, pad, 1, b, 'none').y,
+  });
+}
+
 // ---- conv2d: 3×3 / 5×5 / 1×1 / stride 2 / depth-wise / grouped, odd widths and channel counts
 for (const [B, Cin, H, W, Cout, k, stride, pad, groups, dtype, act] of [
   [2, 5, 9, 13, 7, 3, 1, 1, 1, 'f32', 'none'],
@@ -396,16 +416,6 @@ for (const r of [2, 3]) {
     tol: 0,
     run: (be) => withTensors(be, (mk) => be.pixelUnshuffle(mk([B, C, H * r, W * r], xu), r)),
     ref: () => ref.pixelUnshuffle(xu, B, C, H * r, W * r, r),
-  });
-}
-{
-  const [B, C, H, W] = [2, 3, 5, 7];
-  const x = rand(B * C * H * W, 75);
-  cases.push({
-    name: 'upsampleNearest2x',
-    tol: 0,
-    run: (be) => withTensors(be, (mk) => be.upsampleNearest2x(mk([B, C, H, W], x))),
-    ref: () => ref.upsampleNearest2x(x, B * C, H, W),
   });
 }
 

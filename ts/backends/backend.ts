@@ -33,6 +33,8 @@ export interface Conv2dOptions {
   stride?: number;
   padding?: number;
   groups?: number;
+  /** 2: convolve x's nearest-neighbour ×2 upsampling (groups 1 only), read from x without making the 4× map */
+  upsample?: 1 | 2;
   act?: Activation;
   out?: Tensor;
 }
@@ -112,7 +114,6 @@ export interface Backend {
    * (repeat_interleave; default 1) into [B, C, H·r, W·r]; with `accumulate`, added to `out` (required then). */
   pixelShuffle(x: Tensor, r: number, opts?: { repeat?: number; accumulate?: boolean; out?: Tensor }): Tensor;
   pixelUnshuffle(x: Tensor, r: number, out?: Tensor): Tensor;
-  upsampleNearest2x(x: Tensor, out?: Tensor): Tensor;
   /** out may be x (in place). */
   activation(x: Tensor, act: Activation, out?: Tensor): Tensor;
   /** Rotate-half RoPE on [B, L, heads, dim] (positions: an i32 tensor [L]; default 0..L−1); out may be x. */

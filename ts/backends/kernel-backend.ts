@@ -169,19 +169,21 @@ export abstract class KernelBackend implements Backend {
     const stride = opts.stride ?? 1;
     const pad = opts.padding ?? 0;
     const groups = opts.groups ?? 1;
+    const up = opts.upsample ?? 1;
     if (!isPositiveInt(stride)) throw invalidArgument(op, 'a positive integer', 'stride', stride);
+    if (up !== 1 && !(up === 2 && groups === 1)) throw invalidArgument(op, '1, or 2 with groups 1', 'upsample', up);
     if (!Number.isInteger(pad) || pad < 0) throw invalidArgument(op, 'a non-negative integer', 'padding', pad);
     if (!isPositiveInt(groups) || Cin % groups !== 0 || Cout % groups !== 0)
       throw invalidArgument(op, `a divisor of Cin (${Cin}) and Cout (${Cout})`, 'groups', groups);
     if (cig !== Cin / groups)
       throw invalidArgument(op, `${Cin / groups} input channels per group (Cin ${Cin} / groups ${groups}) in w.shape[1]`, 'w.shape', w.shape);
-    const Ho = Math.floor((H + 2 * pad - kh) / stride) + 1;
-    const Wo = Math.floor((W + 2 * pad - kw) / stride) + 1;
+    const Ho = Math.floor((H * up + 2 * pad - kh) / stride) + 1;
+    const Wo = Math.floor((W * up + 2 * pad - kw) / stride) + 1;
     if (Ho < 1 || Wo < 1) throw invalidArgument(op, `an input of at least ${kh}×${kw} after padding ${pad}`, 'x.shape', x.shape);
     if (opts.bias) this.f32Shape(op, 'bias', opts.bias, [Cout]);
     const act = activationCode(op, opts.act);
     const y = this.output(op, opts.out, [B, Cout, Ho, Wo]);
-    this.run('conv2d', [x, B, Cin, H, W, w, dtypeCode(w.dtype), Cout, kh, kw, stride, pad, groups, opts.bias ?? null, act, y]);
+    this.run('conv2d', [x, B, Cin, H, W, w, dtypeCode(w.dtype), Cout, kh, kw, stride, pad, groups, up, opts.bias ?? null, act, y]);
     return y;
   }
 
@@ -357,14 +359,6 @@ export abstract class KernelBackend implements Backend {
     if (!isPositiveInt(r) || H % r !== 0 || W % r !== 0) throw invalidArgument(op, `a positive integer dividing H=${H} and W=${W}`, 'r', r);
     const y = this.output(op, out, [B, C * r * r, H / r, W / r]);
     this.run('pixel_unshuffle', [x, B, C, H, W, r, y]);
-    return y;
-  }
-
-  upsampleNearest2x(x: Tensor, out?: Tensor): Tensor {
-    const op = 'upsampleNearest2x';
-    const [B, C, H, W] = this.nchw(op, x);
-    const y = this.output(op, out, [B, C, 2 * H, 2 * W]);
-    this.run('upsample_nearest2x', [x, B, C, H, W, y]);
     return y;
   }
 

@@ -18,7 +18,7 @@ class Conv {
     this.weight = w.matrix(`${name}.weight`, shape, from);
     this.bias = bias ? w.vector(`${name}.bias`, [shape[0]], from) : null;
   }
-  forward(be: Backend, p: Params, x: Tensor, opts: { padding?: number; stride?: number; groups?: number; act?: Activation } = {}): Tensor {
+  forward(be: Backend, p: Params, x: Tensor, opts: { padding?: number; stride?: number; groups?: number; upsample?: 1 | 2; act?: Activation } = {}): Tensor {
     return be.conv2d(x, p.get(this.weight), { bias: this.bias === null ? undefined : p.get(this.bias), ...opts });
   }
 }
@@ -153,11 +153,16 @@ export class UpBlock {
   constructor(w: Weights, pre: string, Cin: number, readonly Cout: number, private readonly interpolate: boolean, from: string) {
     this.conv = new Conv(w, `${pre}.conv`, [interpolate ? Cout : Cout * 4, Cin, 3, 3], from);
   }
-  // the largest maps of a decode (the ×2 upsampled input is 4× the block's input): each freed once read
   forward(be: Backend, p: Params, scope: Scope, x: Tensor): Tensor {
-    const pre = scope.keep(this.interpolate ? be.upsampleNearest2x(x) : this.conv.forward(be, p, x, { padding: 1 }));
-    const main = scope.keep(this.interpolate ? this.conv.forward(be, p, pre, { padding: 1 }) : be.pixelShuffle(pre, 2));
-    pre.dispose();
+    let main: Tensor;
+    if (this.interpolate) {
+      // the conv reads the nearest ×2 upsampling from x: the 4× map is never made
+      main = scope.keep(this.conv.forward(be, p, x, { padding: 1, upsample: 2 }));
+    } else {
+      const pre = scope.keep(this.conv.forward(be, p, x, { padding: 1 }));
+      main = scope.keep(be.pixelShuffle(pre, 2));
+      pre.dispose();
+    }
     // the shortcut pixel_shuffle(repeat_interleave(x)) added to the main path in one pass
     return be.pixelShuffle(x, 2, { repeat: channelRepeat(x.shape[1], this.Cout * 4), accumulate: true, out: main });
   }

@@ -13,6 +13,7 @@ struct ConvGeom {
   const void* w;
   int dt;
   ptrdiff_t Cin, H, W, Cout, kh, kw, stride, pad, groups, Ho, Wo;
+  ptrdiff_t up;  // H, W: the upsampled map the kernel slides over; x holds [H/up, W/up]
 };
 
 // A(z, m, k): weight row m of group z % groups.
@@ -31,7 +32,7 @@ struct ConvPatchB {
     ptrdiff_t iy = n / g.Wo * g.stride - g.pad + ky, ix = n % g.Wo * g.stride - g.pad + kx;
     if (iy < 0 || iy >= g.H || ix < 0 || ix >= g.W) return 0.0f;
     ptrdiff_t b = z / g.groups, c = z % g.groups * (g.Cin / g.groups) + ci;
-    return g.x[((b * g.Cin + c) * g.H + iy) * g.W + ix];
+    return g.x[((b * g.Cin + c) * (g.H / g.up) + iy / g.up) * (g.W / g.up) + ix / g.up];
   }
 };
 struct ConvOut {
@@ -67,10 +68,11 @@ __global__ void depthwise_kernel(ConvGeom g, ptrdiff_t B, const float* bias, int
 }  // namespace
 
 int conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const void* w, int dt,
-           ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups,
+           ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups, ptrdiff_t up,
            const float* bias, int act, float* y) {
-  ConvGeom g{x, w, dt, Cin, H, W, Cout, kh, kw, stride, pad, groups, (H + 2 * pad - kh) / stride + 1, (W + 2 * pad - kw) / stride + 1};
-  if (Cin == groups && Cout == groups) {
+  H *= up, W *= up;
+  ConvGeom g{x, w, dt, Cin, H, W, Cout, kh, kw, stride, pad, groups, (H + 2 * pad - kh) / stride + 1, (W + 2 * pad - kw) / stride + 1, up};
+  if (Cin == groups && Cout == groups && up == 1) {  // the depth-wise kernel reads x as is
     depthwise_kernel<<<grid_for(B * Cout * g.Ho * g.Wo), kThreads, 0, stream(ctx)>>>(g, B, bias, act, y);
     return launched(ctx, "conv2d");
   }

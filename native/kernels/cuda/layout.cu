@@ -26,13 +26,6 @@ int pixel_unshuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptr
   });
 }
 
-int upsample_nearest2x(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, float* y) {
-  return each(ctx, "upsample_nearest2x", B * C * 4 * H * W, [=] __device__(ptrdiff_t o) {
-    ptrdiff_t j = o % (2 * W), i = o / (2 * W) % (2 * H), bc = o / (4 * H * W);
-    y[o] = x[(bc * H + i / 2) * W + j / 2];
-  });
-}
-
 // pixel (b, c, i·p + r, j·p + s) of the NCHW map ↔ channel (r·p + s)·C + c of token (b, i·w + j), by token index.
 struct PatchIndex {
   ptrdiff_t C, h, w, p;

@@ -52,9 +52,10 @@ int linear(sana_ctx*, const float* x, ptrdiff_t M, ptrdiff_t K, const void* w, i
 }
 
 int conv2d(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const void* w, int dt,
-           ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups,
+           ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups, ptrdiff_t up,
            const float* bias, int act, float* y) {
-  ptrdiff_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1;
+  ptrdiff_t Hu = H * up, Wu = W * up;  // the (upsampled) map the kernel slides over
+  ptrdiff_t Ho = (Hu + 2 * pad - kh) / stride + 1, Wo = (Wu + 2 * pad - kw) / stride + 1;
   ptrdiff_t cig = Cin / groups, cog = Cout / groups;
   for (ptrdiff_t b = 0; b < B; ++b)
     for (ptrdiff_t co = 0; co < Cout; ++co) {
@@ -66,8 +67,8 @@ int conv2d(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, p
             for (ptrdiff_t ky = 0; ky < kh; ++ky)
               for (ptrdiff_t kx = 0; kx < kw; ++kx) {
                 ptrdiff_t iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
-                if (iy < 0 || iy >= H || ix < 0 || ix >= W) continue;
-                s += x[((b * Cin + g * cig + ci) * H + iy) * W + ix] * wload(w, dt, ((co * cig + ci) * kh + ky) * kw + kx);
+                if (iy < 0 || iy >= Hu || ix < 0 || ix >= Wu) continue;
+                s += x[((b * Cin + g * cig + ci) * H + iy / up) * W + ix / up] * wload(w, dt, ((co * cig + ci) * kh + ky) * kw + kx);
               }
           y[((b * Cout + co) * Ho + oy) * Wo + ox] = act_fn(s + (bias ? bias[co] : 0.0f), act);
         }
@@ -276,13 +277,6 @@ int pixel_unshuffle(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff
       for (ptrdiff_t i = 0; i < H; ++i)
         for (ptrdiff_t j = 0; j < W; ++j)
           y[((b * C * r * r + c * r * r + (i % r) * r + j % r) * Ho + i / r) * Wo + j / r] = x[((b * C + c) * H + i) * W + j];
-  return SANA_OK;
-}
-
-int upsample_nearest2x(sana_ctx*, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, float* y) {
-  for (ptrdiff_t bc = 0; bc < B * C; ++bc)
-    for (ptrdiff_t i = 0; i < 2 * H; ++i)
-      for (ptrdiff_t j = 0; j < 2 * W; ++j) y[(bc * 2 * H + i) * 2 * W + j] = x[(bc * H + i / 2) * W + j / 2];
   return SANA_OK;
 }
 

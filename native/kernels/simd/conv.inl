@@ -20,6 +20,7 @@ int linear(sana_ctx* ctx, const float* x, ptrdiff_t M, ptrdiff_t K, const void* 
 struct Im2col {
   const float* x;  // first input channel of the group, one batch item
   ptrdiff_t H, W, Wo, kh, kw, stride, pad;
+  ptrdiff_t up;  // H, W: the upsampled map the kernel slides over; x holds [H/up, W/up] per channel
 };
 
 void pack_im2col(const void* arg, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, float* dst) {
@@ -28,7 +29,7 @@ void pack_im2col(const void* arg, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrd
   for (ptrdiff_t jp = 0; jp < nc; jp += NR) {
     float* d = dst + jp * kc;
     ptrdiff_t nr = mn<ptrdiff_t>(NR, nc - jp), p0 = j0 + jp, oy0 = p0 / s.Wo, ox0 = p0 % s.Wo;
-    bool one_row = s.stride == 1 && ox0 + nr <= s.Wo;
+    bool one_row = s.stride == 1 && s.up == 1 && ox0 + nr <= s.Wo;
     // (ci, ky, kx) of row k, stepped instead of divided: the packing runs once per k and panel
     ptrdiff_t ci = k0 / khw, ky = k0 % khw / s.kw, kx = k0 % s.kw;
     for (ptrdiff_t k = 0; k < kc; ++k, ++kx) {
@@ -61,7 +62,7 @@ void pack_im2col(const void* arg, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrd
           float v = 0.0f;
           if (j < nr) {
             ptrdiff_t p = p0 + j, iy = p / s.Wo * s.stride - s.pad + ky, ix = p % s.Wo * s.stride - s.pad + kx;
-            if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) v = s.x[(ci * s.H + iy) * s.W + ix];
+            if (iy >= 0 && iy < s.H && ix >= 0 && ix < s.W) v = s.x[(ci * (s.H / s.up) + iy / s.up) * (s.W / s.up) + ix / s.up];
           }
           dk[j] = v;
         }
@@ -151,16 +152,21 @@ int conv2d_depthwise(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, pt
 // Tasks are bands of NARROW_ROWS output rows; the taps are summed in the order (ci, ky, kx), as the GEMM does.
 constexpr ptrdiff_t NARROW_COUT = 4, NARROW_ROWS = 8;
 
+// H, W: the (upsampled) map the kernel slides over; x holds [H/up, W/up] per channel
 template <int NC>
-void narrow_band(const float* x, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const float* wf, ptrdiff_t kh, ptrdiff_t kw,
-                 ptrdiff_t pad, ptrdiff_t Wo, ptrdiff_t oy0, ptrdiff_t rows, ptrdiff_t Wp, ptrdiff_t Wr, float* pbuf,
+void narrow_band(const float* x, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, ptrdiff_t up, const float* wf, ptrdiff_t kh,
+                 ptrdiff_t kw, ptrdiff_t pad, ptrdiff_t oy0, ptrdiff_t rows, ptrdiff_t Wp, ptrdiff_t Wr, float* pbuf,
                  float* acc) {
   ptrdiff_t prow = rows + kh - 1, khw = kh * kw;
   std::memset(pbuf, 0, sizeof(float) * (size_t)(prow * Wp));  // pad columns and rows outside the map stay zero
   for (ptrdiff_t ci = 0; ci < Cin; ++ci) {
     for (ptrdiff_t j = 0; j < prow; ++j) {
       ptrdiff_t iy = oy0 - pad + j;
-      if (iy >= 0 && iy < H) std::memcpy(pbuf + j * Wp + pad, x + (ci * H + iy) * W, sizeof(float) * (size_t)W);
+      if (iy < 0 || iy >= H) continue;
+      const float* src = x + (ci * (H / up) + iy / up) * (W / up);
+      if (up == 1) std::memcpy(pbuf + j * Wp + pad, src, sizeof(float) * (size_t)W);
+      else
+        for (ptrdiff_t ix = 0; ix < W; ++ix) pbuf[j * Wp + pad + ix] = src[ix / up];
     }
     const float* wc = wf + ci * khw;  // wf: [Cout][Cin][kh·kw]
     for (ptrdiff_t r = 0; r < rows; ++r)
@@ -177,9 +183,9 @@ void narrow_band(const float* x, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const 
   }
 }
 
-int conv2d_narrow(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const void* w,
-                  int dt, ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t pad, const float* bias, int act,
-                  float* y) {
+int conv2d_narrow(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, ptrdiff_t up,
+                  const void* w, int dt, ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t pad, const float* bias,
+                  int act, float* y) {
   ptrdiff_t Ho = H + 2 * pad - kh + 1, Wo = W + 2 * pad - kw + 1, Wr = round_up(Wo, VW), Wp = Wr + kw - 1;
   ptrdiff_t bands = (Ho + NARROW_ROWS - 1) / NARROW_ROWS, n = Cout * Cin * kh * kw;
   size_t per = sizeof(float) * (size_t)((NARROW_ROWS + kh - 1) * Wp + Cout * NARROW_ROWS * Wr);
@@ -197,12 +203,12 @@ int conv2d_narrow(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptr
     float* acc = pbuf + (NARROW_ROWS + kh - 1) * Wp;
     for (ptrdiff_t co = 0; co < Cout; ++co)
       for (ptrdiff_t i = 0; i < rows * Wr; ++i) acc[co * rows * Wr + i] = bias ? bias[co] : 0.0f;
-    const float* xb = x + b * Cin * H * W;
+    const float* xb = x + b * Cin * (H / up) * (W / up);
     switch (Cout) {
-      case 1: narrow_band<1>(xb, Cin, H, W, wf, kh, kw, pad, Wo, oy0, rows, Wp, Wr, pbuf, acc); break;
-      case 2: narrow_band<2>(xb, Cin, H, W, wf, kh, kw, pad, Wo, oy0, rows, Wp, Wr, pbuf, acc); break;
-      case 3: narrow_band<3>(xb, Cin, H, W, wf, kh, kw, pad, Wo, oy0, rows, Wp, Wr, pbuf, acc); break;
-      default: narrow_band<4>(xb, Cin, H, W, wf, kh, kw, pad, Wo, oy0, rows, Wp, Wr, pbuf, acc); break;
+      case 1: narrow_band<1>(xb, Cin, H, W, up, wf, kh, kw, pad, oy0, rows, Wp, Wr, pbuf, acc); break;
+      case 2: narrow_band<2>(xb, Cin, H, W, up, wf, kh, kw, pad, oy0, rows, Wp, Wr, pbuf, acc); break;
+      case 3: narrow_band<3>(xb, Cin, H, W, up, wf, kh, kw, pad, oy0, rows, Wp, Wr, pbuf, acc); break;
+      default: narrow_band<4>(xb, Cin, H, W, up, wf, kh, kw, pad, oy0, rows, Wp, Wr, pbuf, acc); break;
     }
     for (ptrdiff_t co = 0; co < Cout; ++co)
       for (ptrdiff_t r = 0; r < rows; ++r) {
@@ -217,22 +223,25 @@ int conv2d_narrow(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptr
   return SANA_OK;
 }
 
+// up = 2 (validation: with groups = 1) slides the kernel over x's nearest-neighbour upsampling, read from x
+// where each path gathers its input (the Winograd tile rows, the narrow path's padded rows, the im2col panels).
 int conv2d(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, const void* w, int dt,
-           ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups,
+           ptrdiff_t Cout, ptrdiff_t kh, ptrdiff_t kw, ptrdiff_t stride, ptrdiff_t pad, ptrdiff_t groups, ptrdiff_t up,
            const float* bias, int act, float* y) {
-  ptrdiff_t cig = Cin / groups, cog = Cout / groups;
-  if (cig == 1 && cog == 1) return conv2d_depthwise(ctx, x, B, Cin, H, W, w, dt, kh, kw, stride, pad, bias, act, y);
+  ptrdiff_t cig = Cin / groups, cog = Cout / groups, Hs = H, Ws = W;  // Hs, Ws: x's own size
+  if (cig == 1 && cog == 1 && up == 1) return conv2d_depthwise(ctx, x, B, Cin, H, W, w, dt, kh, kw, stride, pad, bias, act, y);
+  H *= up, W *= up;
   if (winograd_applies(Cin, Cout, H, W, kh, kw, stride, pad, groups))
-    return conv2d_winograd(ctx, x, B, Cin, H, W, w, dt, Cout, bias, act, y);
+    return conv2d_winograd(ctx, x, B, Cin, H, W, up, w, dt, Cout, bias, act, y);
   if (groups == 1 && stride == 1 && Cout <= NARROW_COUT)
-    return conv2d_narrow(ctx, x, B, Cin, H, W, w, dt, Cout, kh, kw, pad, bias, act, y);
+    return conv2d_narrow(ctx, x, B, Cin, H, W, up, w, dt, Cout, kh, kw, pad, bias, act, y);
   ptrdiff_t Ho = (H + 2 * pad - kh) / stride + 1, Wo = (W + 2 * pad - kw) / stride + 1, P = Ho * Wo;
   ptrdiff_t K = cig * kh * kw;
-  bool pointwise = kh == 1 && kw == 1 && stride == 1 && pad == 0;
+  bool pointwise = kh == 1 && kw == 1 && stride == 1 && pad == 0 && up == 1;
   for (ptrdiff_t b = 0; b < B; ++b)
     for (ptrdiff_t gi = 0; gi < groups; ++gi) {
-      const float* xg = x + (b * Cin + gi * cig) * H * W;
-      Im2col im{xg, H, W, Wo, kh, kw, stride, pad};
+      const float* xg = x + (b * Cin + gi * cig) * Hs * Ws;
+      Im2col im{xg, H, W, Wo, kh, kw, stride, pad, up};
       Gemm g{};
       g.M = cog, g.N = P, g.K = K;
       g.A = Operand{static_cast<const char*>(w) + gi * cog * K * (dt == SANA_F32 ? 4 : 2), dt, K, 1};

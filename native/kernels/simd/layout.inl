@@ -50,24 +50,6 @@ int pixel_unshuffle(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptr
   return SANA_OK;
 }
 
-int upsample_nearest2x(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t C, ptrdiff_t H, ptrdiff_t W, float* y) {
-  parallel_for(ctx, B * C * H, [&](ptrdiff_t t0, ptrdiff_t t1) {
-    for (ptrdiff_t t = t0; t < t1; ++t) {
-      const float* xr = x + t * W;
-      float* y0 = y + (t / H * 2 * H + t % H * 2) * 2 * W;
-      ptrdiff_t w = 0;
-      for (; w + VW <= W; w += VW) {
-        vf a = vload(xr + w);
-        vstore(y0 + 2 * w, vzip_lo(a, a));
-        vstore(y0 + 2 * w + VW, vzip_hi(a, a));
-      }
-      for (; w < W; ++w) y0[2 * w] = y0[2 * w + 1] = xr[w];
-      std::memcpy(y0 + 2 * W, y0, sizeof(float) * 2 * W);
-    }
-  });
-  return SANA_OK;
-}
-
 int activation(sana_ctx* ctx, const float* x, ptrdiff_t n, int act, float* y) {
   chunked(ctx, n, [&](ptrdiff_t i, ptrdiff_t e) {
     for (; i + VW <= e; i += VW) vstore(y + i, vact(vload(x + i), act));

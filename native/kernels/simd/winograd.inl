@@ -87,7 +87,8 @@ bool winograd_applies(ptrdiff_t Cin, ptrdiff_t Cout, ptrdiff_t H, ptrdiff_t W, p
 }
 
 struct WinogradShape {
-  ptrdiff_t Cin, Cout, H, W, tw;  // tw: tiles per tile row (tiles are numbered row by row)
+  ptrdiff_t Cin, Cout, H, W, tw;  // H, W: the (upsampled) map; tw: tiles per tile row (numbered row by row)
+  ptrdiff_t up;                   // the input holds [H/up, W/up] per channel (nearest-neighbour upsampling)
   ptrdiff_t t0, N;                // this chunk: tiles t0..t0+N
   ptrdiff_t panels;               // 32-tile panels of V
 };
@@ -134,9 +135,11 @@ void winograd_weights(sana_ctx* ctx, const void* w, int dt, ptrdiff_t Cin, ptrdi
 // V_ξ of one chunk in the GEMM's B panels: v[((ξ·panels + t/32)·Cin + ci)·32 + t%32] = (Bᵀ d_t B)_ξ.
 void winograd_input(const float* x, const WinogradShape& s, float* v) {
   alignas(64) float row[4 * VW + 4];
+  alignas(64) float zipped[6 * VW];
   alignas(64) float lanes[VW];
+  ptrdiff_t Ws = s.W / s.up, plane = s.H / s.up * Ws;
   for (ptrdiff_t ci = 0; ci < s.Cin; ++ci) {
-    const float* xc = x + ci * s.H * s.W;
+    const float* xc = x + ci * plane;
     for_tile_groups(s, [&](ptrdiff_t ty, ptrdiff_t tx0, ptrdiff_t n, ptrdiff_t t) {
       ptrdiff_t x0 = 4 * tx0 - 1, len = 4 * VW + 4;  // padded columns x0..x0+len of the group
       vf h[WA][WA];  // h[r][σ]: input row r of each tile, transformed along x
@@ -145,6 +148,24 @@ void winograd_input(const float* x, const WinogradShape& s, float* v) {
         const float* src = row;
         if (iy < 0 || iy >= s.H) {
           std::memset(row, 0, sizeof row);
+        } else if (s.up > 1) {
+          // the upsampled row: column c is source column c / up. x0 is odd, so for up = 2 the row is the zip
+          // of source columns s0 = (x0 − 1) / 2 onwards with themselves, from its second lane
+          const float* sr = xc + iy / s.up * Ws;
+          ptrdiff_t s0 = (x0 - 1) / 2;
+          if (s.up == 2 && x0 > 0 && s0 + 3 * VW <= Ws) {
+            for (int q = 0; q < 3; ++q) {
+              vf a = vload(sr + s0 + q * VW);
+              vstore(zipped + 2 * q * VW, vzip_lo(a, a));
+              vstore(zipped + (2 * q + 1) * VW, vzip_hi(a, a));
+            }
+            src = zipped + 1;
+          } else {
+            for (ptrdiff_t k = 0; k < len; ++k) {
+              ptrdiff_t c = x0 + k;
+              row[k] = c >= 0 && c < s.W ? sr[c / s.up] : 0.0f;
+            }
+          }
         } else if (x0 >= 0 && x0 + len <= s.W) {
           src = xc + iy * s.W + x0;  // interior: straight from the map
         } else {
@@ -219,7 +240,7 @@ void winograd_output(const float* m, const WinogradShape& s, const float* bias, 
 // Weights transformed once per call; then each thread claims chunks of tiles (V and M of a chunk kept near
 // its core's caches) and takes each through input transform, 36 single-threaded GEMMs and output transform,
 // so the 36 products meet no barrier.
-int conv2d_winograd(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W,
+int conv2d_winograd(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, ptrdiff_t H, ptrdiff_t W, ptrdiff_t up,
                     const void* w, int dt, ptrdiff_t Cout, const float* bias, int act, float* y) {
   ptrdiff_t tw = (W + WM - 1) / WM, tiles = tw * ((H + WM - 1) / WM);
   int T = ctx_threads(ctx);
@@ -240,9 +261,9 @@ int conv2d_winograd(sana_ctx* ctx, const float* x, ptrdiff_t B, ptrdiff_t Cin, p
     float* v = reinterpret_cast<float*>(arena + u_bytes + per * slot);
     float* m = reinterpret_cast<float*>(arena + u_bytes + per * slot + v_bytes);
     ptrdiff_t b = c / chunks, t0 = c % chunks * chunk;
-    WinogradShape s{Cin, Cout, H, W, tw, t0, mn(chunk, tiles - t0), 0};
+    WinogradShape s{Cin, Cout, H, W, tw, up, t0, mn(chunk, tiles - t0), 0};
     s.panels = (s.N + 31) / 32;
-    winograd_input(x + b * Cin * H * W, s, v);
+    winograd_input(x + b * Cin * (H / up) * (W / up), s, v);
     for (int xi = 0; xi < WX; ++xi) {
       Gemm g{};
       g.M = Cout, g.N = s.N, g.K = Cin;
