@@ -18,7 +18,7 @@ export class Weights {
   private readonly gemm: string[] = [];
   private readonly fusions: { name: string; parts: string[]; shape: number[] }[] = [];
 
-  /** A matrix, kept in its stored dtype (bf16 in bf16 precision; `gemm`: read by the GEMM, so repacked when fp32). */
+  /** A matrix, kept in its stored dtype (bf16 in bf16 precision; `gemm`: read by the GEMM, so repacked when fp32 or bf16). */
   matrix(name: string, shape: number[], from: string, opts: { group?: string; gemm?: boolean } = {}): string {
     this.specs.push({ name, shape, from, group: opts.group });
     if (opts.gemm) this.gemm.push(name);

@@ -239,13 +239,12 @@ export class Params {
     }
   }
 
-  /** Repacks these linear / 1×1-conv weights for the GEMM (same memory, once): the fp32 ones, and the bf16 ones
-   * in bf16 precision (the bf16 engine's panels; fp32 arithmetic converts them panel by panel as it does dense
-   * bf16 weights). */
+  /** Repacks these linear / 1×1-conv weights for the GEMM (same memory, once): the fp32 and the bf16 ones (the
+   * bf16 engine's panels, which fp32 arithmetic converts panel by panel with a shift per value). */
   packLinear(backend: Backend, names: string[]): void {
     for (const name of names) {
       const t = this.get(name);
-      if (t.dtype !== 'f32' && !(t.dtype === 'bf16' && this.precision.precision === 'bf16')) continue;
+      if (t.dtype !== 'f32' && t.dtype !== 'bf16') continue;
       this.tensors.set(name, backend.packWeight(t));
       t.dispose();
     }

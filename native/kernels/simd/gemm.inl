@@ -103,13 +103,23 @@ void pack_b(const Operand& B, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_
 }
 
 // B panels (as pack_b) from a bf16 weight packed by sana_pack_weight (NR divides the layout's 32 columns).
+// A 32-bit lane of a k-pair row holds one column's (k, k + 1) pair, so each converts to rows k and k + 1 by a
+// shift and a mask: no transposition (k0 is even: K blocks are multiples of 8; K is zero-padded to 32).
 void pack_b_from_packed_bf16(const Gemm& g, ptrdiff_t k0, ptrdiff_t kc, ptrdiff_t j0, ptrdiff_t nc, float* dst) {
   const uint16_t* w = static_cast<const uint16_t*>(g.b_packed);
   for (ptrdiff_t jp = 0; jp < nc; jp += NR) {
     float* d = dst + jp * kc;
     ptrdiff_t n0 = j0 + jp;  // columns past N are zero in the layout
-    for (ptrdiff_t k = 0; k < kc; ++k)
-      for (ptrdiff_t j = 0; j < NR; ++j) d[k * NR + j] = bf16_to_f32(w[SANA_PACKED_BF16_INDEX(n0 + j, k0 + k, g.K)]);
+    for (ptrdiff_t k = 0; k < kc; k += 2) {
+      const uint16_t* pairs = w + SANA_PACKED_BF16_INDEX(n0, k0 + k, g.K);
+      for (int v = 0; v < NV; ++v) {
+        vu u;
+        std::memcpy(&u, pairs + 2 * v * VW, sizeof u);
+        vu lo = u << 16, hi = u & 0xFFFF0000u;
+        std::memcpy(d + k * NR + v * VW, &lo, sizeof lo);
+        if (k + 1 < kc) std::memcpy(d + (k + 1) * NR + v * VW, &hi, sizeof hi);
+      }
+    }
   }
 }
 
