@@ -1,4 +1,4 @@
-// Data movement: pixel (un)shuffle, nearest upsampling, patchify/unpatchify, strided 4-D copies, RoPE and the
+// Data movement: pixel (un)shuffle, patchify/unpatchify, strided 4-D copies, RoPE and the
 // embedding gather (one thread per output element, indices as in native/kernels/ref).
 #include <climits>
 

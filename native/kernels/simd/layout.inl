@@ -1,4 +1,4 @@
-// Pixel (un)shuffle, nearest upsampling, elementwise activation, RoPE.
+// Pixel (un)shuffle, elementwise activation, RoPE.
 // Included by ops.inl inside the variant's namespace.
 
 // For r = 2 an output row zips its two source rows with lane shuffles (a strided store per element ran at
